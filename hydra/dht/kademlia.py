@@ -1,0 +1,230 @@
+"""The Kademlia service: answers KAD RPCs and runs iterative lookups, stores and bootstrap.
+
+Why our own Kademlia instead of py-libp2p's KadDHT: its protocol ID is fixed at
+``/ipfs/kad/1.0.0`` (a Hydra swarm must not mix with IPFS), its values are single-valued (a
+model key must hold one signed record *per serving peer*, merged by each storing node), and
+its framing and error paths are not ours to bound and fuzz. This module reuses libp2p for
+everything below the RPC: identity, Noise, Yamux, dialing.
+
+A lookup queries ``alpha`` contacts at a time, closest first, and stops when the ``k`` closest
+contacts it knows have all answered, or (for values) once ``quorum`` holders have replied.
+Every record from the network is re-validated here: no node is trusted to filter for us.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from hydra.dht.keyspace import distance, key_position, peer_key
+from hydra.dht.records import validate
+from hydra.dht.routing import Contact, RoutingTable
+from hydra.dht.store import Entry, RecordStore
+from hydra.p2p.streams import (
+    FramedStream,
+    PeerUnreachable,
+    RemoteError,
+    open_stream,
+    request,
+    serve,
+)
+from protocols import kad
+from protocols.codec import Message
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.ids import KAD
+from protocols.records import SignedRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DhtConfig:
+    k: int = 20  # replication factor and bucket size
+    alpha: int = 3  # parallel queries per lookup round
+    quorum: int = 3  # value holders to hear from before a lookup may stop
+    rpc_timeout: float = 2.0
+
+
+class Dht:
+    def __init__(self, host: IHost, config: DhtConfig = DhtConfig()) -> None:
+        self.host = host
+        self.config = config
+        self.peer_id = host.get_id().to_base58()
+        self.routing = RoutingTable(self.peer_id, config.k)
+        self.store = RecordStore()
+        host.set_stream_handler(TProtocol(KAD), serve(kad.REQUESTS, self._handle))
+
+    def own_addrs(self) -> tuple[str, ...]:
+        return tuple(str(a) for a in self.host.get_transport_addrs())
+
+    # --- serving -----------------------------------------------------------------------------
+
+    async def _handle(self, message: Message, remote: ID) -> Message:
+        assert isinstance(message, (kad.Ping, kad.FindNode, kad.FindValue, kad.Store))
+        self.routing.seen(remote.to_base58(), message.sender_addrs)
+        match message:
+            case kad.Ping():
+                return kad.Pong()
+            case kad.FindNode(key=key):
+                return kad.Nodes(contacts=self._contacts_near(key))
+            case kad.FindValue(key=key):
+                held = self.store.get(key)[: kad.MAX_RECORDS]
+                return kad.Nodes(self._contacts_near(key), tuple(e.signed for e in held))
+            case kad.Store(key=key, records=records):
+                rejected = self.store.put_many(key, records)
+                if rejected and len(rejected) == len(records):
+                    raise rejected[0]
+                return kad.Stored(accepted=len(records) - len(rejected), rejected=len(rejected))
+        raise ProtocolError(ErrorCode.UNEXPECTED, f"{message.TYPE} is not a request")
+
+    def _contacts_near(self, key: str) -> tuple[kad.Contact, ...]:
+        near = self.routing.closest(key_position(key), min(self.config.k, kad.MAX_CONTACTS))
+        return tuple(kad.Contact(peer_id=c.peer_id, addrs=c.addrs) for c in near)
+
+    # --- calling -----------------------------------------------------------------------------
+
+    async def call(self, contact: Contact, message: Message) -> Message:
+        """One RPC to ``contact``; updates the routing table with the outcome."""
+        try:
+            addrs = [Multiaddr(a) for a in contact.addrs]
+            raw = await open_stream(
+                self.host, ID.from_base58(contact.peer_id), addrs, KAD, self.config.rpc_timeout
+            )
+            stream = FramedStream(raw)
+            try:
+                with trio.fail_after(self.config.rpc_timeout):
+                    reply = await request(stream, message, kad.REPLIES)
+            finally:
+                await stream.close()
+        except (PeerUnreachable, ProtocolError, trio.TooSlowError, ValueError) as exc:
+            self.routing.failed(contact.peer_id)
+            raise PeerUnreachable(f"{contact.peer_id}: {exc}") from None
+        self.routing.seen(contact.peer_id, contact.addrs)
+        return reply
+
+    async def _lookup(self, key: str, want_values: bool) -> tuple[list[Contact], dict[str, Entry]]:
+        target = key_position(key)
+        shortlist = {c.peer_id: c for c in self.routing.closest(target)}
+        queried: set[str] = set()
+        answered: list[Contact] = []
+        found: dict[str, Entry] = {}
+        holders = 0
+        make = kad.FindValue if want_values else kad.FindNode
+        query = make(key=key, sender_addrs=self.own_addrs())
+
+        async def ask(contact: Contact) -> None:
+            nonlocal holders
+            try:
+                reply = await self.call(contact, query)
+            except (PeerUnreachable, RemoteError):
+                return
+            if not isinstance(reply, kad.Nodes):
+                return
+            answered.append(contact)
+            for c in reply.contacts:
+                if c.peer_id != self.peer_id and c.peer_id not in shortlist:
+                    shortlist[c.peer_id] = Contact(c.peer_id, c.addrs)
+            if reply.records:
+                holders += 1
+                _merge(found, reply.records)
+
+        def by_distance(c: Contact) -> int:
+            return distance(c.position, target)
+
+        while True:
+            nearest = sorted(shortlist.values(), key=by_distance)[: self.config.k]
+            pending = [c for c in nearest if c.peer_id not in queried][: self.config.alpha]
+            if not pending or (want_values and holders >= self.config.quorum):
+                break
+            queried.update(c.peer_id for c in pending)
+            async with trio.open_nursery() as nursery:
+                for contact in pending:
+                    nursery.start_soon(ask, contact)
+        return sorted(answered, key=by_distance)[: self.config.k], found
+
+    # --- public API --------------------------------------------------------------------------
+
+    async def put(self, key: str, signed: SignedRecord) -> int:
+        """Store ``signed`` on the ``k`` nodes closest to ``key`` (us included if we are one).
+
+        Returns how many nodes accepted it. Raises ``ProtocolError`` for an invalid record."""
+        validate(signed)
+        closest, _ = await self._lookup(key, want_values=False)
+        stored = 0
+        target = key_position(key)
+        own = distance(self.routing.own_position, target)
+        if len(closest) < self.config.k or own < distance(closest[-1].position, target):
+            self.store.put(key, signed)
+            stored += 1
+        message = kad.Store(key=key, records=(signed,), sender_addrs=self.own_addrs())
+
+        async def store_on(contact: Contact) -> None:
+            nonlocal stored
+            try:
+                await self.call(contact, message)
+                stored += 1
+            except (PeerUnreachable, RemoteError) as exc:
+                log.debug("store of %s on %s failed: %s", key, contact.peer_id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for contact in closest:
+                nursery.start_soon(store_on, contact)
+        return stored
+
+    async def get(self, key: str) -> list[Entry]:
+        """Every live, valid record under ``key``: what we hold merged with the network's."""
+        found = {e.record.peer_id: e for e in self.store.get(key)}
+        _, remote = await self._lookup(key, want_values=True)
+        for peer, entry in remote.items():
+            if peer not in found or found[peer].record.seq < entry.record.seq:
+                found[peer] = entry
+        return sorted(found.values(), key=lambda e: e.record.peer_id)
+
+    async def bootstrap(self, multiaddrs: Iterable[Multiaddr]) -> int:
+        """Ping each bootstrap peer, then look ourselves up to fill the routing table.
+
+        Returns how many bootstrap peers answered (0: we are on our own for now)."""
+        contacts = []
+        for ma in multiaddrs:
+            info = info_from_p2p_addr(ma)
+            if info.peer_id.to_base58() != self.peer_id:
+                contacts.append(Contact(info.peer_id.to_base58(), tuple(map(str, info.addrs))))
+        answered = 0
+
+        async def ping(contact: Contact) -> None:
+            nonlocal answered
+            try:
+                await self.call(contact, kad.Ping(sender_addrs=self.own_addrs()))
+                answered += 1
+            except (PeerUnreachable, RemoteError) as exc:
+                log.info("bootstrap peer %s did not answer: %s", contact.peer_id, exc)
+
+        async with trio.open_nursery() as nursery:
+            for contact in contacts:
+                nursery.start_soon(ping, contact)
+        await self.refresh()
+        return answered
+
+    async def refresh(self) -> None:
+        """Look ourselves up: learns the contacts nearest us and tells them we exist."""
+        if len(self.routing):
+            await self._lookup(peer_key(self.peer_id), want_values=False)
+
+
+def _merge(found: dict[str, Entry], records: Iterable[SignedRecord]) -> None:
+    for signed in records:
+        try:
+            record = validate(signed)
+        except ProtocolError as exc:
+            log.info("dropped an invalid record from a lookup reply: %s", exc.message)
+            continue
+        held = found.get(record.peer_id)
+        if held is None or held.record.seq < record.seq:
+            found[record.peer_id] = Entry(record, signed)
+

@@ -1,0 +1,77 @@
+"""The one place a libp2p host is built and run, with py-libp2p 0.8.1's rough edges handled.
+
+Workarounds (numbers refer to shared/notes/libp2p.md):
+ 1. fast dial: ``max_connections_per_peer=1`` skips the fixed 250 ms happy-eyeballs wait;
+ 5. no auto-redial: the swarm's auto connector would re-dial departed peers forever, so
+    connections are made only on demand (``hydra.p2p.streams``);
+ 6. port check: a second host can bind a busy port through SO_REUSEPORT, so we test first;
+ 8. Noise only: no plaintext, secio or TLS is offered;
+ 9. clean close: ``host.close()`` before ``run()`` exits, so no socket stays in LISTEN/CLOSE-WAIT.
+"""
+
+import errno
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import X25519PrivateKey
+from libp2p.network.config import ConnectionConfig
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from multiaddr import Multiaddr
+
+log = logging.getLogger(__name__)
+
+
+class PortInUseError(OSError):
+    pass
+
+
+def build_host(keypair: KeyPair) -> IHost:
+    noise = NoiseTransport(keypair, noise_privkey=X25519PrivateKey.new())
+    host = new_host(
+        key_pair=keypair,
+        sec_opt={NOISE_ID: noise},
+        muxer_preference="YAMUX",
+        connection_config=ConnectionConfig(max_connections_per_peer=1, dial_timeout=5.0),
+    )
+
+    async def no_auto_connect() -> None:
+        return None
+
+    host.get_network().auto_connector.maybe_connect = no_auto_connect  # type: ignore[attr-defined]
+    return host
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise ``PortInUseError`` if ``host:port`` is taken (port 0 always passes)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(exc.errno, f"{host}:{port} is already in use") from None
+            raise
+
+
+def listen_multiaddr(host: str, port: int) -> Multiaddr:
+    proto = "ip6" if ":" in host else "ip4"
+    return Multiaddr(f"/{proto}/{host}/tcp/{port}")
+
+
+@asynccontextmanager
+async def running_host(host: IHost, listen_host: str, port: int) -> AsyncIterator[IHost]:
+    """Listen on ``listen_host:port`` (after checking it is free) and close cleanly on exit."""
+    ensure_port_free(listen_host, port)
+    async with host.run(listen_addrs=[listen_multiaddr(listen_host, port)]):
+        try:
+            yield host
+        finally:
+            await host.close()

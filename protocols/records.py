@@ -1,0 +1,67 @@
+"""Peer records: what a peer announces about itself in the DHT.
+
+A ``SignedRecord`` carries the msgpack bytes of a ``PeerRecord`` and an Ed25519 signature over
+``RECORD_DOMAIN + body`` by the key behind ``PeerRecord.peer_id``. Signing the exact body bytes
+avoids any canonical-encoding ambiguity; verification lives in ``hydra.dht.records``.
+"""
+
+import dataclasses
+from typing import ClassVar, Final
+
+from protocols.codec import Message
+from protocols.errors import ErrorCode, ProtocolError
+
+RECORD_DOMAIN: Final = b"openhydra/peer-record/v1\x00"
+MAX_RECORD_BODY: Final = 4096
+MAX_ADDRS: Final = 16
+MAX_TEXT: Final = 256
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise ProtocolError(ErrorCode.BAD_FIELD, what)
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerRecord(Message):
+    TYPE: ClassVar[str] = "peer_record"
+    peer_id: str
+    seq: int  # strictly increasing per peer (ms clock); a newer record replaces an older one
+    issued_at: float  # unix seconds
+    expires_at: float
+    addrs: tuple[str, ...]
+    version: str
+    model: str
+    layer_start: int  # first served layer
+    layer_end: int  # one past the last served layer
+    total_layers: int
+    dtype: str
+    quantization: str = "none"
+    throughput: float = 0.0  # measured tokens/s through the served span; 0 = not measured
+    cache_tokens_free: int = 0
+
+    def check(self) -> None:
+        texts = (self.peer_id, self.version, self.model, self.dtype, self.quantization)
+        _require(all(0 < len(t) <= MAX_TEXT for t in texts), "text field empty or too long")
+        _require(0 < len(self.addrs) <= MAX_ADDRS, f"1..{MAX_ADDRS} addrs required")
+        _require(all(0 < len(a) <= MAX_TEXT for a in self.addrs), "addr empty or too long")
+        _require(self.seq >= 0 and self.cache_tokens_free >= 0, "negative counter")
+        _require(0 <= self.layer_start < self.layer_end <= self.total_layers, "bad layer range")
+        _require(self.total_layers <= 10_000, "absurd layer count")
+        _require(0 <= self.throughput < 1e9, "bad throughput")
+        _require(self.issued_at < self.expires_at, "record expires before it is issued")
+
+    @property
+    def layers(self) -> range:
+        return range(self.layer_start, self.layer_end)
+
+
+@dataclasses.dataclass(frozen=True)
+class SignedRecord(Message):
+    TYPE: ClassVar[str] = "signed_record"
+    body: bytes  # msgpack of a PeerRecord
+    signature: bytes
+
+    def check(self) -> None:
+        _require(0 < len(self.body) <= MAX_RECORD_BODY, "record body empty or too large")
+        _require(len(self.signature) == 64, "Ed25519 signature must be 64 bytes")

@@ -43,10 +43,11 @@ def validate(signed: SignedRecord, now: float | None = None) -> PeerRecord:
     return record
 
 
-def fresh(record: PeerRecord, ttl: float, now: float | None = None) -> PeerRecord:
-    """``record`` re-issued now with a new sequence number and expiry ``ttl`` seconds away."""
+def fresh(record: PeerRecord, ttl: float, after_seq: int = 0, now: float | None = None) -> PeerRecord:
+    """``record`` issued now, expiring ``ttl`` seconds away, with a sequence number above
+    ``after_seq`` (the ms clock keeps it rising across restarts too)."""
     now = time.time() if now is None else now
-    seq = max(int(now * 1000), record.seq + 1)
+    seq = max(int(now * 1000), after_seq + 1)
     return replace(record, seq=seq, issued_at=now, expires_at=now + ttl)
 
 

@@ -1,0 +1,267 @@
+"""The ``hydra`` command: run, signpost, keygen, id, status."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import hydra
+from hydra.config import (
+    DEFAULT_API_PORT,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_DHT_HTTP_PORT,
+    DEFAULT_P2P_PORT,
+    DEFAULT_SIGNPOST_PORT,
+    DiscoveryConfig,
+    NodeConfig,
+    SignpostConfig,
+    parse_layers,
+    shard_layers,
+)
+from hydra.p2p.identity import KEY_FILE, IdentityError, default_home
+
+log = logging.getLogger("hydra")
+
+
+def _home(args: argparse.Namespace) -> Path:
+    return Path(args.home).expanduser() if args.home else default_home()
+
+
+def _discovery(args: argparse.Namespace) -> DiscoveryConfig:
+    interval = args.announce_interval
+    return DiscoveryConfig(
+        bootstrap=tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP,
+        announce_interval=interval,
+        record_ttl=args.record_ttl if args.record_ttl else 3 * interval,
+    )
+
+
+def _print_ready(title: str, status: dict[str, Any]) -> None:
+    lines = [title, f"  peer id   {status['peer_id']}"]
+    lines += [f"  p2p       {addr}" for addr in status["addrs"]]
+    for key in ("api", "http_dht"):
+        if key in status:
+            lines.append(f"  {key:<9} {status[key]}")
+    if "model" in status:
+        start, end = status["layers"]
+        lines.append(f"  serving   {status['model']} layers {start}:{end} of {status['total_layers']}")
+    signposts = status["signposts"]
+    if signposts["configured"]:
+        lines.append(
+            f"  swarm     joined via {signposts['answered']}/{signposts['configured']} signposts, "
+            f"{status['routing_table']} peers known"
+            + ("" if signposts["answered"] else " (standalone until a signpost answers)")
+        )
+    else:
+        lines.append("  swarm     standalone (no --bootstrap given)")
+    print("\n".join(lines), flush=True)
+
+
+async def _until_signal(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` until it returns or SIGINT/SIGTERM arrives; then shut down in order."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+
+        async def run_main() -> None:
+            await main()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        nursery.start_soon(run_main)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hydra.models.catalog import load_catalog
+    from hydra.node import run_node
+
+    layers = parse_layers(args.layers) if args.layers else None
+    if args.total_shards is not None or args.shard_index is not None:
+        if args.total_shards is None or args.shard_index is None or layers:
+            raise ValueError("--shard-index and --total-shards go together, without --layers")
+        catalog = load_catalog()
+        spec = catalog.resolve(args.model or catalog.default)
+        layers = shard_layers(args.shard_index, args.total_shards, spec.num_layers)
+    config = NodeConfig(
+        home=_home(args),
+        host=args.host,
+        port=args.port,
+        api_host=args.api_host,
+        api_port=args.api_port,
+        model=args.model,
+        layers=layers,
+        discovery=_discovery(args),
+    )
+    trio.run(_until_signal, lambda: run_node(config, lambda s: _print_ready("OpenHydra node ready", s)))
+    return 0
+
+
+def cmd_signpost(args: argparse.Namespace) -> int:
+    from bootstrap.signpost import run_signpost
+
+    config = SignpostConfig(
+        home=_home(args),
+        host=args.host,
+        port=args.port,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        relay=args.relay,
+        discovery=_discovery(args),
+    )
+    ready = lambda s: _print_ready("OpenHydra signpost ready", s)  # noqa: E731
+    trio.run(_until_signal, lambda: run_signpost(config, ready))
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from hydra.p2p.identity import load_or_create, peer_id
+
+    path = _home(args) / KEY_FILE
+    if path.exists() and args.force:
+        path.unlink()
+    existed = path.exists()
+    print(peer_id(load_or_create(path)).to_base58())
+    print(f"{'existing' if existed else 'new'} identity at {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    from hydra.p2p.identity import load, peer_id
+
+    path = _home(args) / KEY_FILE
+    if not path.exists():
+        raise IdentityError(f"no identity at {path}; `hydra keygen` or `hydra run` creates one")
+    print(peer_id(load(path)).to_base58())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+    from rich.table import Table
+
+    try:
+        status = httpx.get(f"{args.api.rstrip('/')}/v1/network/status", timeout=5).json()
+        peers = httpx.get(f"{args.api.rstrip('/')}/peers", timeout=10).json()["peers"]
+    except httpx.HTTPError as exc:
+        print(f"no node answers at {args.api}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        import json
+
+        print(json.dumps({"status": status, "peers": peers}, indent=2))
+        return 0
+    console = Console()
+    summary = Table(show_header=False, box=None)
+    for key in ("role", "peer_id", "version", "uptime_s", "model", "layers", "routing_table",
+                "connections", "records_held"):
+        if key in status:
+            summary.add_row(key, str(status[key]))
+    console.print(summary)
+    table = Table(title=f"{len(peers)} announcing peers")
+    for column in ("peer", "model", "layers", "dtype", "addrs", "expires in"):
+        table.add_column(column)
+    import time
+
+    for p in peers:
+        start, end = p["layers"]
+        table.add_row(p["peer_id"][-12:], p["model"], f"{start}:{end}/{p['total_layers']}",
+                      p["dtype"], ", ".join(p["addrs"]), f"{p['expires_at'] - time.time():.0f}s")
+    console.print(table)
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", help="state directory (default $HYDRA_HOME or ~/.openhydra)")
+    p.add_argument("--log-level", default=os.environ.get("HYDRA_LOG_LEVEL", "INFO"))
+
+
+def _add_discovery(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
+                   help="signpost /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable)")
+    p.add_argument("--announce-interval", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--record-ttl", type=float, metavar="SECONDS",
+                   help="lifetime of announced records (default 3 x announce interval)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hydra", description="OpenHydra peer-to-peer LLM node")
+    parser.add_argument("--version", action="version", version=f"openhydra {hydra.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a node: serve layers to peers, answer the API")
+    _add_common(run)
+    _add_discovery(run)
+    run.add_argument("--host", default="127.0.0.1", help="libp2p listen address")
+    run.add_argument("--port", type=int, default=DEFAULT_P2P_PORT, help="libp2p TCP port")
+    run.add_argument("--api-host", default="127.0.0.1")
+    run.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    run.add_argument("--model", help="catalog id or alias (default: the catalog's default)")
+    run.add_argument("--layers", metavar="START:END", help="serve layers [START, END)")
+    run.add_argument("--shard-index", type=int, metavar="I")
+    run.add_argument("--total-shards", type=int, metavar="N")
+    run.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("signpost", help="run a bootstrap signpost (DHT only, HTTP DHT adapter)")
+    _add_common(sp)
+    _add_discovery(sp)
+    sp.add_argument("--host", default="0.0.0.0", help="libp2p listen address")
+    sp.add_argument("--port", type=int, default=DEFAULT_SIGNPOST_PORT)
+    sp.add_argument("--http-host", default="127.0.0.1")
+    sp.add_argument("--http-port", type=int, default=DEFAULT_DHT_HTTP_PORT)
+    sp.add_argument("--relay", action="store_true", help="act as a circuit-relay v2 hop")
+    sp.set_defaults(func=cmd_signpost)
+
+    kg = sub.add_parser("keygen", help="create the identity key (if absent); print the peer ID")
+    _add_common(kg)
+    kg.add_argument("--force", action="store_true", help="replace an existing key")
+    kg.set_defaults(func=cmd_keygen)
+
+    ident = sub.add_parser("id", help="print this node's peer ID")
+    _add_common(ident)
+    ident.set_defaults(func=cmd_id)
+
+    st = sub.add_parser("status", help="show a running node's status and the peers it sees")
+    _add_common(st)
+    st.add_argument("--api", default=f"http://127.0.0.1:{DEFAULT_API_PORT}",
+                    help=f"node API or signpost HTTP DHT (:{DEFAULT_DHT_HTTP_PORT}) URL")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # py-libp2p's logger does not propagate and has no handler (notes, rough edge 7).
+    libp2p_log = logging.getLogger("libp2p")
+    libp2p_log.addHandler(handler)
+    libp2p_log.setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        return args.func(args)
+    except (IdentityError, ValueError, KeyError, OSError) as exc:
+        print(f"hydra: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

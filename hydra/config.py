@@ -1,0 +1,68 @@
+"""Node and signpost configuration: one typed place, built once by the CLI and passed down."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.p2p.identity import default_home
+
+DEFAULT_BOOTSTRAP: tuple[str, ...] = ()
+"""Public signposts joined when no ``--bootstrap`` is given. Empty until the project runs
+public signposts: until then a node without ``--bootstrap`` runs standalone."""
+
+DEFAULT_P2P_PORT = 4001
+DEFAULT_SIGNPOST_PORT = 4000
+DEFAULT_API_PORT = 8080
+DEFAULT_DHT_HTTP_PORT = 8468
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    bootstrap: tuple[str, ...] = DEFAULT_BOOTSTRAP
+    announce_interval: float = 60.0
+    record_ttl: float = 180.0  # three announce periods: a peer survives two lost announces
+    rebootstrap_interval: float = 30.0  # retry signposts while the routing table is empty
+    refresh_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    home: Path = field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_P2P_PORT
+    api_host: str = "127.0.0.1"
+    api_port: int = DEFAULT_API_PORT
+    model: str | None = None  # catalog id or alias; None: the catalog default
+    layers: tuple[int, int] | None = None  # [start, end); None: the whole model
+    dtype: str = "float32"
+    discovery: DiscoveryConfig = DiscoveryConfig()
+
+
+@dataclass(frozen=True)
+class SignpostConfig:
+    home: Path = field(default_factory=default_home)
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_SIGNPOST_PORT
+    http_host: str = "127.0.0.1"
+    http_port: int = DEFAULT_DHT_HTTP_PORT
+    relay: bool = False
+    discovery: DiscoveryConfig = DiscoveryConfig()
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """``"START:END"`` (END exclusive) into a pair; ValueError with a usable message."""
+    start, sep, end = text.partition(":")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise ValueError(f"--layers expects START:END, e.g. 0:10, got {text!r}")
+    first, last = int(start), int(end)
+    if first >= last:
+        raise ValueError(f"--layers {text}: START must be below END")
+    return first, last
+
+
+def shard_layers(index: int, total: int, num_layers: int) -> tuple[int, int]:
+    """Layers of shard ``index`` of ``total`` equal shards (earlier shards take the remainder)."""
+    if not 0 <= index < total or total > num_layers:
+        raise ValueError(f"shard {index} of {total} is impossible for {num_layers} layers")
+    base, extra = divmod(num_layers, total)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)

@@ -1,0 +1,103 @@
+"""A running DHT participant: identity, libp2p host, Kademlia service and its upkeep.
+
+Shared by ``hydra run`` and ``hydra signpost``: both are DHT peers, the node additionally
+announces what it serves. The upkeep task re-dials the signposts while the routing table is
+empty (a node started before its signpost joins once the signpost comes up) and refreshes
+the table periodically."""
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+import hydra
+from hydra.config import DiscoveryConfig
+from hydra.dht.kademlia import Dht, DhtConfig
+from hydra.p2p.host import build_host, running_host
+from hydra.p2p.identity import KEY_FILE, load_or_create
+
+log = logging.getLogger(__name__)
+
+
+def parse_bootstrap(addrs: tuple[str, ...]) -> list[Multiaddr]:
+    """Signpost multiaddrs, each ending in /p2p/<peer id>; ValueError names the bad one."""
+    parsed = []
+    for text in addrs:
+        try:
+            ma = Multiaddr(text)
+            info_from_p2p_addr(ma)
+        except Exception:
+            raise ValueError(
+                f"bad --bootstrap {text!r}: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID"
+            ) from None
+        parsed.append(ma)
+    return parsed
+
+
+@dataclass
+class DhtPeer:
+    keypair: KeyPair
+    host: IHost
+    dht: Dht
+    signposts: list[Multiaddr]
+    signposts_answered: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def peer_id(self) -> str:
+        return self.dht.peer_id
+
+    def multiaddrs(self) -> list[str]:
+        return [str(a) for a in self.host.get_addrs()]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "addrs": self.multiaddrs(),
+            "version": hydra.__version__,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "routing_table": len(self.dht.routing),
+            "connections": len(self.host.get_network().get_connections()),
+            "records_held": len(self.dht.store),
+            "signposts": {"configured": len(self.signposts), "answered": self.signposts_answered},
+        }
+
+    async def upkeep(self, config: DiscoveryConfig) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await trio.sleep(config.rebootstrap_interval)
+            if self.signposts and not len(self.dht.routing):
+                self.signposts_answered = await self.dht.bootstrap(self.signposts)
+                if self.signposts_answered:
+                    log.info("joined the swarm via %d signpost(s)", self.signposts_answered)
+            elif time.monotonic() - last_refresh >= config.refresh_interval:
+                await self.dht.refresh()
+                last_refresh = time.monotonic()
+            self.dht.store.expire()
+
+
+@asynccontextmanager
+async def open_dht_peer(
+    home: Path, listen_host: str, port: int, discovery: DiscoveryConfig
+) -> AsyncIterator[DhtPeer]:
+    signposts = parse_bootstrap(discovery.bootstrap)
+    keypair = load_or_create(home / KEY_FILE)
+    host = build_host(keypair)
+    async with running_host(host, listen_host, port), trio.open_nursery() as nursery:
+        peer = DhtPeer(keypair, host, Dht(host, DhtConfig()), signposts)
+        if signposts:
+            peer.signposts_answered = await peer.dht.bootstrap(signposts)
+        nursery.start_soon(peer.upkeep, discovery)
+        try:
+            yield peer
+        finally:
+            nursery.cancel_scope.cancel()

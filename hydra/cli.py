@@ -253,13 +253,28 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+USER_ERRORS = (IdentityError, ValueError, KeyError, OSError)
+"""Failures the user can fix (key permissions, a busy port, a bad flag): one line, exit 2."""
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The user-fixable error behind ``exc``, looking inside trio's exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, USER_ERRORS) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
         return args.func(args)
-    except (IdentityError, ValueError, KeyError, OSError) as exc:
-        print(f"hydra: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+    except BaseException as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) else error
+        print(f"hydra: error: {message}", file=sys.stderr)
         return 2
 
 

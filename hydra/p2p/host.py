@@ -48,11 +48,15 @@ def build_host(keypair: KeyPair) -> IHost:
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Raise ``PortInUseError`` if ``host:port`` is taken (port 0 always passes)."""
+    """Raise ``PortInUseError`` if a socket listens on ``host:port`` (port 0 always passes).
+
+    SO_REUSEADDR lets the probe ignore TIME_WAIT leftovers of our own last run (a restart must
+    not wait minutes) while still failing on a live listener, SO_REUSEPORT ones included."""
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

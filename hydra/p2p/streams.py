@@ -83,6 +83,23 @@ class FramedStream:
         except Exception:  # closing a stream the peer already reset is not our problem
             pass
 
+    async def abort(self, grace: float = 1.0) -> None:
+        """End a stream that can no longer be parsed, after the peer had a chance to read our
+        last message: py-libp2p's Yamux discards unread data when a reset arrives, so we
+        half-close, discard what the peer still sends (bounded in time and bytes), then reset."""
+        await self.close()
+        with trio.move_on_after(grace):
+            discarded = 0
+            while discarded < self.max_frame:
+                try:
+                    chunk = await self.stream.read(65536)
+                except StreamError:
+                    break
+                if not chunk:
+                    break
+                discarded += len(chunk)
+        await self.reset()
+
     async def reset(self) -> None:
         try:
             await self.stream.reset()
@@ -136,8 +153,8 @@ def serve(
     """A libp2p stream handler answering requests one by one until the peer closes.
 
     A message-level error gets an ``Error`` reply and the loop continues; a frame-level error
-    (oversized or truncated frame) gets an ``Error`` reply, then a reset, since the stream can
-    no longer be parsed. No exception ever leaves the handler."""
+    (oversized or truncated frame) gets an ``Error`` reply, then the stream is aborted, since
+    it can no longer be parsed. No exception ever leaves the handler."""
 
     async def handler(raw: INetStream) -> None:
         stream = FramedStream(raw, max_frame)
@@ -152,7 +169,7 @@ def serve(
                     log.info("rejected message from %s: %s", stream.remote_peer, exc)
                     await stream.send(Error(code=exc.code, message=exc.message))
                     if exc.code not in _RECOVERABLE:
-                        await stream.reset()
+                        await stream.abort()
                         return
                     continue
                 except Exception:  # a bug in a handler: answer, log, keep serving others

@@ -1,0 +1,42 @@
+"""Builders shared by tests: identities and peer records (no network)."""
+
+import time
+from dataclasses import replace
+
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+
+from hydra.dht.records import sign
+from hydra.p2p.identity import peer_id
+from protocols.records import PeerRecord, SignedRecord
+
+
+def keypair() -> KeyPair:
+    return create_new_key_pair()
+
+
+def record(kp: KeyPair, ttl: float = 60.0, **changes) -> PeerRecord:
+    now = time.time()
+    base = PeerRecord(
+        peer_id=peer_id(kp).to_base58(),
+        seq=int(now * 1000),
+        issued_at=now,
+        expires_at=now + ttl,
+        addrs=("/ip4/127.0.0.1/tcp/4001",),
+        version="test",
+        model="openhydra-smollm2-135m",
+        layer_start=0,
+        layer_end=30,
+        total_layers=30,
+        dtype="float32",
+    )
+    return replace(base, **changes)
+
+
+def signed(kp: KeyPair, ttl: float = 60.0, **changes) -> SignedRecord:
+    return sign(record(kp, ttl, **changes), kp)
+
+
+def forged_for(victim: KeyPair, forger: KeyPair) -> SignedRecord:
+    """A record claiming ``victim``'s peer ID, signed with ``forger``'s key."""
+    return sign(record(victim), forger)

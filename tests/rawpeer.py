@@ -1,0 +1,27 @@
+"""A real libp2p host under test control, for speaking raw (possibly hostile) bytes to nodes."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from hydra.p2p.host import build_host, running_host
+from hydra.p2p.streams import FramedStream
+from protocols.ids import KAD
+from tests.factories import keypair
+
+
+@asynccontextmanager
+async def client_host() -> AsyncIterator[IHost]:
+    host = build_host(keypair())
+    async with running_host(host, "127.0.0.1", 0):
+        yield host
+
+
+async def kad_stream(host: IHost, multiaddr: str) -> FramedStream:
+    info = info_from_p2p_addr(Multiaddr(multiaddr))
+    await host.connect(info)
+    return FramedStream(await host.new_stream(info.peer_id, [TProtocol(KAD)]))

@@ -1,0 +1,114 @@
+"""protocols/: strict msgpack codec and framing; hostile bytes only ever raise ProtocolError."""
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols import kad
+from protocols.codec import Error, encode
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.framing import decode_header, encode_frame
+from tests.factories import keypair, signed
+
+VALID = [
+    kad.Ping(sender_addrs=("/ip4/127.0.0.1/tcp/1",)),
+    kad.FindNode(key="model/x"),
+    kad.FindValue(key="swarm", sender_addrs=()),
+    kad.Store(key="swarm", records=(signed(keypair()),)),
+]
+
+
+@pytest.mark.parametrize("message", VALID, ids=lambda m: m.TYPE)
+def test_requests_round_trip(message):
+    assert kad.REQUESTS.decode(encode(message)) == message
+
+
+def test_reply_with_nested_messages_round_trips():
+    reply = kad.Nodes(
+        contacts=(kad.Contact(peer_id="p", addrs=("/ip4/1.2.3.4/tcp/5",)),),
+        records=(signed(keypair()),),
+    )
+    assert kad.REPLIES.decode(encode(reply)) == reply
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"\xc1", ErrorCode.BAD_MSGPACK),
+        (encode(kad.FindNode(key="k"))[:-1], ErrorCode.BAD_MSGPACK),
+        (msgpack.packb([1, 2]), ErrorCode.BAD_MESSAGE),
+        (msgpack.packb({"key": "k"}), ErrorCode.BAD_MESSAGE),
+        (msgpack.packb({"t": "launch_missiles"}), ErrorCode.UNKNOWN_TYPE),
+        (msgpack.packb({"t": "find_node"}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "find_node", "key": 7}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "find_node", "key": "k", "evil": 1}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "find_node", "key": ""}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "find_node", "key": "k" * 300}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "ping", "sender_addrs": ["a"] * 17}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "store", "key": "k", "records": []}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "store", "key": "k", "records": [{"body": b"x"}]}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "ping", "sender_addrs": [True]}), ErrorCode.BAD_FIELD),
+        (msgpack.packb({"t": "error", "code": "x", "message": "y"}), ErrorCode.UNKNOWN_TYPE),
+    ],
+)
+def test_malformed_requests_get_precise_codes(payload, code):
+    with pytest.raises(ProtocolError) as info:
+        kad.REQUESTS.decode(payload)
+    assert info.value.code == code
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ProtocolError, match="bool"):
+        kad.REPLIES.decode(msgpack.packb({"t": "stored", "accepted": True, "rejected": 0}))
+
+
+def test_error_reply_decodes():
+    assert kad.REPLIES.decode(encode(Error(code="x", message="y"))) == Error("x", "y")
+
+
+def test_frame_limits():
+    assert decode_header(encode_frame(b"abc")[:4]) == 3
+    with pytest.raises(ProtocolError) as info:
+        decode_header((2**31).to_bytes(4, "big"), max_frame=1024)
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    with pytest.raises(ProtocolError) as info:
+        encode_frame(b"x" * 2048, max_frame=1024)
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    with pytest.raises(ProtocolError) as info:
+        decode_header(b"\x00\x01")
+    assert info.value.code == ErrorCode.BAD_FRAME
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_escape_as_anything_but_protocol_error(payload):
+    for schema in (kad.REQUESTS, kad.REPLIES):
+        try:
+            schema.decode(payload)
+        except ProtocolError:
+            pass
+
+
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+field_names = st.sampled_from(
+    ["t", "key", "sender_addrs", "records", "body", "signature", "contacts", "peer_id", "addrs"]
+)
+message_types = st.sampled_from(["ping", "find_node", "find_value", "store", "nodes", "x"])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(message_types, st.dictionaries(field_names, msgpack_values, max_size=5))
+def test_structured_garbage_is_rejected_with_a_typed_error(tag, fields):
+    payload = msgpack.packb({**fields, "t": tag}, use_bin_type=True)
+    for schema in (kad.REQUESTS, kad.REPLIES):
+        try:
+            schema.decode(payload)
+        except ProtocolError as exc:
+            assert exc.code in ErrorCode.__members__.values()

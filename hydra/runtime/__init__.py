@@ -1,0 +1,1 @@
+"""Model runtime: weight sources, checkpoint reading, stage blocks and the client head."""

@@ -1,0 +1,166 @@
+"""A peer's slice of a model, and the coordinator's client head, built from a checkpoint.
+
+Both reuse transformers' own model classes so a pipeline computes exactly what the model
+computes in one process: a stage is the family's base model (``LlamaModel``,
+``Qwen3_5TextModel``, ...) built from a config sliced to blocks [start, end) — with
+``layer_types`` sliced too, so Qwen3.5's hybrid linear/full-attention blocks keep their kind —
+with no embedding table and an identity final norm. Its forward is the family's forward,
+masks and rotary embeddings included. The client head is the same class with zero blocks:
+embeddings, final norm and LM head. Modules are built on the meta device and only the needed
+tensors are read from disk.
+"""
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers.cache_utils import Cache, DynamicCache
+
+from hydra.runtime.checkpoint import Checkpoint
+
+SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+def text_config(checkpoint_dir: Path) -> PretrainedConfig:
+    config = AutoConfig.from_pretrained(checkpoint_dir).get_text_config()
+    if config.model_type not in SUPPORTED_FAMILIES:
+        supported = ", ".join(sorted(SUPPORTED_FAMILIES))
+        raise UnsupportedModel(f"model type {config.model_type!r} is not supported ({supported})")
+    return config
+
+
+def slice_config(config: PretrainedConfig, start: int, end: int) -> PretrainedConfig:
+    sliced = copy.deepcopy(config)
+    sliced.num_hidden_layers = end - start
+    if getattr(config, "layer_types", None) is not None:
+        sliced.layer_types = list(config.layer_types[start:end])
+    return sliced
+
+
+def _meta_causal_lm(config: PretrainedConfig) -> nn.Module:
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def _materialize(module: nn.Module, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Replace meta parameters by ``tensors``; every parameter must be provided."""
+    module.to_empty(device=device)
+    missing, unexpected = module.load_state_dict(tensors, strict=False, assign=True)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+@dataclass
+class StageBlocks:
+    """Transformer blocks [start, end) of one model, ready to run on hidden states."""
+
+    model: nn.Module
+    config: PretrainedConfig
+    start: int
+    end: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    def new_cache(self) -> Cache:
+        """Per-session state: KV cache for attention blocks, recurrent state for linear ones."""
+        return DynamicCache(config=self.config)
+
+    @torch.inference_mode()
+    def forward(self, hidden: torch.Tensor, cache: Cache, position: int) -> torch.Tensor:
+        """Run ``hidden`` [1, T, H] for positions ``position .. position+T-1``. The position is
+        explicit because a slice of only linear-attention blocks has no KV cache to count."""
+        hidden = hidden.to(self.device, self.dtype)
+        positions = torch.arange(position, position + hidden.shape[1], device=self.device)
+        return self.model(
+            inputs_embeds=hidden,
+            attention_mask=self._recurrent_only_masks(),
+            position_ids=positions[None],
+            cache=cache,
+            use_cache=True,
+        ).last_hidden_state
+
+    def _recurrent_only_masks(self) -> dict[str, None] | None:
+        """A hybrid slice with no full-attention block has no KV cache to size a causal mask
+        from; its linear blocks need no mask for one unpadded sequence, so pass none."""
+        kinds = set(getattr(self.config, "layer_types", None) or ())
+        if not kinds or "full_attention" in kinds:
+            return None
+        return dict.fromkeys(kinds | {"full_attention"})
+
+
+def load_stage(
+    checkpoint_dir: Path, start: int, end: int, dtype: torch.dtype, device: torch.device
+) -> StageBlocks:
+    config = text_config(checkpoint_dir)
+    if not 0 <= start < end <= config.num_hidden_layers:
+        raise ValueError(f"layers {start}:{end} outside 0:{config.num_hidden_layers}")
+    sliced = slice_config(config, start, end)
+    base = _meta_causal_lm(sliced).model
+    base.embed_tokens = None  # stages receive hidden states, never token ids
+    base.norm = nn.Identity()  # the final norm belongs to the client head
+    rotary = type(base.rotary_emb)(config=sliced)  # computed buffers: build off the meta device
+    base.rotary_emb = None
+    _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
+    base.rotary_emb = rotary.to(device)
+    base.eval()
+    return StageBlocks(base, sliced, start, end, dtype, device)
+
+
+@dataclass
+class ClientHead:
+    """Embeddings, final norm and LM head: the part of a model that sees token ids."""
+
+    embed_tokens: nn.Module
+    norm: nn.Module
+    lm_head: nn.Module
+    config: PretrainedConfig
+    dtype: torch.dtype
+    device: torch.device
+
+    @torch.inference_mode()
+    def embed(self, token_ids: list[int]) -> torch.Tensor:
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        return self.embed_tokens(ids)
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) for every position of ``hidden`` [1, T, H]."""
+        hidden = hidden.to(self.device, self.dtype)
+        return self.lm_head(self.norm(hidden)).float()
+
+
+def load_head(checkpoint_dir: Path, dtype: torch.dtype, device: torch.device) -> ClientHead:
+    config = text_config(checkpoint_dir)
+    lm = _meta_causal_lm(slice_config(config, 0, 0))
+    ckpt = Checkpoint(checkpoint_dir)
+    embed_key = f"{ckpt.prefix}embed_tokens.weight"
+    head_key = "lm_head.weight" if ckpt.has("lm_head.weight") else embed_key  # tied embeddings
+    loaded = ckpt.load({embed_key, head_key, f"{ckpt.prefix}norm.weight"}, dtype)
+    tensors: dict[str, Any] = {
+        "model.embed_tokens.weight": loaded[embed_key],
+        "model.norm.weight": loaded[f"{ckpt.prefix}norm.weight"],
+        "lm_head.weight": loaded[head_key],
+    }
+    lm.model.layers = nn.ModuleList()
+    lm.model.rotary_emb = None
+    _materialize(lm, tensors, device)
+    lm.eval()
+    return ClientHead(lm.model.embed_tokens, lm.model.norm, lm.lm_head, config, dtype, device)

@@ -1,0 +1,43 @@
+"""Tiny random-weight checkpoints built from a config at test time (no hub, no download).
+
+They cover architectures with no packaged weights: a Llama and a Qwen3.5 hybrid whose
+blocks alternate linear (Gated DeltaNet) and full attention. The tokenizer is the embedded
+SmolLM2 one when installed (only its ids matter here)."""
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers.models.qwen3_5 import Qwen3_5TextConfig
+
+VOCAB = 512
+
+
+def tiny_llama_config() -> PretrainedConfig:
+    return LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )
+
+
+def tiny_qwen35_config() -> PretrainedConfig:
+    return Qwen3_5TextConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
+        layer_types=["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        linear_key_head_dim=16, linear_value_head_dim=16,
+        linear_num_key_heads=2, linear_num_value_heads=4, max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+
+
+def save_tiny_model(config: PretrainedConfig, path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():  # default init is near-zero; widen it so logits are far from ties
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, 0.08)
+    model.save_pretrained(path)
+    return path

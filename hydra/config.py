@@ -2,8 +2,12 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.p2p.identity import default_home
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_BOOTSTRAP: tuple[str, ...] = ()
 """Public signposts joined when no ``--bootstrap`` is given. Empty until the project runs
@@ -25,6 +29,15 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class StageLimits:
+    """What one node's stage grants to all sessions together."""
+
+    max_sessions: int = 64
+    cache_bytes: int = 1 << 30  # KV cache reserved across sessions (max_length x per-token)
+    idle_timeout: float = 120.0  # a session with no message for this long is closed
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     home: Path = field(default_factory=default_home)
     host: str = "127.0.0.1"
@@ -32,9 +45,19 @@ class NodeConfig:
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
     model: str | None = None  # catalog id or alias; None: the catalog default
-    layers: tuple[int, int] | None = None  # [start, end); None: the whole model
+    layers: tuple[int, int] | None = None  # [start, end); None: chosen from memory and coverage
+    model_path: Path | None = None  # a local checkpoint directory instead of the catalog source
     dtype: str = "float32"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    stage_limits: StageLimits = StageLimits()
     discovery: DiscoveryConfig = DiscoveryConfig()
+
+    def torch_device(self) -> "torch.device":
+        import torch  # lazily: DHT-only commands never load torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
 
 
 @dataclass(frozen=True)

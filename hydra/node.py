@@ -1,4 +1,5 @@
-"""``hydra run``: one trio nursery holding the DHT peer, the announce loop and the HTTP API."""
+"""``hydra run``: one trio nursery holding the DHT peer, the stage serving this node's blocks,
+the announce loop, the coordinator and the HTTP API."""
 
 import logging
 from collections.abc import Callable
@@ -10,23 +11,38 @@ import hydra
 from hydra.api.app import create_app
 from hydra.api.server import serve_http
 from hydra.config import NodeConfig
+from hydra.coordinator.routing import candidates_for, coverage
 from hydra.dht.announcer import Announcer
+from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
+from hydra.runtime.shard import load_stage
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.runtime.wire import WIRE_DTYPES
+from hydra.stage.placement import available_memory_gb, blocks_that_fit, least_covered_window
+from hydra.stage.server import StageServer
 from protocols.records import PeerRecord
 
 log = logging.getLogger(__name__)
 
 
-def served_layers(config: NodeConfig, spec: ModelSpec) -> tuple[int, int]:
-    start, end = config.layers or (0, spec.num_layers)
-    if end > spec.num_layers:
-        raise ValueError(f"{spec.id} has {spec.num_layers} layers; cannot serve {start}:{end}")
-    return start, end
+async def choose_layers(peer: DhtPeer, config: NodeConfig, spec: ModelSpec) -> tuple[int, int]:
+    """``--layers`` if given; else the whole model if it fits, else the least-covered blocks."""
+    if config.layers is not None:
+        start, end = config.layers
+        if end > spec.num_layers:
+            raise ValueError(f"{spec.id} has {spec.num_layers} layers; cannot serve {start}:{end}")
+        return start, end
+    size = blocks_that_fit(spec, available_memory_gb(str(config.torch_device())))
+    if size == spec.num_layers:
+        return 0, spec.num_layers
+    entries = await peer.dht.get(model_key(spec.id))
+    served = candidates_for((e.record for e in entries), spec.id, spec.num_layers)
+    return least_covered_window(coverage(served, spec.num_layers), size)
 
 
-def describe(peer: DhtPeer, spec: ModelSpec, layers: tuple[int, int], dtype: str) -> PeerRecord:
+def describe(peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: float) -> PeerRecord:
     """What this peer serves now; the announcer stamps time, expiry and sequence number."""
     return PeerRecord(
         peer_id=peer.peer_id,
@@ -36,10 +52,12 @@ def describe(peer: DhtPeer, spec: ModelSpec, layers: tuple[int, int], dtype: str
         addrs=peer.dht.own_addrs(),
         version=hydra.__version__,
         model=spec.id,
-        layer_start=layers[0],
-        layer_end=layers[1],
+        layer_start=stage.blocks.start,
+        layer_end=stage.blocks.end,
         total_layers=spec.num_layers,
-        dtype=dtype,
+        dtype=str(stage.blocks.dtype).removeprefix("torch."),
+        throughput=throughput,
+        cache_tokens_free=stage.cache_tokens_free(),
     )
 
 
@@ -50,14 +68,22 @@ async def run_node(
     """Run until cancelled. ``on_ready`` receives the first status once everything listens."""
     catalog = load_catalog()
     spec = catalog.resolve(config.model or catalog.default)
-    layers = served_layers(config, spec)
     ensure_port_free(config.api_host, config.api_port)  # fail before joining the swarm
     discovery = config.discovery
+    dtype, device = WIRE_DTYPES[config.dtype], config.torch_device()
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
+        start, end = await choose_layers(peer, config, spec)
+        path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
+        log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, config.dtype, device)
+        blocks = await trio.to_thread.run_sync(load_stage, path, start, end, dtype, device)
+        log.info("loaded %d blocks", end - start)
+        stage = StageServer(peer.host, spec.id, blocks, config.stage_limits)
+        stage.attach(peer.host)
+        throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
         announcer = Announcer(
             peer.dht,
             peer.keypair,
-            lambda: describe(peer, spec, layers, config.dtype),
+            lambda: describe(peer, spec, stage, throughput),
             discovery.announce_interval,
             discovery.record_ttl,
         )
@@ -69,8 +95,10 @@ async def run_node(
                 **peer.status(),
                 "api": f"http://{config.api_host}:{config.api_port}",
                 "model": spec.id,
-                "layers": list(layers),
+                "layers": [start, end],
                 "total_layers": spec.num_layers,
+                "throughput_tokens_s": round(throughput, 1),
+                "stage": stage.status(),
                 "announce": {
                     "interval_s": discovery.announce_interval,
                     "ttl_s": discovery.record_ttl,

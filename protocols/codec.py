@@ -55,6 +55,7 @@ class Error(Message):
     TYPE: ClassVar[str] = "error"
     code: str
     message: str
+    peer: str = ""  # the peer at fault when it is not the sender (a failed next hop)
 
 
 class Schema:

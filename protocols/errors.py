@@ -12,7 +12,14 @@ class ErrorCode(StrEnum):
     BAD_FIELD = "bad_field"  # missing, extra or wrongly typed field, or a bound exceeded
     UNEXPECTED = "unexpected"  # a valid message where the protocol does not allow it
     INVALID_RECORD = "invalid_record"  # signature, expiry or schema of a peer record
-    OVERLOADED = "overloaded"
+    OVERLOADED = "overloaded"  # no session slot or cache room left; retry elsewhere
+    # inference sessions
+    UNKNOWN_SESSION = "unknown_session"  # a step or close on a stream with no open session
+    WRONG_LAYERS = "wrong_layers"  # this peer does not serve that model or those blocks
+    BAD_TENSOR = "bad_tensor"  # activations of the wrong hidden size
+    OUT_OF_ORDER = "out_of_order"  # a step not at the session's next position
+    MAX_LENGTH_EXCEEDED = "max_length_exceeded"
+    NEXT_HOP_FAILED = "next_hop_failed"  # the stage after the sender died or stalled
     INTERNAL = "internal"
 
 
@@ -23,3 +30,9 @@ class ProtocolError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+def require(condition: bool, what: str) -> None:
+    """Schema bound check for ``Message.check``: a failed one is a ``BAD_FIELD`` error."""
+    if not condition:
+        raise ProtocolError(ErrorCode.BAD_FIELD, what)

@@ -11,7 +11,7 @@ import dataclasses
 from typing import ClassVar, Final
 
 from protocols.codec import Error, Message, Schema
-from protocols.errors import ErrorCode, ProtocolError
+from protocols.errors import require
 from protocols.records import MAX_ADDRS, MAX_TEXT, SignedRecord
 
 MAX_KEY: Final = 256
@@ -19,18 +19,14 @@ MAX_CONTACTS: Final = 32
 MAX_RECORDS: Final = 256  # per STORE or VALUE message; keeps a frame well under 1 MiB
 
 
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise ProtocolError(ErrorCode.BAD_FIELD, what)
-
 
 def _check_addrs(addrs: tuple[str, ...]) -> None:
-    _check(len(addrs) <= MAX_ADDRS, f"at most {MAX_ADDRS} addrs")
-    _check(all(0 < len(a) <= MAX_TEXT for a in addrs), "addr empty or too long")
+    require(len(addrs) <= MAX_ADDRS, f"at most {MAX_ADDRS} addrs")
+    require(all(0 < len(a) <= MAX_TEXT for a in addrs), "addr empty or too long")
 
 
 def _check_key(key: str) -> None:
-    _check(0 < len(key) <= MAX_KEY, f"key must be 1..{MAX_KEY} characters")
+    require(0 < len(key) <= MAX_KEY, f"key must be 1..{MAX_KEY} characters")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,8 +36,8 @@ class Contact(Message):
     addrs: tuple[str, ...]
 
     def check(self) -> None:
-        _check(0 < len(self.peer_id) <= MAX_TEXT, "bad peer id")
-        _check(len(self.addrs) > 0, "contact without addrs")
+        require(0 < len(self.peer_id) <= MAX_TEXT, "bad peer id")
+        require(len(self.addrs) > 0, "contact without addrs")
         _check_addrs(self.addrs)
 
 
@@ -85,7 +81,7 @@ class Store(Message):
 
     def check(self) -> None:
         _check_key(self.key)
-        _check(0 < len(self.records) <= MAX_RECORDS, f"1..{MAX_RECORDS} records per store")
+        require(0 < len(self.records) <= MAX_RECORDS, f"1..{MAX_RECORDS} records per store")
         _check_addrs(self.sender_addrs)
 
 
@@ -103,8 +99,8 @@ class Nodes(Message):
     records: tuple[SignedRecord, ...] = ()
 
     def check(self) -> None:
-        _check(len(self.contacts) <= MAX_CONTACTS, f"at most {MAX_CONTACTS} contacts")
-        _check(len(self.records) <= MAX_RECORDS, f"at most {MAX_RECORDS} records")
+        require(len(self.contacts) <= MAX_CONTACTS, f"at most {MAX_CONTACTS} contacts")
+        require(len(self.records) <= MAX_RECORDS, f"at most {MAX_RECORDS} records")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,17 +9,13 @@ import dataclasses
 from typing import ClassVar, Final
 
 from protocols.codec import Message
-from protocols.errors import ErrorCode, ProtocolError
+from protocols.errors import require
 
 RECORD_DOMAIN: Final = b"openhydra/peer-record/v1\x00"
 MAX_RECORD_BODY: Final = 4096
 MAX_ADDRS: Final = 16
 MAX_TEXT: Final = 256
 
-
-def _require(condition: bool, what: str) -> None:
-    if not condition:
-        raise ProtocolError(ErrorCode.BAD_FIELD, what)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +38,14 @@ class PeerRecord(Message):
 
     def check(self) -> None:
         texts = (self.peer_id, self.version, self.model, self.dtype, self.quantization)
-        _require(all(0 < len(t) <= MAX_TEXT for t in texts), "text field empty or too long")
-        _require(0 < len(self.addrs) <= MAX_ADDRS, f"1..{MAX_ADDRS} addrs required")
-        _require(all(0 < len(a) <= MAX_TEXT for a in self.addrs), "addr empty or too long")
-        _require(self.seq >= 0 and self.cache_tokens_free >= 0, "negative counter")
-        _require(0 <= self.layer_start < self.layer_end <= self.total_layers, "bad layer range")
-        _require(self.total_layers <= 10_000, "absurd layer count")
-        _require(0 <= self.throughput < 1e9, "bad throughput")
-        _require(self.issued_at < self.expires_at, "record expires before it is issued")
+        require(all(0 < len(t) <= MAX_TEXT for t in texts), "text field empty or too long")
+        require(0 < len(self.addrs) <= MAX_ADDRS, f"1..{MAX_ADDRS} addrs required")
+        require(all(0 < len(a) <= MAX_TEXT for a in self.addrs), "addr empty or too long")
+        require(self.seq >= 0 and self.cache_tokens_free >= 0, "negative counter")
+        require(0 <= self.layer_start < self.layer_end <= self.total_layers, "bad layer range")
+        require(self.total_layers <= 10_000, "absurd layer count")
+        require(0 <= self.throughput < 1e9, "bad throughput")
+        require(self.issued_at < self.expires_at, "record expires before it is issued")
 
     @property
     def layers(self) -> range:
@@ -63,5 +59,5 @@ class SignedRecord(Message):
     signature: bytes
 
     def check(self) -> None:
-        _require(0 < len(self.body) <= MAX_RECORD_BODY, "record body empty or too large")
-        _require(len(self.signature) == 64, "Ed25519 signature must be 64 bytes")
+        require(0 < len(self.body) <= MAX_RECORD_BODY, "record body empty or too large")
+        require(len(self.signature) == 64, "Ed25519 signature must be 64 bytes")

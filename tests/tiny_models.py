@@ -1,16 +1,18 @@
 """Tiny random-weight checkpoints built from a config at test time (no hub, no download).
 
 They cover architectures with no packaged weights: a Llama and a Qwen3.5 hybrid whose
-blocks alternate linear (Gated DeltaNet) and full attention. The tokenizer is the embedded
-SmolLM2 one when installed (only its ids matter here)."""
+blocks alternate linear (Gated DeltaNet) and full attention. Each gets a byte-level
+tokenizer built in code (256 byte tokens, no merges, no EOS: random weights would hit an EOS
+by chance and end a comparison early)."""
 
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, PretrainedConfig
 from transformers.models.qwen3_5 import Qwen3_5TextConfig
 
-VOCAB = 512
+VOCAB = 256  # the byte tokenizer's
 
 
 def tiny_llama_config() -> PretrainedConfig:
@@ -32,7 +34,18 @@ def tiny_qwen35_config() -> PretrainedConfig:
     )
 
 
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer)
+
+
 def save_tiny_model(config: PretrainedConfig, path: Path, seed: int = 0) -> Path:
+    """A random-weight checkpoint of ``config`` with a byte tokenizer, saved at ``path``."""
+    config.eos_token_id = config.bos_token_id = config.pad_token_id = None
+    byte_tokenizer().save_pretrained(path)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # default init is near-zero; widen it so logits are far from ties

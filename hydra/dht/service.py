@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
@@ -87,10 +88,12 @@ class DhtPeer:
 
 @asynccontextmanager
 async def open_dht_peer(
-    home: Path, listen_host: str, port: int, discovery: DiscoveryConfig
+    home: Path | None, listen_host: str, port: int, discovery: DiscoveryConfig
 ) -> AsyncIterator[DhtPeer]:
+    """A DHT peer with the identity kept in ``home``, or a throwaway one if ``home`` is None
+    (a one-shot client must not share a running node's peer ID)."""
     signposts = parse_bootstrap(discovery.bootstrap)
-    keypair = load_or_create(home / KEY_FILE)
+    keypair = load_or_create(home / KEY_FILE) if home is not None else create_new_key_pair()
     host = build_host(keypair)
     async with running_host(host, listen_host, port), trio.open_nursery() as nursery:
         peer = DhtPeer(keypair, host, Dht(host, DhtConfig()), signposts)

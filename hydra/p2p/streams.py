@@ -6,7 +6,9 @@ logged instead of escaping through ``host.run`` and killing the host (rough edge
 """
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -34,6 +36,7 @@ class RemoteError(Exception):
         super().__init__(f"remote error {error.code}: {error.message}")
         self.code = error.code
         self.message = error.message
+        self.peer = error.peer
 
 
 class FramedStream:
@@ -135,40 +138,70 @@ async def request(stream: FramedStream, message: Message, replies: Schema) -> Me
 
 Handler = Callable[[Message, ID], Awaitable[Message]]
 
+
+class Conversation(Protocol):
+    """The state one stream carries (e.g. an inference session): created when the stream
+    opens, asked to answer each request, closed when the stream ends, however it ends."""
+
+    async def handle(self, message: Message) -> Message: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Stateless:
+    """A conversation with no state: every request is answered by ``handle(message, peer)``."""
+
+    def __init__(self, handle: Handler, remote: ID) -> None:
+        self._handle, self._remote = handle, remote
+
+    async def handle(self, message: Message) -> Message:
+        return await self._handle(message, self._remote)
+
+    async def aclose(self) -> None:
+        pass
+
+
 # Errors after which the byte stream is still in sync, so the peer may send another request.
-_RECOVERABLE = {
-    ErrorCode.BAD_MSGPACK,
-    ErrorCode.BAD_MESSAGE,
-    ErrorCode.UNKNOWN_TYPE,
-    ErrorCode.BAD_FIELD,
-    ErrorCode.UNEXPECTED,
-    ErrorCode.INVALID_RECORD,
-    ErrorCode.OVERLOADED,
-}
+_UNRECOVERABLE = {ErrorCode.BAD_FRAME, ErrorCode.FRAME_TOO_LARGE}
 
 
 def serve(
-    requests: Schema, handle: Handler, max_frame: int = DEFAULT_MAX_FRAME
+    requests: Schema,
+    handle: Handler | None = None,
+    *,
+    conversation: Callable[[ID], Conversation] | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    idle_timeout: float | None = None,
 ) -> Callable[[INetStream], Awaitable[None]]:
     """A libp2p stream handler answering requests one by one until the peer closes.
 
-    A message-level error gets an ``Error`` reply and the loop continues; a frame-level error
-    (oversized or truncated frame) gets an ``Error`` reply, then the stream is aborted, since
-    it can no longer be parsed. No exception ever leaves the handler."""
+    Give ``handle`` for stateless request/reply, or ``conversation`` to keep state per
+    stream. A message-level error gets an ``Error`` reply and the loop continues; a
+    frame-level error (oversized or truncated frame) gets an ``Error`` reply, then the stream
+    is aborted, since it can no longer be parsed. A stream silent for ``idle_timeout`` seconds
+    is closed. No exception ever leaves the handler."""
+    if (handle is None) == (conversation is None):
+        raise TypeError("give exactly one of handle and conversation")
+    make = conversation or (lambda remote: Stateless(handle, remote))  # type: ignore[arg-type]
 
     async def handler(raw: INetStream) -> None:
         stream = FramedStream(raw, max_frame)
+        talk = make(stream.remote_peer)
         try:
             while True:
                 try:
-                    message = await stream.receive(requests)
+                    with trio.fail_after(idle_timeout or math.inf):
+                        message = await stream.receive(requests)
                     if message is None:
                         break
-                    reply = await handle(message, stream.remote_peer)
+                    reply = await talk.handle(message)
+                except trio.TooSlowError:
+                    log.info("closing a stream from %s idle for %ss", stream.remote_peer, idle_timeout)
+                    break
                 except ProtocolError as exc:
                     log.info("rejected message from %s: %s", stream.remote_peer, exc)
                     await stream.send(Error(code=exc.code, message=exc.message))
-                    if exc.code not in _RECOVERABLE:
+                    if exc.code in _UNRECOVERABLE:
                         await stream.abort()
                         return
                     continue
@@ -181,5 +214,8 @@ def serve(
         except Exception:
             log.exception("stream handler failed; resetting the stream")
             await stream.reset()
+        finally:
+            with trio.CancelScope(shield=True):
+                await talk.aclose()
 
     return handler

@@ -11,6 +11,7 @@ tensors are read from disk.
 """
 
 import copy
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,6 @@ from hydra.runtime.checkpoint import Checkpoint
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 
 
 class UnsupportedModel(ValueError):
@@ -96,6 +92,17 @@ class StageBlocks:
             cache=cache,
             use_cache=True,
         ).last_hidden_state
+
+    def measure_throughput(self, steps: int = 8) -> float:
+        """Decode tokens/s through this span (one token per step, warm cache), announced so
+        coordinators can estimate each route's compute time."""
+        cache = self.new_cache()
+        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
+        self.forward(token, cache, 0)  # warm-up: first-call allocations
+        started = time.perf_counter()
+        for position in range(1, steps + 1):
+            self.forward(token, cache, position)
+        return steps / (time.perf_counter() - started)
 
     def _recurrent_only_masks(self) -> dict[str, None] | None:
         """A hybrid slice with no full-attention block has no KV cache to size a causal mask

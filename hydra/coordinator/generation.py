@@ -1,0 +1,250 @@
+"""The coordinator's Python API: ``generate`` and ``stream`` over pipelines of peers.
+
+The coordinator holds each requested model's client head (embeddings, final norm, LM head)
+and tokenizer: the prompt is tokenised and embedded here, only hidden states go to peers, and
+the next token is sampled here from the last stage's output. The HTTP API (OpenAI/Ollama)
+and ``hydra generate`` are thin adapters over this module.
+"""
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import trio
+from libp2p.abc import IHost
+
+from hydra.coordinator.pipeline import Pipeline, PipelineConfig
+from hydra.coordinator.routing import Candidate, candidates_for
+from hydra.coordinator.rtt import RttTable
+from hydra.coordinator.sampling import Sampler, SamplingParams
+from hydra.coordinator.text import TextAssembler
+from hydra.dht.kademlia import Dht
+from hydra.dht.keyspace import model_key
+from hydra.models.catalog import Catalog, ModelSpec
+from hydra.runtime.shard import ClientHead, load_head
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.stage.links import Link, LocalLink, RemoteLink
+from hydra.stage.server import StageConversation, StageServer
+from protocols import inference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    model: str
+    prompt: str | None = None  # raw text, or:
+    messages: tuple[Mapping[str, str], ...] = ()  # chat turns, rendered with the chat template
+    params: SamplingParams = SamplingParams()
+    record_logits: bool = False  # keep every step's logits (tests, logprobs)
+
+
+@dataclass
+class Delta:
+    text: str
+    token_ids: list[int]
+
+
+@dataclass
+class Completion:
+    model: str
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+    prompt_tokens: int
+    ttft_s: float
+    duration_s: float
+    route: list[str]  # peer ids of the last route used
+    failovers: int
+    logits: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    head: ClientHead
+    tokenizer: Any
+    eos_ids: frozenset[int]
+    max_positions: int
+
+
+class Coordinator:
+    def __init__(
+        self,
+        host: IHost,
+        dht: Dht | None,
+        catalog: Catalog,
+        local: StageServer | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device = torch.device("cpu"),
+        step_timeout: float = 30.0,
+        checkpoints: Mapping[str, Path] | None = None,
+    ) -> None:
+        self.host = host
+        self.dht = dht
+        self.catalog = catalog
+        self.local = local
+        self.dtype = dtype
+        self.device = device
+        self.step_timeout = step_timeout
+        self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
+        self.rtt_table = RttTable(dht)
+        self.models: dict[str, LoadedModel] = {}
+        self._loading = trio.Lock()
+        self.active_pipelines: set[Pipeline] = set()
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.get_id().to_base58()
+
+    # --- the pipeline's view of the network ----------------------------------------------
+
+    async def candidates(self, model: str) -> list[Candidate]:
+        spec = self.catalog.resolve(model)
+        found = []
+        if self.dht is not None:
+            entries = await self.dht.get(model_key(spec.id))
+            found = [
+                c
+                for c in candidates_for((e.record for e in entries), spec.id, spec.num_layers)
+                if c.peer_id != self.peer_id
+            ]
+            await self.rtt_table.measure(found)
+        if self.local is not None and self.local.model_id == spec.id:
+            blocks = self.local.blocks
+            found.append(Candidate(self.peer_id, (), blocks.start, blocks.end, local=True))
+        return found
+
+    def rtt(self) -> Mapping[str, float]:
+        return self.rtt_table.values
+
+    async def link(self, candidate: Candidate, timeout: float) -> Link:
+        if candidate.local:
+            assert self.local is not None
+            return LocalLink(self.peer_id, StageConversation(self.local))
+        hop = inference.Hop(candidate.peer_id, candidate.addrs, candidate.start, candidate.end)
+        return await RemoteLink.open(self.host, hop, timeout)
+
+    # --- models ----------------------------------------------------------------------------
+
+    async def load(self, name: str) -> LoadedModel:
+        """The client head and tokenizer of ``name`` (loaded once, off the event loop)."""
+        spec = self.catalog.resolve(name)
+        async with self._loading:
+            if spec.id not in self.models:
+                self.models[spec.id] = await trio.to_thread.run_sync(self._load_blocking, spec)
+        return self.models[spec.id]
+
+    def _load_blocking(self, spec: ModelSpec) -> LoadedModel:
+        from transformers import AutoTokenizer, GenerationConfig
+
+        path = resolve_checkpoint(spec, self.checkpoints.get(spec.id))
+        head = load_head(path, self.dtype, self.device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        eos: set[int] = set()
+        try:
+            configured = GenerationConfig.from_pretrained(path).eos_token_id
+            eos.update(configured if isinstance(configured, list) else [configured])
+        except OSError:
+            pass
+        if tokenizer.eos_token_id is not None:
+            eos.add(tokenizer.eos_token_id)
+        eos.discard(None)  # type: ignore[arg-type]
+        max_positions = int(getattr(head.config, "max_position_embeddings", 0) or 1 << 15)
+        return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions)
+
+    def prompt_ids(self, model: LoadedModel, request: GenerationRequest) -> list[int]:
+        if request.messages:
+            rendered = model.tokenizer.apply_chat_template(
+                [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
+            )
+            return model.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        if request.prompt is None:
+            raise ValueError("give a prompt or messages")
+        return model.tokenizer(request.prompt)["input_ids"]
+
+    # --- generation --------------------------------------------------------------------------
+
+    async def generate(self, request: GenerationRequest) -> Completion:
+        events = self.stream(request)
+        try:
+            async for event in events:
+                if isinstance(event, Completion):
+                    return event
+        finally:
+            await events.aclose()
+        raise AssertionError("stream ended without a completion")
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Completion]:
+        """Yield text deltas as tokens are decided, then the ``Completion``."""
+        started = time.perf_counter()
+        model = await self.load(request.model)
+        params = request.params
+        prompt = self.prompt_ids(model, request)
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        max_length = min(len(prompt) + params.max_tokens, model.max_positions)
+        if len(prompt) >= max_length:
+            raise ValueError(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
+        sampler = Sampler(params)
+        text = TextAssembler(model.tokenizer, params.stop)
+        config = PipelineConfig(
+            model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout
+        )
+        logits_seen: list[torch.Tensor] = []
+        ttft = 0.0
+        finish = "length"
+        async with Pipeline(self, config) as pipeline:
+            self.active_pipelines.add(pipeline)
+            try:
+                inputs = prompt
+                context = list(prompt)
+                while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
+                    hidden = await self._embed(model, inputs)
+                    output = await pipeline.forward(hidden)
+                    logits = await trio.to_thread.run_sync(model.head.logits, output)
+                    row = logits[0, -1]
+                    if request.record_logits:
+                        logits_seen.append(row)
+                    token = sampler.next_token(row, context)
+                    if not ttft:
+                        ttft = time.perf_counter() - started
+                    if token in model.eos_ids:
+                        finish = "stop"
+                        break
+                    context.append(token)
+                    delta = text.push(token)
+                    if delta:
+                        yield Delta(delta, [token])
+                    if text.stopped:
+                        finish = "stop"
+                        break
+                    inputs = [token]
+            finally:
+                self.active_pipelines.discard(pipeline)
+            rest = text.finish()
+            if rest:
+                yield Delta(rest, [])
+            yield Completion(
+                model=model.spec.id,
+                text=text.text,
+                token_ids=list(text.ids),
+                finish_reason=finish,
+                prompt_tokens=len(prompt),
+                ttft_s=ttft,
+                duration_s=time.perf_counter() - started,
+                route=[c.peer_id for c in pipeline.route],
+                failovers=pipeline.failovers,
+                logits=logits_seen,
+            )
+
+    async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
+        return await trio.to_thread.run_sync(model.head.embed, ids)

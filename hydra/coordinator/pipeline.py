@@ -1,0 +1,204 @@
+"""One generation's chain of stages, with failover.
+
+The coordinator talks to the first hop only; each stage opens the next. The pipeline keeps
+every input it sent (the embeddings, in the chunks it sent them), so when a stage dies or
+stalls it can exclude that peer, plan a new route over the peers still serving the model,
+replay the history with the original chunk shapes (each new cache is bit-identical to the
+lost one) and retry the step: the generation continues with the output it would have had.
+"""
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import trio
+
+from hydra.coordinator.routing import Candidate, plan_route
+from hydra.runtime.wire import from_wire, to_wire
+from hydra.stage.links import HopFailed, Link
+from protocols import inference
+from protocols.codec import Error, Message
+
+log = logging.getLogger(__name__)
+
+FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes
+
+
+class NoRoute(Exception):
+    """No chain of reachable peers covers the model's blocks (after any failovers)."""
+
+
+class Network(Protocol):
+    """What a pipeline needs from its coordinator."""
+
+    async def candidates(self, model: str) -> list[Candidate]: ...
+
+    def rtt(self) -> Mapping[str, float]: ...
+
+    async def link(self, candidate: Candidate, timeout: float) -> Link: ...
+
+
+@dataclass
+class PipelineConfig:
+    model: str
+    num_layers: int
+    max_length: int
+    dtype: str = "float32"
+    step_timeout: float = 30.0
+    max_failovers: int = 3
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class Pipeline:
+    network: Network
+    config: PipelineConfig
+    route: list[Candidate] = field(default_factory=list)
+    position: int = 0
+    failovers: int = 0
+    excluded: set[str] = field(default_factory=set)
+    history: list[torch.Tensor] = field(default_factory=list)  # inputs as sent, one per step
+    hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
+    _link: Link | None = None
+    on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
+
+    async def __aenter__(self) -> "Pipeline":
+        await self._build()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            await link.aclose()
+
+    async def forward(self, hidden: torch.Tensor, return_all: bool = False) -> torch.Tensor:
+        """Send ``hidden`` [1, T, H] through the route; the last stage's output (last position
+        only unless ``return_all``)."""
+        if self.position + hidden.shape[1] > self.config.max_length:
+            raise ValueError(f"{self.position} + {hidden.shape[1]} tokens exceeds max_length")
+        outputs = []
+        for piece in torch.split(hidden, self._max_tokens_per_message(hidden), dim=1):
+            outputs.append(await self._step_with_failover(piece, return_all))
+        return torch.cat(outputs, dim=1) if return_all else outputs[-1]
+
+    async def _step_with_failover(self, hidden: torch.Tensor, return_all: bool) -> torch.Tensor:
+        while True:
+            try:
+                output = await self._send_step(hidden, (), self.position, return_all)
+            except HopFailed as exc:
+                await self._fail_over(exc)
+                continue
+            self.history.append(hidden)
+            self.position += hidden.shape[1]
+            return output
+
+    async def _send_step(
+        self, hidden: torch.Tensor, chunks: tuple[int, ...], position: int, return_all: bool
+    ) -> torch.Tensor:
+        assert self._link is not None
+        step = inference.Step(
+            position=position,
+            hidden=to_wire(hidden, self.config.dtype),
+            chunks=chunks,
+            return_all=return_all,
+        )
+        started = trio.current_time()
+        reply = await self._link.call(step, self.config.step_timeout)
+        self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
+        if isinstance(reply, inference.Hidden):
+            return from_wire(reply.hidden)
+        raise self._failure(reply)
+
+    def _failure(self, reply: Message) -> HopFailed:
+        assert self._link is not None
+        if isinstance(reply, Error):
+            return HopFailed(reply.peer or self._link.peer_id, f"{reply.code}: {reply.message}")
+        return HopFailed(self._link.peer_id, f"unexpected reply {reply.TYPE}")
+
+    async def _fail_over(self, exc: HopFailed) -> None:
+        """Exclude the failed peer, open a new route and replay the history into it."""
+        while True:
+            self.failovers += 1
+            log.warning("stage %s failed (%s); re-routing", exc.peer_id, exc.reason)
+            if self.failovers > self.config.max_failovers:
+                raise NoRoute(f"gave up after {self.config.max_failovers} failovers: {exc}") from None
+            self.excluded.add(exc.peer_id)
+            await self.close()
+            await self._build()
+            try:
+                await self._replay()
+                return
+            except HopFailed as again:
+                exc = again
+
+    async def _build(self) -> None:
+        """Plan a route avoiding excluded peers and open a session along it."""
+        while True:
+            candidates = await self.network.candidates(self.config.model)
+            route = plan_route(
+                candidates, self.config.num_layers, self.network.rtt(), frozenset(self.excluded)
+            )
+            if route is None:
+                raise NoRoute(
+                    f"no chain of peers covers {self.config.model}'s {self.config.num_layers} blocks"
+                    + (f" (excluded after failures: {sorted(self.excluded)})" if self.excluded else "")
+                )
+            try:
+                await self._open(route)
+            except HopFailed as exc:
+                self.failovers += 1
+                if self.failovers > self.config.max_failovers:
+                    raise NoRoute(f"could not open a route: {exc}") from None
+                self.excluded.add(exc.peer_id)
+                await self.close()
+                continue
+            self.route = route
+            if self.on_reroute is not None:
+                await self.on_reroute(route)
+            return
+
+    async def _open(self, route: list[Candidate]) -> None:
+        first, rest = route[0], route[1:]
+        self._link = await self.network.link(first, self.config.step_timeout)
+        reply = await self._link.call(
+            inference.OpenSession(
+                session_id=secrets.token_bytes(inference.SESSION_ID_BYTES),
+                model=self.config.model,
+                layer_start=first.start,
+                layer_end=first.end,
+                max_length=self.config.max_length,
+                dtype=self.config.dtype,
+                next_hops=tuple(
+                    inference.Hop(c.peer_id, c.addrs, c.start, c.end) for c in rest
+                ),
+                step_timeout=self.config.step_timeout,
+            ),
+            self.config.step_timeout,
+        )
+        if not isinstance(reply, inference.SessionOpened):
+            raise self._failure(reply)
+
+    async def _replay(self) -> None:
+        """Rebuild the new route's caches from the history, in the original chunk shapes,
+        packed into as few messages as the frame limit allows."""
+        position, batch = 0, list[torch.Tensor]()
+        budget = self._max_tokens_per_message(self.history[0]) if self.history else 0
+        for item in self.history + [None]:  # type: ignore[list-item]
+            full = item is None or sum(t.shape[1] for t in batch) + item.shape[1] > budget
+            if batch and full:
+                chunks = tuple(t.shape[1] for t in batch)
+                await self._send_step(torch.cat(batch, dim=1), chunks, position, False)
+                position += sum(chunks)
+                batch = []
+            if item is not None:
+                batch.append(item)
+
+    def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
+        per_token = hidden.shape[2] * inference.TENSOR_DTYPES[self.config.dtype]
+        return max(1, (inference.MAX_FRAME - FRAME_SLACK) // per_token)
+

@@ -1,0 +1,88 @@
+"""Which peers serve which blocks of a model, and the fastest chain of them covering all blocks.
+
+A route is a sequence of peers whose spans tile [0, num_layers) end to end; each peer runs its
+whole announced span. Among all such chains we pick the one with the least expected time per
+token: per hop a fixed serialisation allowance plus the measured round trip, plus the span's
+compute time from the throughput the peer announced. It is a shortest path over layer
+boundaries (a DAG, since spans go forward), so a full-model peer competes with sharded chains
+on the same scale and wins when hops cost more than they save.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from protocols.records import PeerRecord
+
+HOP_COST_S = 0.002  # serialisation and framing per hop, before the network round trip
+DEFAULT_RTT_S = 0.05  # a peer we have not measured
+DEFAULT_BLOCK_S = 0.002  # per block and token, for a peer that announces no throughput
+
+
+@dataclass(frozen=True)
+class Candidate:
+    peer_id: str
+    addrs: tuple[str, ...]
+    start: int
+    end: int
+    throughput: float = 0.0  # tokens/s through the whole span, as announced
+    local: bool = False  # this process serves it: no network hop
+
+    @classmethod
+    def from_record(cls, record: PeerRecord) -> "Candidate":
+        return cls(
+            record.peer_id,
+            record.addrs,
+            record.layer_start,
+            record.layer_end,
+            record.throughput,
+        )
+
+    def cost(self, rtt: Mapping[str, float]) -> float:
+        compute = 1.0 / self.throughput if self.throughput > 0 else DEFAULT_BLOCK_S * (self.end - self.start)
+        if self.local:
+            return compute
+        return HOP_COST_S + rtt.get(self.peer_id, DEFAULT_RTT_S) + compute
+
+
+def candidates_for(
+    records: Iterable[PeerRecord], model: str, num_layers: int
+) -> list[Candidate]:
+    """Peers announcing blocks of ``model`` with the layer count we know it has."""
+    return [
+        Candidate.from_record(r)
+        for r in records
+        if r.model == model and r.total_layers == num_layers and r.layer_end <= num_layers
+    ]
+
+
+def coverage(candidates: Iterable[Candidate], num_layers: int) -> list[int]:
+    """How many peers serve each block."""
+    counts = [0] * num_layers
+    for c in candidates:
+        for layer in range(c.start, min(c.end, num_layers)):
+            counts[layer] += 1
+    return counts
+
+
+def plan_route(
+    candidates: Iterable[Candidate],
+    num_layers: int,
+    rtt: Mapping[str, float] | None = None,
+    exclude: frozenset[str] = frozenset(),
+) -> list[Candidate] | None:
+    """The cheapest chain covering [0, num_layers), or None when the blocks are not covered."""
+    rtt = rtt or {}
+    by_start: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        if c.peer_id not in exclude and 0 <= c.start < c.end <= num_layers:
+            by_start.setdefault(c.start, []).append(c)
+    best: dict[int, tuple[float, list[Candidate]]] = {0: (0.0, [])}
+    for boundary in range(num_layers):  # spans only go forward: one pass in order suffices
+        if boundary not in best:
+            continue
+        cost, chain = best[boundary]
+        for c in sorted(by_start.get(boundary, []), key=lambda c: c.peer_id):
+            total = cost + c.cost(rtt)
+            if c.end not in best or total < best[c.end][0]:
+                best[c.end] = (total, chain + [c])
+    return best[num_layers][1] if num_layers in best else None

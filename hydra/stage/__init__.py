@@ -1,0 +1,1 @@
+"""Serving a span of transformer blocks to peers over the inference protocol."""

@@ -1,0 +1,97 @@
+"""A hop of a pipeline as seen from the side that drives it: a stream to a remote stage, or
+an in-process stage when the coordinator serves that span itself. Both answer one message
+with one message; a hop that cannot answer raises ``HopFailed`` naming the peer."""
+
+from typing import Protocol
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from hydra.p2p.streams import Conversation, FramedStream, PeerUnreachable, open_stream
+from protocols import inference
+from protocols.codec import Error, Message
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.ids import INFERENCE
+
+
+class HopFailed(Exception):
+    """The stage ``peer_id`` died, stalled, or broke the protocol."""
+
+    def __init__(self, peer_id: str, reason: str) -> None:
+        super().__init__(f"{peer_id}: {reason}")
+        self.peer_id = peer_id
+        self.reason = reason
+
+
+class Link(Protocol):
+    peer_id: str
+
+    async def call(self, message: Message, timeout: float) -> Message: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RemoteLink:
+    def __init__(self, peer_id: str, stream: FramedStream) -> None:
+        self.peer_id = peer_id
+        self.stream = stream
+
+    @classmethod
+    async def open(cls, host: IHost, hop: inference.Hop, timeout: float) -> "RemoteLink":
+        try:
+            peer, addrs = ID.from_base58(hop.peer_id), [Multiaddr(a) for a in hop.addrs]
+            raw = await open_stream(host, peer, addrs, INFERENCE, timeout)
+        except (PeerUnreachable, ValueError) as exc:
+            raise HopFailed(hop.peer_id, f"unreachable: {exc}") from None
+        return cls(hop.peer_id, FramedStream(raw, inference.MAX_FRAME))
+
+    async def call(self, message: Message, timeout: float) -> Message:
+        try:
+            with trio.fail_after(timeout):
+                await self.stream.send(message)
+                reply = await self.stream.receive(inference.REPLIES)
+        except trio.TooSlowError:
+            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
+        except ProtocolError as exc:
+            raise HopFailed(self.peer_id, f"broken stream: {exc}") from None
+        except Exception as exc:  # libp2p stream errors of many kinds: the peer is gone
+            raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
+        if reply is None:
+            raise HopFailed(self.peer_id, "closed the stream")
+        return reply
+
+    async def aclose(self) -> None:
+        await self.stream.close()
+
+
+class LocalLink:
+    """A stage in this process, driven without a stream (same messages, same checks)."""
+
+    def __init__(self, peer_id: str, conversation: Conversation) -> None:
+        self.peer_id = peer_id
+        self.conversation = conversation
+
+    async def call(self, message: Message, timeout: float) -> Message:
+        try:
+            with trio.fail_after(timeout):
+                return await self.conversation.handle(message)
+        except trio.TooSlowError:
+            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
+        except ProtocolError as exc:
+            return Error(code=exc.code, message=exc.message)
+
+    async def aclose(self) -> None:
+        await self.conversation.aclose()
+
+
+def attributed(error: Error, peer_id: str) -> Error:
+    """``error`` with the peer at fault filled in (the hop that answered it, unless set)."""
+    if error.peer:
+        return error
+    return Error(code=error.code, message=error.message, peer=peer_id)
+
+
+def hop_failed_error(exc: HopFailed) -> Error:
+    return Error(code=ErrorCode.NEXT_HOP_FAILED, message=exc.reason, peer=exc.peer_id)

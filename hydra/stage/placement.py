@@ -1,0 +1,44 @@
+"""Which blocks a node serves when the user does not say: the whole model when memory allows,
+otherwise the window of blocks the swarm covers least (as Petals' servers do)."""
+
+import os
+from pathlib import Path
+
+from hydra.models.catalog import ModelSpec
+
+MEMORY_SHARE = 0.6  # of the memory available now, what a node may fill with blocks
+
+
+def available_memory_gb(device: str) -> float | None:
+    """Memory free for weights on ``device``; None when it cannot be read."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return free / 2**30
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError):
+        return None
+
+
+def blocks_that_fit(spec: ModelSpec, memory_gb: float | None) -> int:
+    if memory_gb is None:
+        return spec.num_layers
+    whole_model_gb = spec.memory_per_shard_gb * spec.peers_needed
+    per_block_gb = whole_model_gb / spec.num_layers
+    return max(1, min(spec.num_layers, int(memory_gb * MEMORY_SHARE / per_block_gb)))
+
+
+def least_covered_window(coverage: list[int], size: int) -> tuple[int, int]:
+    """The ``size``-block window with the lowest total coverage (earliest on ties)."""
+    size = min(size, len(coverage))
+    best_start = min(
+        range(len(coverage) - size + 1), key=lambda start: sum(coverage[start : start + size])
+    )
+    return best_start, best_start + size

@@ -1,0 +1,261 @@
+"""A peer's stage: sessions over its span of blocks, each with its own cache, bounded in count,
+memory and idle time, pushing each step's output to the next hop of the route.
+
+One libp2p stream carries one session (``StageConversation``); the stream's end, however it
+ends, frees the session's cache and closes the stream to the next hop. Forward passes run
+on a worker thread, one at a time per stage, so the trio loop keeps serving while a step
+computes.
+"""
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import torch
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from transformers.cache_utils import Cache
+
+from hydra.config import StageLimits
+from hydra.p2p.streams import serve
+from hydra.runtime.shard import StageBlocks
+from hydra.runtime.wire import from_wire, to_wire
+from hydra.stage.links import HopFailed, Link, RemoteLink, attributed, hop_failed_error
+from protocols import inference
+from protocols.codec import Error, Message
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.ids import INFERENCE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    id: bytes
+    cache: Cache
+    max_length: int
+    dtype: str
+    reserved_bytes: int
+    step_timeout: float
+    position: int = 0
+    downstream: Link | None = None
+    broken: str = ""  # why the session can no longer step (its next hop failed)
+    opened_at: float = field(default_factory=time.monotonic)
+
+
+def cache_bytes_per_token(blocks: StageBlocks) -> int:
+    """KV bytes one token costs in this span (recurrent blocks hold a fixed-size state)."""
+    config = blocks.config
+    kinds = getattr(config, "layer_types", None) or ["full_attention"] * (blocks.end - blocks.start)
+    attention_blocks = sum(1 for kind in kinds if kind != "linear_attention")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    itemsize = torch.tensor([], dtype=blocks.dtype).element_size()
+    return 2 * attention_blocks * config.num_key_value_heads * head_dim * itemsize
+
+
+class StageServer:
+    def __init__(
+        self, host: IHost | None, model_id: str, blocks: StageBlocks, limits: StageLimits
+    ) -> None:
+        self.host = host
+        self.model_id = model_id
+        self.blocks = blocks
+        self.limits = limits
+        self.sessions: dict[bytes, Session] = {}
+        self.per_token = max(1, cache_bytes_per_token(blocks))
+        self.compute = trio.CapacityLimiter(1)
+        self.steps_served = 0
+
+    def attach(self, host: IHost) -> None:
+        self.host = host
+        host.set_stream_handler(
+            TProtocol(INFERENCE),
+            serve(
+                inference.REQUESTS,
+                conversation=lambda remote: StageConversation(self),
+                max_frame=inference.MAX_FRAME,
+                idle_timeout=self.limits.idle_timeout,
+            ),
+        )
+
+    @property
+    def reserved_bytes(self) -> int:
+        return sum(s.reserved_bytes for s in self.sessions.values())
+
+    def cache_tokens_free(self) -> int:
+        return max(0, self.limits.cache_bytes - self.reserved_bytes) // self.per_token
+
+    def status(self) -> dict[str, object]:
+        return {
+            "model": self.model_id,
+            "layers": [self.blocks.start, self.blocks.end],
+            "sessions": len(self.sessions),
+            "cache_tokens_free": self.cache_tokens_free(),
+            "steps_served": self.steps_served,
+        }
+
+    def run_chunks(
+        self, hidden: torch.Tensor, chunks: tuple[int, ...], cache: Cache, position: int
+    ) -> torch.Tensor:
+        """Blocking: run ``hidden`` through the span in ``chunks`` (worker thread only)."""
+        outputs, offset = [], 0
+        for size in chunks or (hidden.shape[1],):
+            piece = hidden[:, offset : offset + size]
+            outputs.append(self.blocks.forward(piece, cache, position + offset))
+            offset += size
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+
+
+class StageConversation:
+    """One stream's session on this stage."""
+
+    def __init__(self, server: StageServer) -> None:
+        self.server = server
+        self.session: Session | None = None
+
+    async def handle(self, message: Message) -> Message:
+        match message:
+            case inference.OpenSession():
+                return await self._open(message)
+            case inference.Step():
+                return await self._step(message)
+            case inference.CloseSession():
+                await self.aclose()
+                return inference.SessionClosed()
+        raise ProtocolError(ErrorCode.UNEXPECTED, f"{message.TYPE} is not a request")
+
+    async def _open(self, request: inference.OpenSession) -> Message:
+        server = self.server
+        if self.session is not None:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "this stream already carries a session")
+        blocks = server.blocks
+        if request.model != server.model_id or (request.layer_start, request.layer_end) != (
+            blocks.start,
+            blocks.end,
+        ):
+            raise ProtocolError(
+                ErrorCode.WRONG_LAYERS,
+                f"this peer serves {server.model_id} blocks {blocks.start}:{blocks.end}, not "
+                f"{request.model} {request.layer_start}:{request.layer_end}",
+            )
+        reserve = request.max_length * server.per_token
+        if len(server.sessions) >= server.limits.max_sessions:
+            raise ProtocolError(ErrorCode.OVERLOADED, "no session slot left on this peer")
+        if server.reserved_bytes + reserve > server.limits.cache_bytes:
+            raise ProtocolError(
+                ErrorCode.OVERLOADED,
+                f"no cache room for {request.max_length} tokens "
+                f"({server.cache_tokens_free()} free)",
+            )
+        key = request.session_id + secrets.token_bytes(4)  # two coordinators may pick one id
+        session = Session(
+            id=key,
+            cache=blocks.new_cache(),
+            max_length=request.max_length,
+            dtype=request.dtype,
+            reserved_bytes=reserve,
+            step_timeout=request.step_timeout,
+        )
+        server.sessions[key] = session
+        self.session = session
+        if not request.next_hops:
+            return inference.SessionOpened(hops=1)
+        return await self._open_downstream(request)
+
+    async def _open_downstream(self, request: inference.OpenSession) -> Message:
+        session = self.session
+        assert session is not None and self.server.host is not None
+        hop, rest = request.next_hops[0], request.next_hops[1:]
+        budget = downstream_budget(request.step_timeout)
+        try:
+            session.downstream = await RemoteLink.open(self.server.host, hop, budget)
+            reply = await session.downstream.call(
+                inference.OpenSession(
+                    session_id=request.session_id,
+                    model=request.model,
+                    layer_start=hop.layer_start,
+                    layer_end=hop.layer_end,
+                    max_length=request.max_length,
+                    dtype=request.dtype,
+                    next_hops=rest,
+                    step_timeout=budget,
+                ),
+                budget,
+            )
+        except HopFailed as exc:
+            await self.aclose()
+            return hop_failed_error(exc)
+        if isinstance(reply, Error):
+            await self.aclose()
+            return attributed(reply, hop.peer_id)
+        if not isinstance(reply, inference.SessionOpened):
+            await self.aclose()
+            return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
+        return inference.SessionOpened(hops=reply.hops + 1)
+
+    async def _step(self, step: inference.Step) -> Message:
+        session = self.session
+        if session is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "open a session before stepping")
+        if session.broken:
+            raise ProtocolError(ErrorCode.NEXT_HOP_FAILED, session.broken)
+        tokens, width = step.hidden.shape[1], step.hidden.shape[2]
+        if width != self.server.blocks.hidden_size:
+            raise ProtocolError(
+                ErrorCode.BAD_TENSOR,
+                f"hidden size {width}, this model's is {self.server.blocks.hidden_size}",
+            )
+        if step.position != session.position:
+            raise ProtocolError(
+                ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
+            )
+        if session.position + tokens > session.max_length:
+            raise ProtocolError(
+                ErrorCode.MAX_LENGTH_EXCEEDED,
+                f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
+            )
+        hidden = from_wire(step.hidden)
+        output = await trio.to_thread.run_sync(
+            self.server.run_chunks,
+            hidden,
+            step.chunks,
+            session.cache,
+            step.position,
+            limiter=self.server.compute,
+        )
+        session.position += tokens
+        self.server.steps_served += 1
+        if session.downstream is None:
+            kept = output if step.return_all else output[:, -1:]
+            return inference.Hidden(position=step.position, hidden=to_wire(kept, session.dtype))
+        forward = inference.Step(
+            position=step.position,
+            hidden=to_wire(output, session.dtype),
+            chunks=step.chunks,
+            return_all=step.return_all,
+        )
+        try:
+            reply = await session.downstream.call(forward, downstream_budget(session.step_timeout))
+        except HopFailed as exc:
+            session.broken = f"next hop {exc.peer_id} failed: {exc.reason}"
+            return hop_failed_error(exc)
+        if isinstance(reply, Error):  # our cache advanced and the rest of the route's did not
+            session.broken = f"next hop answered {reply.code}: {reply.message}"
+            return attributed(reply, session.downstream.peer_id)
+        return reply
+
+    async def aclose(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        self.server.sessions.pop(session.id, None)
+        if session.downstream is not None:
+            await session.downstream.aclose()
+
+
+def downstream_budget(timeout: float) -> float:
+    """Time the next hop gets, so the deepest stage that notices a stall reports it before
+    anyone upstream gives up on the whole chain."""
+    return max(0.5, timeout - max(0.5, 0.1 * timeout))

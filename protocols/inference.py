@@ -1,0 +1,128 @@
+"""Pipeline inference on ``protocols.ids.INFERENCE``: one stream is one session on one hop.
+
+The upstream side (the coordinator, or the previous stage) opens a stream, sends
+``OpenSession`` naming the blocks it expects this peer to run and the rest of the route, then
+any number of ``Step`` messages, then ``CloseSession`` (or just closes the stream). A stage
+opens its own stream to the next hop when its session opens, pushes each step's output there,
+and relays the last stage's ``Hidden`` reply upstream: activations travel stage to stage,
+never back through the coordinator between hops. Only hidden states cross the wire; token ids
+stay at the coordinator.
+
+A ``Step`` may carry several chunks (``chunks`` sums to the sequence length). Chunks run one
+after another, so a replacement peer rebuilding its cache from a replayed history computes
+with exactly the shapes of the original run, and its cache is bit-identical.
+"""
+
+import dataclasses
+import math
+from typing import ClassVar, Final
+
+from protocols.codec import Error, Message, Schema
+from protocols.errors import require
+from protocols.records import MAX_ADDRS, MAX_TEXT
+
+MAX_FRAME: Final = 32 << 20  # one step's activations: 32 MiB (e.g. 1,600 tokens at hidden 5120)
+MAX_HOPS: Final = 64
+MAX_LENGTH: Final = 1 << 17  # longest session a peer will consider, in tokens
+SESSION_ID_BYTES: Final = 16
+TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor(Message):
+    """Activations [batch=1, tokens, hidden], raw little-endian bytes."""
+
+    TYPE: ClassVar[str] = "tensor"
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    def check(self) -> None:
+        require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
+        require(len(self.shape) == 3 and self.shape[0] == 1, "shape must be [1, tokens, hidden]")
+        require(all(0 < d <= MAX_LENGTH for d in self.shape), "tensor dimensions out of range")
+        expected = math.prod(self.shape) * TENSOR_DTYPES[self.dtype]
+        require(len(self.data) == expected, f"{len(self.data)} data bytes, shape needs {expected}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop(Message):
+    """One stage of a route: who, where, and which blocks [layer_start, layer_end)."""
+
+    TYPE: ClassVar[str] = "hop"
+    peer_id: str
+    addrs: tuple[str, ...]
+    layer_start: int
+    layer_end: int
+
+    def check(self) -> None:
+        require(0 < len(self.peer_id) <= MAX_TEXT, "bad peer id")
+        require(0 < len(self.addrs) <= MAX_ADDRS, f"1..{MAX_ADDRS} addrs")
+        require(all(0 < len(a) <= MAX_TEXT for a in self.addrs), "addr empty or too long")
+        require(0 <= self.layer_start < self.layer_end, "empty layer range")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenSession(Message):
+    TYPE: ClassVar[str] = "open"
+    session_id: bytes
+    model: str
+    layer_start: int
+    layer_end: int
+    max_length: int  # tokens this session may reach; the stage reserves cache for it
+    dtype: str  # of the activations the session exchanges
+    next_hops: tuple[Hop, ...] = ()  # the rest of the route after this stage
+    step_timeout: float = 30.0  # seconds a step may take from this stage to the end
+
+    def check(self) -> None:
+        require(len(self.session_id) == SESSION_ID_BYTES, f"session id is {SESSION_ID_BYTES} bytes")
+        require(0 < len(self.model) <= MAX_TEXT, "bad model id")
+        require(0 <= self.layer_start < self.layer_end, "empty layer range")
+        require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
+        require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
+        require(len(self.next_hops) < MAX_HOPS, f"at most {MAX_HOPS} hops")
+        require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step(Message):
+    TYPE: ClassVar[str] = "step"
+    position: int  # index of the first token of ``hidden`` in the session
+    hidden: Tensor
+    chunks: tuple[int, ...] = ()  # run in pieces of these lengths; empty = one piece
+    return_all: bool = False  # reply with every position's output, not only the last one
+
+    def check(self) -> None:
+        require(self.position >= 0, "negative position")
+        if self.chunks:
+            require(all(c > 0 for c in self.chunks), "chunk lengths must be positive")
+            require(sum(self.chunks) == self.hidden.shape[1], "chunks must sum to the tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class CloseSession(Message):
+    TYPE: ClassVar[str] = "close"
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionOpened(Message):
+    TYPE: ClassVar[str] = "opened"
+    hops: int  # stages opened from this one to the end of the route
+
+
+@dataclasses.dataclass(frozen=True)
+class Hidden(Message):
+    """The last stage's output, relayed back to the coordinator."""
+
+    TYPE: ClassVar[str] = "hidden"
+    position: int
+    hidden: Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionClosed(Message):
+    TYPE: ClassVar[str] = "closed"
+
+
+REQUESTS: Final = Schema([OpenSession, Step, CloseSession])
+REPLIES: Final = Schema([SessionOpened, Hidden, SessionClosed, Error])

@@ -1,0 +1,89 @@
+"""In-process pipeline peers for integration tests: each one a real libp2p host on 127.0.0.1
+with its own DHT node, stage server and signed announcement; plus a coordinator that finds
+them through the DHT like any other node would."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hydra.config import DiscoveryConfig, StageLimits
+from hydra.coordinator.generation import Coordinator
+from hydra.dht.announcer import Announcer
+from hydra.dht.service import DhtPeer, open_dht_peer
+from hydra.models.catalog import Catalog, ModelSpec
+from hydra.node import describe
+from hydra.runtime.shard import load_stage
+from hydra.stage.server import StageServer
+
+
+def spec_for(model_id: str, num_layers: int) -> ModelSpec:
+    return ModelSpec(
+        id=model_id, family="test", hub_id="", architecture="test", num_layers=num_layers,
+        parameters=0, memory_per_shard_gb=0.0, recommended_quantization="none",
+        peers_needed=1, quality_tier="test",
+    )
+
+
+@dataclass
+class StagePeer:
+    dht_peer: DhtPeer
+    stage: StageServer
+
+    @property
+    def peer_id(self) -> str:
+        return self.dht_peer.peer_id
+
+    @property
+    def multiaddr(self) -> str:
+        return self.dht_peer.multiaddrs()[0]
+
+    async def stop(self) -> None:
+        """Abrupt: the host closes its connections, as a crashed process's would drop."""
+        await self.dht_peer.host.close()
+
+
+@asynccontextmanager
+async def stage_peer(
+    spec: ModelSpec,
+    checkpoint: Path,
+    layers: tuple[int, int],
+    bootstrap: tuple[str, ...] = (),
+    limits: StageLimits = StageLimits(),
+) -> AsyncIterator[StagePeer]:
+    discovery = DiscoveryConfig(bootstrap=bootstrap)
+    async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
+        blocks = load_stage(checkpoint, *layers, torch.float32, torch.device("cpu"))
+        stage = StageServer(peer.host, spec.id, blocks, limits)
+        stage.attach(peer.host)
+        announcer = Announcer(
+            peer.dht, peer.keypair, lambda: describe(peer, spec, stage, 100.0), 60.0, 180.0
+        )
+        await announcer.announce_once()
+        yield StagePeer(peer, stage)
+
+
+@asynccontextmanager
+async def swarm(
+    spec: ModelSpec, checkpoint: Path, spans: list[tuple[int, int]]
+) -> AsyncIterator[tuple[list[StagePeer], Coordinator]]:
+    """Stage peers serving ``spans`` (the first is everyone's bootstrap) and a coordinator
+    with no blocks of its own, joined through the first peer."""
+    async with AsyncExitStack() as stack:
+        peers = [await stack.enter_async_context(stage_peer(spec, checkpoint, spans[0]))]
+        for span in spans[1:]:
+            peers.append(
+                await stack.enter_async_context(
+                    stage_peer(spec, checkpoint, span, (peers[0].multiaddr,))
+                )
+            )
+        client = await stack.enter_async_context(
+            open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(peers[0].multiaddr,)))
+        )
+        coordinator = Coordinator(
+            client.host, client.dht, Catalog(spec.id, (spec,)), step_timeout=20.0,
+            checkpoints={spec.id: checkpoint},
+        )
+        yield peers, coordinator

@@ -24,7 +24,9 @@ from hydra.config import (
     parse_layers,
     shard_layers,
 )
+from hydra.coordinator.routing import NoRoute
 from hydra.p2p.identity import KEY_FILE, IdentityError, default_home
+from hydra.runtime.sources import ModelSourceError
 
 log = logging.getLogger("hydra")
 
@@ -100,9 +102,50 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         model=args.model,
         layers=layers,
+        model_path=args.model_path,
+        dtype=args.dtype,
+        device=args.device,
+        stage_limits=StageLimits(
+            max_sessions=args.max_sessions, cache_bytes=int(args.cache_gb * 2**30)
+        ),
         discovery=_discovery(args),
     )
     trio.run(_until_signal, lambda: run_node(config, lambda s: _print_ready("OpenHydra node ready", s)))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from hydra.config import NodeConfig
+    from hydra.coordinator.generation import GenerationRequest
+    from hydra.coordinator.sampling import SamplingParams
+    from hydra.generate import GenerateConfig, run_generate
+    from hydra.models.catalog import load_catalog
+
+    catalog = load_catalog()
+    params = SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+        stop=tuple(args.stop),
+    )
+    model = args.model or catalog.default
+    request = (
+        GenerationRequest(model, messages=({"role": "user", "content": args.prompt},), params=params)
+        if args.chat
+        else GenerationRequest(model, prompt=args.prompt, params=params)
+    )
+    device = str(NodeConfig(device=args.device).torch_device())
+    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device)
+    completion = trio.run(run_generate, config)
+    print(
+        f"[{completion.completion_tokens} tokens, {completion.finish_reason}, "
+        f"{completion.completion_tokens / completion.duration_s:.1f} tokens/s, "
+        f"route {len(completion.route)} hop(s), {completion.failovers} failover(s)]",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -194,6 +237,11 @@ def _add_discovery(p: argparse.ArgumentParser) -> None:
                    help="lifetime of announced records (default 3 x announce interval)")
 
 
+def _add_compute(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hydra", description="OpenHydra peer-to-peer LLM node")
     parser.add_argument("--version", action="version", version=f"openhydra {hydra.__version__}")
@@ -210,7 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--layers", metavar="START:END", help="serve layers [START, END)")
     run.add_argument("--shard-index", type=int, metavar="I")
     run.add_argument("--total-shards", type=int, metavar="N")
+    run.add_argument("--model-path", type=Path, metavar="DIR",
+                     help="local checkpoint (config.json + safetensors) instead of the catalog source")
+    _add_compute(run)
+    run.add_argument("--cache-gb", type=float, default=1.0,
+                     help="KV cache reserved across all sessions on this node (default 1)")
+    run.add_argument("--max-sessions", type=int, default=64)
     run.set_defaults(func=cmd_run)
+
+    gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")
+    _add_common(gen)
+    _add_discovery(gen)
+    gen.add_argument("prompt")
+    gen.add_argument("--model", help="catalog id or alias (default: the catalog's default)")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    gen.add_argument("--max-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--wait", type=float, default=30.0,
+                     help="seconds to wait for peers covering the model")
+    _add_compute(gen)
+    gen.set_defaults(func=cmd_generate)
 
     sp = sub.add_parser("signpost", help="run a bootstrap signpost (DHT only, HTTP DHT adapter)")
     _add_common(sp)
@@ -253,7 +325,7 @@ def configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-USER_ERRORS = (IdentityError, ValueError, KeyError, OSError)
+USER_ERRORS = (IdentityError, ValueError, KeyError, OSError, NoRoute, ModelSourceError)
 """Failures the user can fix (key permissions, a busy port, a bad flag): one line, exit 2."""
 
 

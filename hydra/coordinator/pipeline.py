@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 import trio
 
-from hydra.coordinator.routing import Candidate, plan_route
+from hydra.coordinator.routing import Candidate, NoRoute, plan_route
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.links import HopFailed, Link
 from protocols import inference
@@ -25,10 +25,6 @@ from protocols.codec import Error, Message
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes
-
-
-class NoRoute(Exception):
-    """No chain of reachable peers covers the model's blocks (after any failovers)."""
 
 
 class Network(Protocol):

@@ -18,6 +18,10 @@ DEFAULT_RTT_S = 0.05  # a peer we have not measured
 DEFAULT_BLOCK_S = 0.002  # per block and token, for a peer that announces no throughput
 
 
+class NoRoute(Exception):
+    """No chain of reachable peers covers the model's blocks (after any failovers)."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     peer_id: str

@@ -1,0 +1,68 @@
+"""``hydra generate``: a one-shot coordinator. It joins the swarm with a throwaway identity,
+waits for a route covering the model, streams one generation to stdout and leaves. With no
+``--bootstrap`` it runs the whole model in this process (no network needed)."""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from hydra.config import DiscoveryConfig, StageLimits
+from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
+from hydra.coordinator.routing import plan_route
+from hydra.dht.service import open_dht_peer
+from hydra.models.catalog import load_catalog
+from hydra.runtime.shard import load_stage
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.runtime.wire import WIRE_DTYPES
+from hydra.stage.server import StageServer
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    request: GenerationRequest
+    discovery: DiscoveryConfig
+    wait: float = 30.0  # seconds to wait for peers covering the model
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+async def run_generate(
+    config: GenerateConfig, write: Callable[[str], None] = sys.stdout.write
+) -> Completion:
+    catalog = load_catalog()
+    spec = catalog.resolve(config.request.model)
+    async with open_dht_peer(None, "127.0.0.1", 0, config.discovery) as peer:
+        local = None
+        if not config.discovery.bootstrap:  # standalone: serve every block ourselves
+            import torch
+
+            path = await trio.to_thread.run_sync(resolve_checkpoint, spec)
+            dtype, device = WIRE_DTYPES[config.dtype], torch.device(config.device)
+            blocks = await trio.to_thread.run_sync(
+                load_stage, path, 0, spec.num_layers, dtype, device
+            )
+            local = StageServer(None, spec.id, blocks, StageLimits())
+        coordinator = Coordinator(peer.host, peer.dht, catalog, local=local)
+        await wait_for_route(coordinator, spec.id, spec.num_layers, config.wait)
+        events = coordinator.stream(config.request)
+        try:
+            async for event in events:
+                if isinstance(event, Delta):
+                    write(event.text)
+                    sys.stdout.flush()
+                else:
+                    write("\n")
+                    return event
+        finally:
+            await events.aclose()
+    raise AssertionError("generation ended without a completion")
+
+
+async def wait_for_route(coordinator: Coordinator, model: str, num_layers: int, wait: float) -> None:
+    with trio.move_on_after(wait):
+        while plan_route(await coordinator.candidates(model), num_layers) is None:
+            await trio.sleep(0.5)
+        return
+    raise TimeoutError(f"no peers cover all {num_layers} blocks of {model} after {wait:.0f}s")

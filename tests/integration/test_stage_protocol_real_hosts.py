@@ -1,0 +1,161 @@
+"""The inference protocol against real stage peers (tiny Llama, real libp2p hosts): every bad
+request gets a typed error, other sessions keep running, limits hold, and a fuzzed stream
+never breaks a stage."""
+
+import random
+import secrets
+from pathlib import Path
+
+import pytest
+import torch
+import trio
+
+from hydra.config import StageLimits
+from hydra.coordinator.generation import GenerationRequest
+from hydra.coordinator.sampling import SamplingParams
+from hydra.runtime.wire import to_wire
+from hydra.stage.links import RemoteLink
+from protocols import inference
+from protocols.codec import Error, encode
+from protocols.errors import ErrorCode
+from protocols.framing import encode_frame
+from tests.integration.test_kad_protocol_real_hosts import mutate
+from tests.peers import StagePeer, spec_for, stage_peer, swarm
+from tests.rawpeer import client_host
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+HIDDEN = tiny_llama_config().hidden_size
+SPEC = spec_for("tiny-llama", 6)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+def open_request(peer: StagePeer, max_length: int = 16, **changes) -> inference.OpenSession:
+    fields = dict(
+        session_id=secrets.token_bytes(16), model=SPEC.id, layer_start=peer.stage.blocks.start,
+        layer_end=peer.stage.blocks.end, max_length=max_length, dtype="float32",
+    )
+    return inference.OpenSession(**{**fields, **changes})
+
+
+def step(position: int, tokens: int = 1, width: int = HIDDEN) -> inference.Step:
+    return inference.Step(position=position, hidden=to_wire(torch.randn(1, tokens, width), "float32"))
+
+
+async def link_to(host, peer: StagePeer) -> RemoteLink:
+    hop = inference.Hop(peer.peer_id, (peer.multiaddr,), peer.stage.blocks.start, peer.stage.blocks.end)
+    return await RemoteLink.open(host, hop, 5.0)
+
+
+async def expect_error(link: RemoteLink, message, code: ErrorCode) -> Error:
+    reply = await link.call(message, 10.0)
+    assert isinstance(reply, Error), reply
+    assert reply.code == code, reply
+    return reply
+
+
+async def test_bad_requests_get_typed_errors_while_another_session_generates(checkpoint):
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, coordinator):
+        request = GenerationRequest(SPEC.id, prompt="hello", params=SamplingParams(max_tokens=24))
+        undisturbed = await coordinator.generate(request)
+        results = []
+
+        async def generate_meanwhile() -> None:
+            results.append(await coordinator.generate(request))
+
+        async with client_host() as host, trio.open_nursery() as nursery:
+            nursery.start_soon(generate_meanwhile)
+            target = peers[0]
+            link = await link_to(host, target)
+            await expect_error(link, step(0), ErrorCode.UNKNOWN_SESSION)
+            await expect_error(link, open_request(target, layer_end=5), ErrorCode.WRONG_LAYERS)
+            await expect_error(link, open_request(target, model="other"), ErrorCode.WRONG_LAYERS)
+            opened = await link.call(open_request(target, max_length=4), 10.0)
+            assert isinstance(opened, inference.SessionOpened) and opened.hops == 1
+            await expect_error(link, open_request(target), ErrorCode.UNEXPECTED)
+            await expect_error(link, step(0, width=HIDDEN + 1), ErrorCode.BAD_TENSOR)
+            await expect_error(link, step(1), ErrorCode.OUT_OF_ORDER)
+            await expect_error(link, step(0, tokens=5), ErrorCode.MAX_LENGTH_EXCEEDED)
+            assert isinstance(await link.call(step(0, tokens=3), 10.0), inference.Hidden)
+            await expect_error(link, step(3, tokens=2), ErrorCode.MAX_LENGTH_EXCEEDED)
+            lying = inference.Step(position=3, hidden=inference.Tensor("float32", (1, 1, HIDDEN), b"x"))
+            await link.stream.stream.write(encode_frame(encode(lying)))  # bypass our own encoder
+            reply = await link.stream.receive(inference.REPLIES)
+            assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_FIELD
+            assert isinstance(await link.call(step(3), 10.0), inference.Hidden)  # still serving
+            assert isinstance(await link.call(inference.CloseSession(), 10.0), inference.SessionClosed)
+            await link.aclose()
+        assert results[0].token_ids == undisturbed.token_ids
+        with trio.fail_after(5):
+            while any(p.stage.sessions for p in peers):  # closed sessions free their cache
+                await trio.sleep(0.05)
+
+
+async def test_session_and_cache_limits_refuse_with_overloaded(checkpoint):
+    per_token = 2 * 6 * 2 * 16 * 4  # bytes per token in 6 blocks: K+V x kv_heads x head_dim x fp32
+    limits = StageLimits(max_sessions=2, cache_bytes=100 * per_token)
+    async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as peer, client_host() as host:
+        assert peer.stage.cache_tokens_free() == 100
+        first, second, third = [await link_to(host, peer) for _ in range(3)]
+        assert isinstance(await first.call(open_request(peer, max_length=60), 10.0), inference.SessionOpened)
+        await expect_error(second, open_request(peer, max_length=60), ErrorCode.OVERLOADED)
+        assert isinstance(await second.call(open_request(peer, max_length=40), 10.0), inference.SessionOpened)
+        await expect_error(third, open_request(peer, max_length=1), ErrorCode.OVERLOADED)
+        await first.aclose()  # the stream's end frees its slot and cache
+        with trio.fail_after(5):
+            while len(peer.stage.sessions) > 1:
+                await trio.sleep(0.05)
+        assert isinstance(await third.call(open_request(peer, max_length=50), 10.0), inference.SessionOpened)
+
+
+async def test_idle_sessions_are_closed(checkpoint):
+    limits = StageLimits(idle_timeout=0.5)
+    async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as peer, client_host() as host:
+        link = await link_to(host, peer)
+        assert isinstance(await link.call(open_request(peer), 10.0), inference.SessionOpened)
+        assert len(peer.stage.sessions) == 1
+        with trio.fail_after(5):
+            while peer.stage.sessions:
+                await trio.sleep(0.05)
+
+
+async def test_a_dead_next_hop_is_reported_by_name(checkpoint):
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, _), client_host() as host:
+        first, second = peers
+        link = await link_to(host, first)
+        hop = inference.Hop(second.peer_id, (second.multiaddr,), 3, 6)
+        opened = await link.call(open_request(first, next_hops=(hop,), step_timeout=5.0), 10.0)
+        assert isinstance(opened, inference.SessionOpened) and opened.hops == 2
+        assert isinstance(await link.call(step(0, tokens=2), 10.0), inference.Hidden)
+        await second.stop()
+        reply = await expect_error(link, step(2), ErrorCode.NEXT_HOP_FAILED)
+        assert reply.peer == second.peer_id
+
+
+async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
+    """1,000 seeded mutations of valid requests on one stream: every answer is a typed error
+    or a valid reply; afterwards the stage still serves an exact generation."""
+    rng = random.Random(99)
+    async with swarm(SPEC, checkpoint, [(0, 6)]) as (peers, coordinator), client_host() as host:
+        target = peers[0]
+        request = GenerationRequest(SPEC.id, prompt="fuzz", params=SamplingParams(max_tokens=8))
+        before = await coordinator.generate(request)
+        seeds = [encode(open_request(target, max_length=64)), encode(step(0)),
+                 encode(step(0, tokens=2)), encode(inference.CloseSession())]
+        link = await link_to(host, target)
+        codes: dict[str, int] = {}
+        for _ in range(1000):
+            await link.stream.stream.write(encode_frame(mutate(rng, rng.choice(seeds)), inference.MAX_FRAME))
+            with trio.fail_after(10):
+                reply = await link.stream.receive(inference.REPLIES)
+            assert reply is not None
+            kind = reply.code if isinstance(reply, Error) else reply.TYPE
+            codes[kind] = codes.get(kind, 0) + 1
+        assert set(codes) - {c.value for c in ErrorCode} <= {"opened", "hidden", "closed"}
+        assert codes.get(ErrorCode.BAD_MSGPACK, 0) > 100
+        assert ErrorCode.INTERNAL not in codes
+        after = await coordinator.generate(request)
+        assert after.token_ids == before.token_ids

@@ -21,6 +21,7 @@ from hydra.config import (
     DiscoveryConfig,
     NodeConfig,
     SignpostConfig,
+    StageLimits,
     parse_layers,
     shard_layers,
 )

@@ -52,7 +52,7 @@ class HydraProcess:
             self.proc = subprocess.Popen([*HYDRA, *self.args], stdout=out, stderr=out, env=env)
         return self
 
-    def ready(self, timeout: float = 30.0) -> "HydraProcess":
+    def ready(self, timeout: float = 60.0) -> "HydraProcess":
         def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hydra exited {self.proc.returncode}:\n{self.output()}")

@@ -42,10 +42,13 @@ class TextAssembler:
         return delta
 
     def _undecided_tail(self, text: str) -> int:
-        tail = len(text) - len(text.rstrip("\ufffd"))  # bytes of a character still arriving
+        """Characters at the end of ``text`` that may still change: an incomplete UTF-8
+        sequence (decoded as U+FFFD) and, before it, the start of a possible stop string."""
+        decided = text.rstrip("\ufffd")
+        longest = 0
         for stop in self.stop:
-            for size in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:size]):
-                    tail = max(tail, size)
+            for size in range(min(len(stop) - 1, len(decided)), longest, -1):
+                if decided.endswith(stop[:size]):
+                    longest = size
                     break
-        return tail
+        return len(text) - len(decided) + longest

@@ -71,3 +71,24 @@ async def test_tiny_qwen35_hybrid_three_peers_match_single_process(tmp_path: Pat
     session cache like a KV cache does."""
     path = save_tiny_model(tiny_qwen35_config(), tmp_path / "tiny-qwen35")
     await assert_pipeline_matches(path, 8, [(0, 3), (3, 5), (5, 8)])
+
+
+async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: Path) -> None:
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny-llama")
+    spec = spec_for("tiny-llama", 6)
+
+    def request(seed: int) -> GenerationRequest:
+        params = SamplingParams(max_tokens=32, temperature=0.9, top_p=0.95, top_k=100, seed=seed,
+                                repetition_penalty=1.1)
+        return GenerationRequest(spec.id, prompt="Once upon a time", params=params)
+
+    per_split = []
+    for spans in ([(0, 2), (2, 4), (4, 6)], [(0, 3), (3, 6)], [(0, 6)]):
+        async with swarm(spec, path, spans) as (_, coordinator):
+            first = await coordinator.generate(request(7))
+            again = await coordinator.generate(request(7))
+            other = await coordinator.generate(request(8))
+        assert first.token_ids == again.token_ids, f"{spans}: same seed, different tokens"
+        assert first.token_ids != other.token_ids, "a different seed should sample differently"
+        per_split.append(first.token_ids)
+    assert per_split[0] == per_split[1] == per_split[2]

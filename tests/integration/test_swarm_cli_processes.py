@@ -31,6 +31,11 @@ TIMING = ["--announce-interval", "1", "--record-ttl", "3"]
 SPANS = ["0:10", "10:20", "20:30"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _embedded_model_converted(smollm2_checkpoint):
+    """Nodes load the embedded model at start: convert it once before any starts."""
+
+
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("swarm")

@@ -1,0 +1,73 @@
+"""Failover with real processes: four ``hydra run`` nodes (SmolLM2 blocks 0:10, 10:20 twice,
+20:30) behind a signpost, and a coordinator in this process that finds them through the DHT.
+The middle peer in use is SIGKILLed mid-generation; the generation must finish with exactly
+the tokens of an undisturbed run."""
+
+import signal
+from contextlib import aclosing
+
+import pytest
+
+from hydra.config import DiscoveryConfig
+from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
+from hydra.coordinator.sampling import SamplingParams
+from hydra.dht.service import open_dht_peer
+from hydra.generate import wait_for_route
+from hydra.models.catalog import load_catalog
+from tests.swarm import multiaddr_of, node, signpost
+
+pytestmark = pytest.mark.slow
+
+REQUEST = GenerationRequest(
+    "smollm2",
+    messages=({"role": "user", "content": "Write a short poem about the sea."},),
+    params=SamplingParams(max_tokens=48),
+)
+
+
+@pytest.fixture(scope="module")
+def processes(tmp_path_factory, smollm2_checkpoint):
+    tmp = tmp_path_factory.mktemp("failover")
+    sp = signpost(tmp).start()
+    procs = [sp]
+    try:
+        sp.ready()
+        boot = multiaddr_of(sp)
+        spans = {"a": "0:10", "b1": "10:20", "b2": "10:20", "c": "20:30"}
+        nodes = {name: node(tmp, name, [boot], "--layers", span).start() for name, span in spans.items()}
+        procs += nodes.values()
+        for proc in nodes.values():
+            proc.ready()
+        yield boot, nodes
+    finally:
+        for proc in procs:
+            if proc.proc and proc.proc.poll() is None:
+                proc.stop(signal.SIGKILL)
+
+
+async def test_killing_the_middle_peer_mid_generation_changes_nothing(processes):
+    boot, nodes = processes
+    by_peer_id = {proc.peer_id: proc for proc in nodes.values()}
+    catalog = load_catalog()
+    async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(boot,))) as client:
+        coordinator = Coordinator(client.host, client.dht, catalog, step_timeout=15.0)
+        await wait_for_route(coordinator, "smollm2", 30, 30.0)
+        undisturbed = await coordinator.generate(REQUEST)
+        assert undisturbed.completion_tokens >= 16 and undisturbed.failovers == 0
+
+        killed = None
+        completion = None
+        async with aclosing(coordinator.stream(REQUEST)) as events:
+            async for event in events:
+                if isinstance(event, Completion):
+                    completion = event
+                elif killed is None:
+                    (pipeline,) = coordinator.active_pipelines
+                    if pipeline.position > 20:  # prompt plus a few generated tokens
+                        killed = pipeline.route[1].peer_id
+                        by_peer_id[killed].proc.send_signal(signal.SIGKILL)
+        assert killed is not None, "the generation ended before the kill"
+        assert completion is not None and completion.failovers >= 1
+        assert killed not in completion.route
+        assert completion.token_ids == undisturbed.token_ids
+        assert completion.text == undisturbed.text

@@ -3,14 +3,16 @@ the announce loop, the coordinator and the HTTP API."""
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 import trio
 
 import hydra
 from hydra.api.app import create_app
 from hydra.api.server import serve_http
-from hydra.config import NodeConfig
+from hydra.config import NodeConfig, StageLimits
 from hydra.coordinator.routing import candidates_for, coverage
 from hydra.dht.announcer import Announcer
 from hydra.dht.keyspace import model_key
@@ -40,6 +42,35 @@ async def choose_layers(peer: DhtPeer, config: NodeConfig, spec: ModelSpec) -> t
     entries = await peer.dht.get(model_key(spec.id))
     served = candidates_for((e.record for e in entries), spec.id, spec.num_layers)
     return least_covered_window(coverage(served, spec.num_layers), size)
+
+
+async def start_stage(
+    peer: DhtPeer,
+    spec: ModelSpec,
+    checkpoint: Path,
+    layers: tuple[int, int],
+    dtype: torch.dtype,
+    device: torch.device,
+    limits: StageLimits,
+) -> tuple[StageServer, Announcer, float]:
+    """Load blocks ``layers`` off the event loop, serve them on ``peer``'s host, measure their
+    throughput; returns the stage, an announcer describing it, and the throughput."""
+    start, end = layers
+    log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
+    blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device)
+    stage = StageServer(peer.host, spec.id, blocks, limits)
+    stage.attach(peer.host)
+    throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
+    log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
+    discovery = peer.discovery
+    announcer = Announcer(
+        peer.dht,
+        peer.keypair,
+        lambda: describe(peer, spec, stage, throughput),
+        discovery.announce_interval,
+        discovery.record_ttl,
+    )
+    return stage, announcer, throughput
 
 
 def describe(peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: float) -> PeerRecord:
@@ -74,18 +105,8 @@ async def run_node(
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
         start, end = await choose_layers(peer, config, spec)
         path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
-        log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, config.dtype, device)
-        blocks = await trio.to_thread.run_sync(load_stage, path, start, end, dtype, device)
-        log.info("loaded %d blocks", end - start)
-        stage = StageServer(peer.host, spec.id, blocks, config.stage_limits)
-        stage.attach(peer.host)
-        throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
-        announcer = Announcer(
-            peer.dht,
-            peer.keypair,
-            lambda: describe(peer, spec, stage, throughput),
-            discovery.announce_interval,
-            discovery.record_ttl,
+        stage, announcer, throughput = await start_stage(
+            peer, spec, path, (start, end), dtype, device, config.stage_limits
         )
 
         def status() -> dict[str, Any]:

@@ -11,11 +11,9 @@ import torch
 
 from hydra.config import DiscoveryConfig, StageLimits
 from hydra.coordinator.generation import Coordinator
-from hydra.dht.announcer import Announcer
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import Catalog, ModelSpec
-from hydra.node import describe
-from hydra.runtime.shard import load_stage
+from hydra.node import start_stage
 from hydra.stage.server import StageServer
 
 
@@ -55,11 +53,8 @@ async def stage_peer(
 ) -> AsyncIterator[StagePeer]:
     discovery = DiscoveryConfig(bootstrap=bootstrap)
     async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
-        blocks = load_stage(checkpoint, *layers, torch.float32, torch.device("cpu"))
-        stage = StageServer(peer.host, spec.id, blocks, limits)
-        stage.attach(peer.host)
-        announcer = Announcer(
-            peer.dht, peer.keypair, lambda: describe(peer, spec, stage, 100.0), 60.0, 180.0
+        stage, announcer, _ = await start_stage(
+            peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), limits
         )
         await announcer.announce_once()
         yield StagePeer(peer, stage)

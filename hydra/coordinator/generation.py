@@ -25,6 +25,7 @@ from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import model_key
 from hydra.models.catalog import Catalog, ModelSpec
+from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import ClientHead, load_head
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.links import Link, LocalLink, RemoteLink
@@ -210,7 +211,7 @@ class Coordinator:
                 while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
                     hidden = await self._embed(model, inputs)
                     output = await pipeline.forward(hidden)
-                    logits = await trio.to_thread.run_sync(model.head.logits, output)
+                    logits = await run_compute(model.head.logits, output)
                     row = logits[0, -1]
                     if request.record_logits:
                         logits_seen.append(row)
@@ -247,4 +248,4 @@ class Coordinator:
             )
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
-        return await trio.to_thread.run_sync(model.head.embed, ids)
+        return await run_compute(model.head.embed, ids)

@@ -50,6 +50,7 @@ class DhtPeer:
     host: IHost
     dht: Dht
     signposts: list[Multiaddr]
+    discovery: DiscoveryConfig
     signposts_answered: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
@@ -96,7 +97,7 @@ async def open_dht_peer(
     keypair = load_or_create(home / KEY_FILE) if home is not None else create_new_key_pair()
     host = build_host(keypair)
     async with running_host(host, listen_host, port), trio.open_nursery() as nursery:
-        peer = DhtPeer(keypair, host, Dht(host, DhtConfig()), signposts)
+        peer = DhtPeer(keypair, host, Dht(host, DhtConfig()), signposts, discovery)
         if signposts:
             peer.signposts_answered = await peer.dht.bootstrap(signposts)
         nursery.start_soon(peer.upkeep, discovery)

@@ -3,8 +3,7 @@ memory and idle time, pushing each step's output to the next hop of the route.
 
 One libp2p stream carries one session (``StageConversation``); the stream's end, however it
 ends, frees the session's cache and closes the stream to the next hop. Forward passes run
-on a worker thread, one at a time per stage, so the trio loop keeps serving while a step
-computes.
+on the process's compute thread, so the trio loop keeps serving while a step computes.
 """
 
 import logging
@@ -20,6 +19,7 @@ from transformers.cache_utils import Cache
 
 from hydra.config import StageLimits
 from hydra.p2p.streams import serve
+from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import StageBlocks
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.links import HopFailed, Link, RemoteLink, attributed, hop_failed_error
@@ -65,7 +65,6 @@ class StageServer:
         self.limits = limits
         self.sessions: dict[bytes, Session] = {}
         self.per_token = max(1, cache_bytes_per_token(blocks))
-        self.compute = trio.CapacityLimiter(1)
         self.steps_served = 0
 
     def attach(self, host: IHost) -> None:
@@ -217,13 +216,8 @@ class StageConversation:
                 f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
             )
         hidden = from_wire(step.hidden)
-        output = await trio.to_thread.run_sync(
-            self.server.run_chunks,
-            hidden,
-            step.chunks,
-            session.cache,
-            step.position,
-            limiter=self.server.compute,
+        output = await run_compute(
+            self.server.run_chunks, hidden, step.chunks, session.cache, step.position
         )
         session.position += tokens
         self.server.steps_served += 1

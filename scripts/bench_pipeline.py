@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark: the embedded SmolLM2 (fp32, CPU) in one process versus 1-, 2- and
+3-peer pipelines over libp2p on loopback, in one run on one machine.
+
+  - single    plain ``transformers`` ``generate`` (greedy) in this process: the baseline
+  - N peers   N stage peers (real libp2p hosts, DHT, inference protocol on 127.0.0.1) serving
+              equal spans, driven by a coordinator that found them through the DHT
+
+For each: time to first token (prompt prefill + first token) and decode tokens/s (tokens
+after the first over the time after the first), the median of ``--runs``; then the ratio
+to the single-process rate and the overhead each network hop adds per token:
+(pipeline ms/token - single ms/token) / hops, where a pipeline of N peers has N hops.
+
+Each peer is its own process (its own interpreter and trio loop, as on its own machine);
+all of them share this machine's cores with the coordinator, which runs the client head.
+
+OpenMP threads are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): by default
+an idle process's OpenMP team spins for a while after each forward pass and steals the cores
+the next stage needs, a cost that only exists when several peers share one machine (measured
+here: 3-peer 0.68x with spinning, 0.90x without).
+
+Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3]
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
+
+import argparse  # noqa: E402
+import multiprocessing  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import trio  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from hydra.config import DiscoveryConfig, StageLimits, shard_layers  # noqa: E402
+from hydra.coordinator.generation import Coordinator, GenerationRequest  # noqa: E402
+from hydra.coordinator.sampling import SamplingParams  # noqa: E402
+from hydra.dht.service import open_dht_peer  # noqa: E402
+from hydra.generate import wait_for_route  # noqa: E402
+from hydra.models.catalog import load_catalog  # noqa: E402
+from hydra.node import start_stage  # noqa: E402
+from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
+
+PROMPT = "Count from one to one hundred in words: one, two, three, four,"
+
+
+def bench_single(checkpoint: Path, tokens: int, runs: int) -> tuple[float, float, list[int]]:
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    ids = AutoTokenizer.from_pretrained(checkpoint)(PROMPT, return_tensors="pt")["input_ids"]
+
+    def timed(new: int) -> tuple[float, list[int]]:
+        started = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        return time.perf_counter() - started, out[0, ids.shape[1] :].tolist()
+
+    timed(tokens)  # warm-up
+    ttfts, rates, generated = [], [], []
+    for _ in range(runs):
+        ttft, _ = timed(1)
+        total, generated = timed(tokens)
+        ttfts.append(ttft)
+        rates.append((tokens - 1) / (total - ttft))
+    return statistics.median(ttfts), statistics.median(rates), generated
+
+
+def peer_process(checkpoint: Path, layers: tuple[int, int], boot: tuple[str, ...], ready) -> None:
+    """A stage peer in its own process (own GIL and loop, as on its own machine)."""
+
+    async def serve() -> None:
+        spec = load_catalog().resolve("smollm2")
+        discovery = DiscoveryConfig(bootstrap=boot, announce_interval=5.0, record_ttl=15.0)
+        async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
+            _, announcer, _ = await start_stage(
+                peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), StageLimits()
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(announcer.run)
+                ready.put(peer.multiaddrs()[0])
+
+    trio.run(serve)
+
+
+async def bench_pipeline(
+    checkpoint: Path, peers: int, tokens: int, runs: int
+) -> tuple[float, float, list[int]]:
+    catalog = load_catalog()
+    spec = catalog.resolve("smollm2")
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    processes = []
+    try:
+        boot: tuple[str, ...] = ()
+        for index in range(peers):
+            layers = shard_layers(index, peers, spec.num_layers)
+            process = context.Process(
+                target=peer_process, args=(checkpoint, layers, boot, ready), daemon=True
+            )
+            process.start()
+            processes.append(process)
+            addr = await trio.to_thread.run_sync(ready.get, True, 120.0)
+            boot = boot or (addr,)
+        discovery = DiscoveryConfig(bootstrap=boot)
+        async with open_dht_peer(None, "127.0.0.1", 0, discovery) as client:
+            coordinator = Coordinator(
+                client.host, client.dht, catalog, checkpoints={spec.id: checkpoint}
+            )
+            await wait_for_route(coordinator, spec.id, spec.num_layers, 30.0)
+            request = GenerationRequest(
+                spec.id, prompt=PROMPT, params=SamplingParams(max_tokens=tokens)
+            )
+            await coordinator.generate(request)  # warm-up: loads the client head, dials peers
+            ttfts, rates, generated = [], [], []
+            for _ in range(runs):
+                done = await coordinator.generate(request)
+                assert len(done.route) == peers, f"expected {peers} hops, route {done.route}"
+                ttfts.append(done.ttft_s)
+                rates.append((done.completion_tokens - 1) / (done.duration_s - done.ttft_s))
+                generated = done.token_ids
+            return statistics.median(ttfts), statistics.median(rates), generated
+    finally:
+        for process in processes:
+            process.kill()
+            process.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--peers", type=int, nargs="+", default=[1, 2, 3])
+    args = parser.parse_args()
+    checkpoint = resolve_checkpoint(load_catalog().resolve("smollm2"))
+
+    console = Console()
+    single_ttft, single_rate, single_ids = bench_single(checkpoint, args.tokens, args.runs)
+    table = Table(title=f"SmolLM2-135M fp32 CPU, {args.tokens} new tokens, median of {args.runs}")
+    for column in ("setup", "TTFT ms", "decode tok/s", "vs single", "per-hop ms", "same tokens"):
+        table.add_column(column, justify="right")
+    table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
+    for peers in args.peers:
+        ttft, rate, ids = trio.run(bench_pipeline, checkpoint, peers, args.tokens, args.runs)
+        per_hop = (1 / rate - 1 / single_rate) / peers
+        table.add_row(
+            f"{peers}-peer pipeline",
+            f"{ttft * 1e3:.1f}",
+            f"{rate:.1f}",
+            f"{rate / single_rate:.2f}x",
+            f"{per_hop * 1e3:.2f}",
+            "yes" if ids == single_ids[: len(ids)] else "NO",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -143,7 +143,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     completion = trio.run(run_generate, config)
     print(
         f"[{completion.completion_tokens} tokens, {completion.finish_reason}, "
-        f"{completion.completion_tokens / completion.duration_s:.1f} tokens/s, "
+        f"first token {completion.ttft_s * 1e3:.0f} ms, {completion.decode_tokens_per_s:.1f} tokens/s, "
         f"route {len(completion.route)} hop(s), {completion.failovers} failover(s)]",
         file=sys.stderr,
     )

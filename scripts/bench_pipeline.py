@@ -120,7 +120,7 @@ async def bench_pipeline(
                 done = await coordinator.generate(request)
                 assert len(done.route) == peers, f"expected {peers} hops, route {done.route}"
                 ttfts.append(done.ttft_s)
-                rates.append((done.completion_tokens - 1) / (done.duration_s - done.ttft_s))
+                rates.append(done.decode_tokens_per_s)
                 generated = done.token_ids
             return statistics.median(ttfts), statistics.median(rates), generated
     finally:

@@ -67,6 +67,12 @@ class Completion:
     def completion_tokens(self) -> int:
         return len(self.token_ids)
 
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first over the time after the first (0 with under two tokens)."""
+        decode_s = self.duration_s - self.ttft_s
+        return (self.completion_tokens - 1) / decode_s if self.completion_tokens > 1 else 0.0
+
 
 @dataclass
 class LoadedModel:

@@ -13,6 +13,7 @@ import trio
 
 import hydra
 from hydra.config import (
+    APIConfig,
     DEFAULT_API_PORT,
     DEFAULT_BOOTSTRAP,
     DEFAULT_DHT_HTTP_PORT,
@@ -108,6 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         device=args.device,
         stage_limits=StageLimits(
             max_sessions=args.max_sessions, cache_bytes=int(args.cache_gb * 2**30)
+        ),
+        api=APIConfig(
+            rate_limit=args.rate_limit,
+            rate_window=args.rate_window,
+            default_max_tokens=args.default_max_tokens,
         ),
         discovery=_discovery(args),
     )
@@ -265,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-gb", type=float, default=1.0,
                      help="KV cache reserved across all sessions on this node (default 1)")
     run.add_argument("--max-sessions", type=int, default=64)
+    run.add_argument("--rate-limit", type=int, default=120,
+                     help="API requests per window per client address (default 120)")
+    run.add_argument("--rate-window", type=float, default=60.0, metavar="SECONDS")
+    run.add_argument("--default-max-tokens", type=int, default=512,
+                     help="tokens generated when a request gives no limit (default 512)")
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")

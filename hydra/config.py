@@ -38,6 +38,13 @@ class StageLimits:
 
 
 @dataclass(frozen=True)
+class APIConfig:
+    rate_limit: int = 120  # requests per window per client address (health and metrics exempt)
+    rate_window: float = 60.0
+    default_max_tokens: int = 512  # when a request does not say
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     home: Path = field(default_factory=default_home)
     host: str = "127.0.0.1"
@@ -50,6 +57,7 @@ class NodeConfig:
     dtype: str = "float32"
     device: str = "auto"  # auto: cuda when available, else cpu
     stage_limits: StageLimits = StageLimits()
+    api: APIConfig = APIConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
 
     def torch_device(self) -> "torch.device":

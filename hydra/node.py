@@ -11,6 +11,7 @@ import trio
 
 import hydra
 from hydra.api.app import create_app
+from hydra.coordinator.generation import Coordinator
 from hydra.api.server import serve_http
 from hydra.config import NodeConfig, StageLimits
 from hydra.coordinator.routing import candidates_for, coverage
@@ -128,7 +129,17 @@ async def run_node(
                 },
             }
 
-        app = create_app(peer.dht, status)
+        coordinator = Coordinator(
+            peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
+            checkpoints={spec.id: path},
+        )
+        gauges = {
+            "hydra_stage_sessions": ("Open pipeline sessions on this node's stage", lambda: len(stage.sessions)),
+            "hydra_active_generations": ("Generations this node coordinates now", lambda: len(coordinator.active_pipelines)),
+            "hydra_known_peers": ("Peers in the DHT routing table", lambda: len(peer.dht.routing)),
+            "hydra_layers_served": ("Transformer blocks this node serves", lambda: end - start),
+        }
+        app = create_app(peer.dht, status, coordinator, catalog, config.api, gauges)
         async with trio.open_nursery() as nursery:
             await nursery.start(announcer.run)
             await nursery.start(serve_http, app, config.api_host, config.api_port)

@@ -1,36 +1,125 @@
-"""The quart-trio application: health, network status, the DHT adapter; JSON errors only."""
+"""The quart-trio application of a node: OpenAI and Ollama APIs over the coordinator, the HTTP
+DHT adapter, health, readiness and metrics; per-client rate limiting; errors always in the
+shape the calling client expects, never a bare 500 page."""
 
 from collections.abc import Callable
 from typing import Any
 
-from quart import Response
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from hydra.api.errors import APIError, ollama_body, openai_body
+from hydra.api.metrics import Metrics
+from hydra.api.ollama import ollama_blueprint
+from hydra.api.openai import openai_blueprint
+from hydra.api.ratelimit import SlidingWindowLimiter
+from hydra.api.service import GenerationService
+from hydra.config import APIConfig
+from hydra.coordinator.generation import Coordinator
 from hydra.dht.http_adapter import dht_blueprint, error_body
 from hydra.dht.kademlia import Dht
+from hydra.models.catalog import Catalog, ModelSpec
 
-MAX_BODY = 64 * 1024  # nothing these endpoints accept is larger than one signed record
+MAX_BODY = 4 << 20  # a long chat history fits; anything larger is refused with 413
+EXEMPT = frozenset({"/health", "/readyz", "/metrics"})
 
 
-def create_app(dht: Dht, status: Callable[[], dict[str, Any]]) -> QuartTrio:
+def create_app(
+    dht: Dht,
+    status: Callable[[], dict[str, Any]],
+    coordinator: Coordinator | None = None,
+    catalog: Catalog | None = None,
+    config: APIConfig = APIConfig(),
+    gauges: dict[str, tuple[str, Callable[[], float]]] | None = None,
+) -> QuartTrio:
+    """A node passes its coordinator and catalog; a signpost (DHT only) passes neither."""
     app = QuartTrio("openhydra")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(dht_blueprint(dht))
+    metrics = Metrics(gauges or {})
+    limiter = SlidingWindowLimiter(config.rate_limit, config.rate_window)
+
+    if coordinator is not None and catalog is not None:
+        service = GenerationService(coordinator, catalog, metrics)
+        app.register_blueprint(openai_blueprint(service, config.default_max_tokens))
+
+        def loaded() -> list[ModelSpec]:
+            ids = set(coordinator.models) | ({coordinator.local.model_id} if coordinator.local else set())
+            return [s for s in catalog.models if s.id in ids]
+
+        app.register_blueprint(ollama_blueprint(service, config.default_max_tokens, loaded))
+
+        @app.get("/readyz")
+        async def readyz() -> Any:
+            ready = await coordinator.route_available(catalog.default)
+            body = {"ready": ready, "model": catalog.default}
+            return body, 200 if ready else 503
 
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Any:
+        return Response(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.get("/v1/network/status")
     async def network_status() -> Any:
         return status()
 
+    @app.before_request
+    async def rate_limit() -> Any:
+        if request.path in EXEMPT:
+            return None
+        decision = limiter.check(request.remote_addr or "unknown")
+        g.rate = decision
+        if not decision.allowed:
+            raise APIError(
+                429,
+                f"rate limit of {config.rate_limit} requests per {config.rate_window:g}s exceeded; "
+                f"retry in {decision.reset_s}s",
+                type="rate_limit_exceeded",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, decision.reset_s))},
+            )
+        return None
+
+    @app.after_request
+    async def count_and_label(response: Response) -> Response:
+        decision = g.get("rate")
+        if decision is not None:
+            response.headers.update(decision.headers())
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(rule, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(APIError)
+    async def api_error(exc: APIError) -> Response:
+        return shaped(exc)
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        response = app.json.response(error_body(code, exc.description or code))
-        response.status_code = exc.code or 500
+        return shaped(APIError(exc.code or 500, exc.description or code, code=code))
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        app.logger.exception("unhandled error on %s", request.path)
+        return shaped(APIError(500, "internal error", type="server_error", code="internal"))
+
+    def shaped(error: APIError) -> Response:
+        """OpenAI clients under /v1, Ollama clients under /api, our own shape elsewhere."""
+        if request.path.startswith("/v1/") and request.path != "/v1/network/status":
+            body = openai_body(error)
+        elif request.path.startswith("/api/"):
+            body = ollama_body(error)
+        else:
+            body = error_body(error.code or "error", error.message)
+        response = app.json.response(body)
+        response.status_code = error.status
+        response.headers.update(error.headers)
         return response
 
     return app

@@ -18,7 +18,7 @@ import trio
 from libp2p.abc import IHost
 
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
-from hydra.coordinator.routing import Candidate, candidates_for
+from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler, SamplingParams
 from hydra.coordinator.text import TextAssembler
@@ -41,13 +41,27 @@ class GenerationRequest:
     prompt: str | None = None  # raw text, or:
     messages: tuple[Mapping[str, str], ...] = ()  # chat turns, rendered with the chat template
     params: SamplingParams = SamplingParams()
-    record_logits: bool = False  # keep every step's logits (tests, logprobs)
+    prompt_ids: tuple[int, ...] = ()  # token ids instead of text (OpenAI accepts these)
+    top_logprobs: int | None = None  # report each token's logprob and this many alternatives
+    record_logits: bool = False  # keep every step's logits (tests)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
 class Delta:
+    """One generated token (``token_ids``) and the text it decided, which may be empty while
+    a possible stop string or an incomplete character is held back; the last delta may carry
+    only held-back text."""
+
     text: str
     token_ids: list[int]
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +75,8 @@ class Completion:
     duration_s: float
     route: list[str]  # peer ids of the last route used
     failovers: int
+    token_seconds: list[float] = field(default_factory=list)  # interval before each token after the first
+    hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
     logits: list[torch.Tensor] = field(default_factory=list)
 
     @property
@@ -130,6 +146,10 @@ class Coordinator:
             found.append(Candidate(self.peer_id, (), blocks.start, blocks.end, local=True))
         return found
 
+    async def route_available(self, model: str) -> bool:
+        spec = self.catalog.resolve(model)
+        return plan_route(await self.candidates(spec.id), spec.num_layers, self.rtt()) is not None
+
     def rtt(self) -> Mapping[str, float]:
         return self.rtt_table.values
 
@@ -169,6 +189,11 @@ class Coordinator:
         return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions)
 
     def prompt_ids(self, model: LoadedModel, request: GenerationRequest) -> list[int]:
+        if request.prompt_ids:
+            vocab = model.head.config.vocab_size
+            if not all(0 <= i < vocab for i in request.prompt_ids):
+                raise ValueError(f"prompt token ids must be in [0, {vocab})")
+            return list(request.prompt_ids)
         if request.messages:
             rendered = model.tokenizer.apply_chat_template(
                 [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
@@ -207,6 +232,7 @@ class Coordinator:
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout
         )
         logits_seen: list[torch.Tensor] = []
+        token_seconds: list[float] = []
         ttft = 0.0
         finish = "length"
         async with Pipeline(self, config) as pipeline:
@@ -214,6 +240,7 @@ class Coordinator:
             try:
                 inputs = prompt
                 context = list(prompt)
+                last_token_at = 0.0
                 while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
                     hidden = await self._embed(model, inputs)
                     output = await pipeline.forward(hidden)
@@ -222,15 +249,22 @@ class Coordinator:
                     if request.record_logits:
                         logits_seen.append(row)
                     token = sampler.next_token(row, context)
+                    now = time.perf_counter()
                     if not ttft:
-                        ttft = time.perf_counter() - started
+                        ttft = now - started
+                    else:
+                        token_seconds.append(now - last_token_at)
+                    last_token_at = now
                     if token in model.eos_ids:
                         finish = "stop"
                         break
                     context.append(token)
-                    delta = text.push(token)
-                    if delta:
-                        yield Delta(delta, [token])
+                    logprobs = (
+                        [token_logprob(model.tokenizer, row, token, request.top_logprobs)]
+                        if request.top_logprobs is not None
+                        else []
+                    )
+                    yield Delta(text.push(token), [token], logprobs)
                     if text.stopped:
                         finish = "stop"
                         break
@@ -250,8 +284,22 @@ class Coordinator:
                 duration_s=time.perf_counter() - started,
                 route=[c.peer_id for c in pipeline.route],
                 failovers=pipeline.failovers,
+                token_seconds=token_seconds,
+                hop_seconds=list(pipeline.hop_seconds),
                 logits=logits_seen,
             )
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
         return await run_compute(model.head.embed, ids)
+
+
+def token_logprob(tokenizer: Any, logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """The model's log-probability of ``token`` and of the ``top`` likeliest tokens."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = torch.topk(logprobs, top) if top else None
+    alternatives = (
+        tuple((tokenizer.decode([int(i)]), float(v)) for v, i in zip(best.values, best.indices))
+        if best is not None
+        else ()
+    )
+    return TokenLogprob(tokenizer.decode([token]), float(logprobs[token]), alternatives)

@@ -68,9 +68,12 @@ class Pipeline:
         await self.close()
 
     async def close(self) -> None:
+        """End the session on every hop. Shielded: a cancelled generation (a client that
+        hung up) must still free the peers' caches now, not after their idle timeout."""
         link, self._link = self._link, None
         if link is not None:
-            await link.aclose()
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await link.aclose()
 
     async def forward(self, hidden: torch.Tensor, return_all: bool = False) -> torch.Tensor:
         """Send ``hidden`` [1, T, H] through the route; the last stage's output (last position

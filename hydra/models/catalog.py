@@ -33,6 +33,7 @@ class ModelSpec:
     recommended_quantization: str
     peers_needed: int
     quality_tier: str
+    context_length: int = 4096
     aliases: tuple[str, ...] = ()
     draft_model: str | None = None
     package: PackagedWeights | None = None

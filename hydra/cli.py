@@ -156,6 +156,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from hydra.chat import run_chat
+
+    params = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    if args.seed is not None:
+        params["seed"] = args.seed
+    return run_chat(args.api, args.model, args.system, params)
+
+
 def cmd_signpost(args: argparse.Namespace) -> int:
     from bootstrap.signpost import run_signpost
 
@@ -295,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to wait for peers covering the model")
     _add_compute(gen)
     gen.set_defaults(func=cmd_generate)
+
+    chat = sub.add_parser("chat", help="chat in the terminal with a running node (streams tokens)")
+    _add_common(chat)
+    chat.add_argument("--api", default=f"http://127.0.0.1:{DEFAULT_API_PORT}", help="node API URL")
+    chat.add_argument("--model", help="model id or alias (default: the node's first model)")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--seed", type=int)
+    chat.set_defaults(func=cmd_chat)
 
     sp = sub.add_parser("signpost", help="run a bootstrap signpost (DHT only, HTTP DHT adapter)")
     _add_common(sp)

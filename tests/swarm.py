@@ -36,6 +36,7 @@ class HydraProcess:
     http_port: int
     p2p_port: int
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the process
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @functools.cached_property
@@ -47,7 +48,7 @@ class HydraProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self) -> "HydraProcess":
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([*HYDRA, *self.args], stdout=out, stderr=out, env=env)
         return self

@@ -1,0 +1,80 @@
+"""The API of a node whose model is split over three ``hydra run`` processes (blocks 0:10 on
+the API node, 10:20 and 20:30 on two others): HTTP temperature-0 output equals the
+coordinator's greedy output, and a client hanging up mid-stream frees every peer's session."""
+
+import signal
+
+import httpx
+import openai
+import pytest
+import trio
+
+from hydra.config import DiscoveryConfig
+from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.sampling import SamplingParams
+from hydra.dht.service import open_dht_peer
+from hydra.generate import wait_for_route
+from hydra.models.catalog import load_catalog
+from tests.swarm import multiaddr_of, node, signpost, wait_until
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "The three primary colours are"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, smollm2_checkpoint):
+    tmp = tmp_path_factory.mktemp("api-pipeline")
+    sp = signpost(tmp).start()
+    procs = [sp]
+    try:
+        sp.ready()
+        boot = multiaddr_of(sp)
+        nodes = [node(tmp, f"p{i}", [boot], "--layers", span).start()
+                 for i, span in enumerate(["0:10", "10:20", "20:30"])]
+        procs += nodes
+        for proc in nodes:
+            proc.ready()
+        yield boot, nodes
+    finally:
+        for proc in procs:
+            if proc.proc and proc.proc.poll() is None:
+                proc.stop(signal.SIGKILL)
+
+
+def stage(proc) -> dict:
+    return proc.get("/v1/network/status")["stage"]
+
+
+async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
+    boot, nodes = pipeline
+    api = nodes[0]
+    async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(boot,))) as client:
+        coordinator = Coordinator(client.host, client.dht, load_catalog())
+        await wait_for_route(coordinator, "smollm2", 30, 60.0)
+        direct = await coordinator.generate(
+            GenerationRequest("smollm2", prompt=PROMPT, params=SamplingParams(max_tokens=32))
+        )
+    assert len(direct.route) == 3
+    served_before = [stage(p)["steps_served"] for p in nodes]
+    ai = openai.OpenAI(base_url=f"{api.url}/v1", api_key="unused", max_retries=0)
+    over_http = await trio.to_thread.run_sync(
+        lambda: ai.completions.create(model="smollm2", prompt=PROMPT, max_tokens=32, temperature=0)
+    )
+    assert over_http.choices[0].text == direct.text
+    assert over_http.usage.completion_tokens == direct.completion_tokens
+    served_after = [stage(p)["steps_served"] for p in nodes]
+    assert all(after > before for before, after in zip(served_before, served_after)), "not 3 hops"
+
+
+def test_a_client_hanging_up_mid_stream_frees_the_sessions(pipeline):
+    _, nodes = pipeline
+    body = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 400, "stream": True}
+    with httpx.stream("POST", f"{nodes[0].url}/v1/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        for _ in range(5):
+            next(lines)
+        assert all(stage(p)["sessions"] == 1 for p in nodes), [stage(p) for p in nodes]
+    # the response is closed: hypercorn cancels the generation, the pipeline closes its streams
+    assert wait_until(lambda: all(stage(p)["sessions"] == 0 for p in nodes), timeout=10)
+    assert nodes[0].get("/v1/network/status")["stage"]["sessions"] == 0

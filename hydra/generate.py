@@ -16,6 +16,7 @@ from hydra.models.catalog import load_catalog
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
+from hydra.privacy.keys import KxKey
 from hydra.stage.server import StageServer
 
 
@@ -43,7 +44,7 @@ async def run_generate(
             blocks = await trio.to_thread.run_sync(
                 load_stage, path, 0, spec.num_layers, dtype, device
             )
-            local = StageServer(None, spec.id, blocks, StageLimits())
+            local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
         coordinator = Coordinator(peer.host, peer.dht, catalog, local=local)
         await wait_for_route(coordinator, spec.id, spec.num_layers, config.wait)
         events = coordinator.stream(config.request)

@@ -20,6 +20,7 @@ from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
+from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
@@ -59,7 +60,7 @@ async def start_stage(
     start, end = layers
     log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
     blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device)
-    stage = StageServer(peer.host, spec.id, blocks, limits)
+    stage = StageServer(peer.host, spec.id, blocks, limits, KxKey.create(peer.keypair))
     stage.attach(peer.host)
     throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
     log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
@@ -90,6 +91,8 @@ def describe(peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: flo
         dtype=str(stage.blocks.dtype).removeprefix("torch."),
         throughput=throughput,
         cache_tokens_free=stage.cache_tokens_free(),
+        kx_key=stage.kx.public,
+        kx_signature=stage.kx.signature,
     )
 
 

@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     OUT_OF_ORDER = "out_of_order"  # a step not at the session's next position
     MAX_LENGTH_EXCEEDED = "max_length_exceeded"
     NEXT_HOP_FAILED = "next_hop_failed"  # the stage after the sender died or stalled
+    BAD_ONION = "bad_onion"  # a session header this peer cannot open (wrong key, tampered)
+    SEAL_FAILED = "seal_failed"  # a sealed step failed authentication: tampered, replayed, reordered
     INTERNAL = "internal"
 
 

@@ -5,5 +5,5 @@ from typing import Final
 KAD: Final = "/hydra/kad/1.0.0"
 """Kademlia RPCs (PING, FIND_NODE, FIND_VALUE, STORE) over signed peer records."""
 
-INFERENCE: Final = "/hydra/inference/1.0.0"
-"""Pipeline sessions: open a session on a span of blocks, step with hidden states, close."""
+INFERENCE: Final = "/hydra/inference/2.0.0"
+"""Pipeline sessions: onion-wrapped open, sealed steps of hidden states, close."""

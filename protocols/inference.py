@@ -1,12 +1,12 @@
 """Pipeline inference on ``protocols.ids.INFERENCE``: one stream is one session on one hop.
 
 The upstream side (the coordinator, or the previous stage) opens a stream, sends
-``OpenSession`` naming the blocks it expects this peer to run and the rest of the route, then
-any number of ``Step`` messages, then ``CloseSession`` (or just closes the stream). A stage
-opens its own stream to the next hop when its session opens, pushes each step's output there,
-and relays the last stage's ``Hidden`` reply upstream: activations travel stage to stage,
-never back through the coordinator between hops. Only hidden states cross the wire; token ids
-stay at the coordinator.
+``OpenSession`` carrying this stage's ``HopHeader`` (its blocks, limits, keys and next hop,
+sealed for this peer alone), then any number of ``Step`` messages, then ``CloseSession`` (or
+just closes the stream). A stage opens its own stream to the next hop when its session opens,
+pushes each step's output there, and relays the last stage's ``Hidden`` reply upstream:
+activations travel stage to stage, never back through the coordinator between hops. Only
+hidden states cross the wire, sealed per hop; token ids stay at the coordinator.
 
 A ``Step`` may carry several chunks (``chunks`` sums to the sequence length). Chunks run one
 after another, so a replacement peer rebuilding its cache from a replayed history computes
@@ -23,6 +23,8 @@ from protocols.records import MAX_ADDRS, MAX_TEXT
 
 MAX_FRAME: Final = 32 << 20  # one step's activations: 32 MiB (e.g. 1,600 tokens at hidden 5120)
 MAX_HOPS: Final = 64
+MAX_HEADER: Final = 64 << 10  # a whole route's nested headers, sealed
+KEY_BYTES: Final = 32
 MAX_LENGTH: Final = 1 << 17  # longest session a peer will consider, in tokens
 SESSION_ID_BYTES: Final = 16
 TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -63,39 +65,75 @@ class Hop(Message):
 
 
 @dataclasses.dataclass(frozen=True)
-class OpenSession(Message):
-    TYPE: ClassVar[str] = "open"
-    session_id: bytes
-    model: str
+class HopHeader(Message):
+    """What one stage may know of a session: its blocks, limits, keys, and the next hop only.
+
+    The coordinator builds one per stage, innermost first; each carries the next stage's
+    header already sealed for that stage (``next_header``), so a stage learns its successor
+    and nothing further down the route."""
+
+    TYPE: ClassVar[str] = "hop_header"
     layer_start: int
     layer_end: int
     max_length: int  # tokens this session may reach; the stage reserves cache for it
     dtype: str  # of the activations the session exchanges
-    next_hops: tuple[Hop, ...] = ()  # the rest of the route after this stage
-    step_timeout: float = 30.0  # seconds a step may take from this stage to the end
+    step_timeout: float  # seconds a step may take from this stage to the end of the route
+    key_in: bytes = b""  # opens steps from the predecessor; empty: activations in the clear
+    key_out: bytes = b""  # seals this stage's output for its successor (or, last, the coordinator)
+    next_hop: Hop | None = None  # None: this stage is the last
+    next_session_id: bytes = b""
+    next_ephemeral: bytes = b""
+    next_header: bytes = b""
+
+    def check(self) -> None:
+        require(0 <= self.layer_start < self.layer_end, "empty layer range")
+        require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
+        require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
+        require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
+        require(len(self.key_in) in (0, KEY_BYTES) and len(self.key_out) in (0, KEY_BYTES),
+                f"keys are {KEY_BYTES} bytes")
+        require(bool(self.key_in) == bool(self.key_out), "keys come in pairs")
+        if self.next_hop is not None:
+            require(len(self.next_session_id) == SESSION_ID_BYTES, "next hop needs a session id")
+            require(len(self.next_ephemeral) in (0, KEY_BYTES), f"ephemeral key is {KEY_BYTES} bytes")
+            require(0 < len(self.next_header) <= MAX_HEADER, "next header missing or too large")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenSession(Message):
+    """Open a session on this stage. ``header`` is a ``HopHeader``: sealed for this peer's
+    X25519 key with ``ephemeral_key`` (onion routing), or plain msgpack when that is empty."""
+
+    TYPE: ClassVar[str] = "open"
+    session_id: bytes
+    model: str
+    header: bytes
+    ephemeral_key: bytes = b""
 
     def check(self) -> None:
         require(len(self.session_id) == SESSION_ID_BYTES, f"session id is {SESSION_ID_BYTES} bytes")
         require(0 < len(self.model) <= MAX_TEXT, "bad model id")
-        require(0 <= self.layer_start < self.layer_end, "empty layer range")
-        require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
-        require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
-        require(len(self.next_hops) < MAX_HOPS, f"at most {MAX_HOPS} hops")
-        require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
+        require(0 < len(self.header) <= MAX_HEADER, f"header must be 1..{MAX_HEADER} bytes")
+        require(len(self.ephemeral_key) in (0, KEY_BYTES), f"ephemeral key is {KEY_BYTES} bytes")
 
 
 @dataclasses.dataclass(frozen=True)
 class Step(Message):
+    """Activations for the next positions: ``hidden`` in the clear, or ``sealed`` (an
+    AES-256-GCM sealed ``Tensor``, nonce bound to the message's sequence number)."""
+
     TYPE: ClassVar[str] = "step"
-    position: int  # index of the first token of ``hidden`` in the session
-    hidden: Tensor
+    position: int  # index of the first token in the session
+    hidden: Tensor | None = None
+    sealed: bytes = b""
     chunks: tuple[int, ...] = ()  # run in pieces of these lengths; empty = one piece
     return_all: bool = False  # reply with every position's output, not only the last one
 
     def check(self) -> None:
         require(self.position >= 0, "negative position")
-        if self.chunks:
-            require(all(c > 0 for c in self.chunks), "chunk lengths must be positive")
+        require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
+        require(all(c > 0 for c in self.chunks), "chunk lengths must be positive")
+        if self.hidden is not None and self.chunks:
             require(sum(self.chunks) == self.hidden.shape[1], "chunks must sum to the tokens")
 
 
@@ -112,11 +150,16 @@ class SessionOpened(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Hidden(Message):
-    """The last stage's output, relayed back to the coordinator."""
+    """The last stage's output, relayed back to the coordinator; sealed for the coordinator
+    alone when the session is protected, so the stages relaying it cannot read it."""
 
     TYPE: ClassVar[str] = "hidden"
     position: int
-    hidden: Tensor
+    hidden: Tensor | None = None
+    sealed: bytes = b""
+
+    def check(self) -> None:
+        require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
 
 
 @dataclasses.dataclass(frozen=True)

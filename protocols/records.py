@@ -35,6 +35,8 @@ class PeerRecord(Message):
     quantization: str = "none"
     throughput: float = 0.0  # measured tokens/s through the served span; 0 = not measured
     cache_tokens_free: int = 0
+    kx_key: bytes = b""  # X25519 key onion headers are sealed for (empty: cannot be onion-routed)
+    kx_signature: bytes = b""  # Ed25519 over the kx key by the peer's identity (checked everywhere)
 
     def check(self) -> None:
         texts = (self.peer_id, self.version, self.model, self.dtype, self.quantization)
@@ -46,6 +48,7 @@ class PeerRecord(Message):
         require(self.total_layers <= 10_000, "absurd layer count")
         require(0 <= self.throughput < 1e9, "bad throughput")
         require(self.issued_at < self.expires_at, "record expires before it is issued")
+        require(len(self.kx_key) in (0, 32) and len(self.kx_signature) in (0, 64), "bad kx key")
 
     @property
     def layers(self) -> range:

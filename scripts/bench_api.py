@@ -41,6 +41,7 @@ from hydra.dht.service import open_dht_peer  # noqa: E402
 from hydra.models.catalog import load_catalog  # noqa: E402
 from hydra.runtime.shard import load_stage  # noqa: E402
 from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
+from hydra.privacy.keys import KxKey  # noqa: E402
 from hydra.stage.server import StageServer  # noqa: E402
 
 QUESTION = "Write a few sentences about the ocean."
@@ -60,7 +61,7 @@ async def bench_direct(clients: int, tokens: int) -> tuple[float, float, float]:
     path = resolve_checkpoint(spec)
     blocks = load_stage(path, 0, spec.num_layers, torch.float32, torch.device("cpu"))
     async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig()) as peer:
-        local = StageServer(None, spec.id, blocks, StageLimits())
+        local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
         coordinator = Coordinator(peer.host, None, catalog, local=local, checkpoints={spec.id: path})
 
         async def one(seed: int, ttfts: list[float], counts: list[int]) -> None:

@@ -30,6 +30,8 @@ import argparse  # noqa: E402
 import multiprocessing  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from collections.abc import AsyncIterator  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -86,9 +88,9 @@ def peer_process(checkpoint: Path, layers: tuple[int, int], boot: tuple[str, ...
     trio.run(serve)
 
 
-async def bench_pipeline(
-    checkpoint: Path, peers: int, tokens: int, runs: int
-) -> tuple[float, float, list[int]]:
+@asynccontextmanager
+async def pipeline_swarm(checkpoint: Path, peers: int) -> AsyncIterator[Coordinator]:
+    """``peers`` stage processes serving equal spans, and a coordinator here that found them."""
     catalog = load_catalog()
     spec = catalog.resolve("smollm2")
     context = multiprocessing.get_context("spawn")
@@ -111,22 +113,36 @@ async def bench_pipeline(
                 client.host, client.dht, catalog, checkpoints={spec.id: checkpoint}
             )
             await wait_for_route(coordinator, spec.id, spec.num_layers, 30.0)
-            request = GenerationRequest(
-                spec.id, prompt=PROMPT, params=SamplingParams(max_tokens=tokens)
-            )
-            await coordinator.generate(request)  # warm-up: loads the client head, dials peers
-            ttfts, rates, generated = [], [], []
-            for _ in range(runs):
-                done = await coordinator.generate(request)
-                assert len(done.route) == peers, f"expected {peers} hops, route {done.route}"
-                ttfts.append(done.ttft_s)
-                rates.append(done.decode_tokens_per_s)
-                generated = done.token_ids
-            return statistics.median(ttfts), statistics.median(rates), generated
+            await coordinator.generate(generation(8))  # warm-up: loads the head, dials peers
+            yield coordinator
     finally:
         for process in processes:
             process.kill()
             process.join()
+
+
+def generation(tokens: int) -> GenerationRequest:
+    return GenerationRequest("smollm2", prompt=PROMPT, params=SamplingParams(max_tokens=tokens))
+
+
+async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[float, float, list[int], int]:
+    """Median TTFT and decode tokens/s over ``runs``; the last tokens; the route's length."""
+    ttfts, rates, generated, hops = [], [], [], 0
+    for _ in range(runs):
+        done = await coordinator.generate(generation(tokens))
+        ttfts.append(done.ttft_s)
+        rates.append(done.decode_tokens_per_s)
+        generated, hops = done.token_ids, len(done.route)
+    return statistics.median(ttfts), statistics.median(rates), generated, hops
+
+
+async def bench_pipeline(
+    checkpoint: Path, peers: int, tokens: int, runs: int
+) -> tuple[float, float, list[int]]:
+    async with pipeline_swarm(checkpoint, peers) as coordinator:
+        ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
+    assert hops == peers, f"expected {peers} hops, the route had {hops}"
+    return ttft, rate, generated
 
 
 def main() -> None:

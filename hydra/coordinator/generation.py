@@ -110,6 +110,7 @@ class Coordinator:
         device: torch.device = torch.device("cpu"),
         step_timeout: float = 30.0,
         checkpoints: Mapping[str, Path] | None = None,
+        protect: bool = True,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -118,6 +119,7 @@ class Coordinator:
         self.dtype = dtype
         self.device = device
         self.step_timeout = step_timeout
+        self.protect = protect  # onion routing and sealed activations (off only to compare)
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.rtt_table = RttTable(dht)
         self.models: dict[str, LoadedModel] = {}
@@ -143,7 +145,10 @@ class Coordinator:
             await self.rtt_table.measure(found)
         if self.local is not None and self.local.model_id == spec.id:
             blocks = self.local.blocks
-            found.append(Candidate(self.peer_id, (), blocks.start, blocks.end, local=True))
+            kx = self.local.kx
+            addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
+            found.append(Candidate(self.peer_id, addrs, blocks.start, blocks.end, local=True,
+                                   kx_key=kx.public, kx_signature=kx.signature))
         return found
 
     async def route_available(self, model: str) -> bool:
@@ -156,7 +161,7 @@ class Coordinator:
     async def link(self, candidate: Candidate, timeout: float) -> Link:
         if candidate.local:
             assert self.local is not None
-            return LocalLink(self.peer_id, StageConversation(self.local))
+            return LocalLink(self.peer_id, StageConversation(self.local, self.peer_id))
         hop = inference.Hop(candidate.peer_id, candidate.addrs, candidate.start, candidate.end)
         return await RemoteLink.open(self.host, hop, timeout)
 
@@ -229,7 +234,8 @@ class Coordinator:
         sampler = Sampler(params)
         text = TextAssembler(model.tokenizer, params.stop)
         config = PipelineConfig(
-            model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout
+            model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
+            protect=self.protect,
         )
         logits_seen: list[torch.Tensor] = []
         token_seconds: list[float] = []

@@ -8,7 +8,6 @@ lost one) and retry the step: the generation continues with the output it would 
 """
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,14 +16,18 @@ import torch
 import trio
 
 from hydra.coordinator.routing import Candidate, NoRoute, plan_route
+from hydra.privacy.keys import UnboundKey, verify_kx
+from hydra.privacy.onion import RouteHop, WrappedRoute, open_tensor, seal_tensor, wrap_route
+from hydra.privacy.sealing import SealError
 from hydra.runtime.wire import from_wire, to_wire
-from hydra.stage.links import HopFailed, Link
+from hydra.stage.links import HopFailed, Link, downstream_budget
 from protocols import inference
 from protocols.codec import Error, Message
+from protocols.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes
+FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes, and the seal's tag
 
 
 class Network(Protocol):
@@ -45,6 +48,7 @@ class PipelineConfig:
     dtype: str = "float32"
     step_timeout: float = 30.0
     max_failovers: int = 3
+    protect: bool = True  # onion-wrapped route, sealed activations on every hop
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -54,10 +58,11 @@ class Pipeline:
     route: list[Candidate] = field(default_factory=list)
     position: int = 0
     failovers: int = 0
-    excluded: set[str] = field(default_factory=set)
+    excluded: dict[str, str] = field(default_factory=dict)  # peer id -> why
     history: list[torch.Tensor] = field(default_factory=list)  # inputs as sent, one per step
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
     _link: Link | None = None
+    _wrapped: WrappedRoute | None = None
     on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> "Pipeline":
@@ -99,19 +104,28 @@ class Pipeline:
     async def _send_step(
         self, hidden: torch.Tensor, chunks: tuple[int, ...], position: int, return_all: bool
     ) -> torch.Tensor:
-        assert self._link is not None
-        step = inference.Step(
-            position=position,
-            hidden=to_wire(hidden, self.config.dtype),
-            chunks=chunks,
-            return_all=return_all,
-        )
+        assert self._link is not None and self._wrapped is not None
+        wrapped = self._wrapped
+        tensor = to_wire(hidden, self.config.dtype)
+        if wrapped.to_first is None:
+            payload: dict = {"hidden": tensor}
+        else:
+            payload = {"sealed": seal_tensor(wrapped.to_first, tensor, wrapped.open.session_id, position)}
+        step = inference.Step(position=position, chunks=chunks, return_all=return_all, **payload)
         started = trio.current_time()
         reply = await self._link.call(step, self.config.step_timeout)
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
-        if isinstance(reply, inference.Hidden):
+        if not isinstance(reply, inference.Hidden):
+            raise self._failure(reply)
+        if wrapped.from_last is None:
+            if reply.hidden is None:
+                raise HopFailed(self.route[-1].peer_id, "sealed output on an unprotected session")
             return from_wire(reply.hidden)
-        raise self._failure(reply)
+        try:
+            output = open_tensor(wrapped.from_last, reply.sealed, wrapped.return_aad, position)
+        except (SealError, ProtocolError) as exc:  # altered on the way back: distrust the last stage
+            raise HopFailed(self.route[-1].peer_id, f"returned output rejected: {exc}") from None
+        return from_wire(output)
 
     def _failure(self, reply: Message) -> HopFailed:
         assert self._link is not None
@@ -126,7 +140,7 @@ class Pipeline:
             log.warning("stage %s failed (%s); re-routing", exc.peer_id, exc.reason)
             if self.failovers > self.config.max_failovers:
                 raise NoRoute(f"gave up after {self.config.max_failovers} failovers: {exc}") from None
-            self.excluded.add(exc.peer_id)
+            self.excluded[exc.peer_id] = exc.reason
             await self.close()
             await self._build()
             try:
@@ -145,7 +159,7 @@ class Pipeline:
             if route is None:
                 raise NoRoute(
                     f"no chain of peers covers {self.config.model}'s {self.config.num_layers} blocks"
-                    + (f" (excluded after failures: {sorted(self.excluded)})" if self.excluded else "")
+                    + "".join(f"; excluded {peer}: {why}" for peer, why in self.excluded.items())
                 )
             try:
                 await self._open(route)
@@ -153,7 +167,7 @@ class Pipeline:
                 self.failovers += 1
                 if self.failovers > self.config.max_failovers:
                     raise NoRoute(f"could not open a route: {exc}") from None
-                self.excluded.add(exc.peer_id)
+                self.excluded[exc.peer_id] = exc.reason
                 await self.close()
                 continue
             self.route = route
@@ -162,25 +176,31 @@ class Pipeline:
             return
 
     async def _open(self, route: list[Candidate]) -> None:
-        first, rest = route[0], route[1:]
-        self._link = await self.network.link(first, self.config.step_timeout)
-        reply = await self._link.call(
-            inference.OpenSession(
-                session_id=secrets.token_bytes(inference.SESSION_ID_BYTES),
-                model=self.config.model,
-                layer_start=first.start,
-                layer_end=first.end,
-                max_length=self.config.max_length,
-                dtype=self.config.dtype,
-                next_hops=tuple(
-                    inference.Hop(c.peer_id, c.addrs, c.start, c.end) for c in rest
-                ),
-                step_timeout=self.config.step_timeout,
-            ),
-            self.config.step_timeout,
+        timeouts = [self.config.step_timeout]
+        for _ in route[1:]:
+            timeouts.append(downstream_budget(timeouts[-1]))
+        self._wrapped = wrap_route(
+            [self._route_hop(c) for c in route],
+            self.config.model,
+            self.config.max_length,
+            self.config.dtype,
+            timeouts,
+            self.config.protect,
         )
+        self._link = await self.network.link(route[0], self.config.step_timeout)
+        reply = await self._link.call(self._wrapped.open, self.config.step_timeout)
         if not isinstance(reply, inference.SessionOpened):
             raise self._failure(reply)
+
+    def _route_hop(self, candidate: Candidate) -> RouteHop:
+        """A hop to wrap the route for; its X25519 key must be signed by its identity."""
+        key = None
+        if self.config.protect:
+            try:
+                key = verify_kx(candidate.peer_id, candidate.kx_key, candidate.kx_signature)
+            except UnboundKey as exc:
+                raise HopFailed(candidate.peer_id, str(exc)) from None
+        return RouteHop(candidate.peer_id, candidate.addrs, candidate.start, candidate.end, key)
 
     async def _replay(self) -> None:
         """Rebuild the new route's caches from the history, in the original chunk shapes,

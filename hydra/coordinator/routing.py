@@ -30,6 +30,8 @@ class Candidate:
     end: int
     throughput: float = 0.0  # tokens/s through the whole span, as announced
     local: bool = False  # this process serves it: no network hop
+    kx_key: bytes = b""  # its identity-signed X25519 key (checked again before use)
+    kx_signature: bytes = b""
 
     @classmethod
     def from_record(cls, record: PeerRecord) -> "Candidate":
@@ -39,6 +41,8 @@ class Candidate:
             record.layer_start,
             record.layer_end,
             record.throughput,
+            kx_key=record.kx_key,
+            kx_signature=record.kx_signature,
         )
 
     def cost(self, rtt: Mapping[str, float]) -> float:

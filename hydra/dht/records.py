@@ -11,6 +11,7 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.privacy.keys import UnboundKey, verify_kx
 from protocols.codec import encode, unpack
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.records import RECORD_DOMAIN, PeerRecord, SignedRecord
@@ -40,6 +41,11 @@ def validate(signed: SignedRecord, now: float | None = None) -> PeerRecord:
         raise _invalid("record issued in the future")
     if record.expires_at - record.issued_at > MAX_TTL:
         raise _invalid(f"record lifetime exceeds {MAX_TTL:.0f}s")
+    if record.kx_key or record.kx_signature:
+        try:
+            verify_kx(record.peer_id, record.kx_key, record.kx_signature)
+        except UnboundKey as exc:
+            raise _invalid(str(exc)) from None
     return record
 
 

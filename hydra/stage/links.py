@@ -95,3 +95,9 @@ def attributed(error: Error, peer_id: str) -> Error:
 
 def hop_failed_error(exc: HopFailed) -> Error:
     return Error(code=ErrorCode.NEXT_HOP_FAILED, message=exc.reason, peer=exc.peer_id)
+
+
+def downstream_budget(timeout: float) -> float:
+    """Time the next hop gets, so the deepest stage that notices a stall reports it before
+    anyone upstream gives up on the whole chain."""
+    return max(0.5, timeout - max(0.5, 0.1 * timeout))

@@ -12,17 +12,26 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import trio
 from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from transformers.cache_utils import Cache
 
 from hydra.config import StageLimits
 from hydra.p2p.streams import serve
+from hydra.privacy.keys import KxKey
+from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
+from hydra.privacy.sealing import SealedChannel, SealError
 from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import StageBlocks
 from hydra.runtime.wire import from_wire, to_wire
-from hydra.stage.links import HopFailed, Link, RemoteLink, attributed, hop_failed_error
+from hydra.stage.links import (
+    HopFailed,
+    Link,
+    RemoteLink,
+    attributed,
+    downstream_budget,
+    hop_failed_error,
+)
 from protocols import inference
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
@@ -33,12 +42,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Session:
-    id: bytes
+    id: bytes  # key in the stage's table
+    hop_id: bytes  # the session id this hop was opened with (bound into its sealed steps)
+    next_hop_id: bytes  # the successor's (bound into the steps sent to it)
     cache: Cache
     max_length: int
     dtype: str
     reserved_bytes: int
     step_timeout: float
+    inbound: SealedChannel | None = None  # opens steps from the predecessor
+    outbound: SealedChannel | None = None  # seals output for the successor or the coordinator
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
@@ -57,9 +70,15 @@ def cache_bytes_per_token(blocks: StageBlocks) -> int:
 
 class StageServer:
     def __init__(
-        self, host: IHost | None, model_id: str, blocks: StageBlocks, limits: StageLimits
+        self,
+        host: IHost | None,
+        model_id: str,
+        blocks: StageBlocks,
+        limits: StageLimits,
+        kx: KxKey,
     ) -> None:
         self.host = host
+        self.kx = kx  # opens onion headers sealed for this peer
         self.model_id = model_id
         self.blocks = blocks
         self.limits = limits
@@ -73,7 +92,7 @@ class StageServer:
             TProtocol(INFERENCE),
             serve(
                 inference.REQUESTS,
-                conversation=lambda remote: StageConversation(self),
+                conversation=lambda remote: StageConversation(self, remote.to_base58()),
                 max_frame=inference.MAX_FRAME,
                 idle_timeout=self.limits.idle_timeout,
             ),
@@ -107,11 +126,16 @@ class StageServer:
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
 
 
-class StageConversation:
-    """One stream's session on this stage."""
+class Tampered(Exception):
+    """A sealed step from the predecessor failed authentication."""
 
-    def __init__(self, server: StageServer) -> None:
+
+class StageConversation:
+    """One stream's session on this stage; ``remote`` is the predecessor's peer ID."""
+
+    def __init__(self, server: StageServer, remote: str) -> None:
         self.server = server
+        self.remote = remote
         self.session: Session | None = None
 
     async def handle(self, message: Message) -> Message:
@@ -129,57 +153,59 @@ class StageConversation:
         server = self.server
         if self.session is not None:
             raise ProtocolError(ErrorCode.UNEXPECTED, "this stream already carries a session")
+        header = open_header(request, server.kx)
         blocks = server.blocks
-        if request.model != server.model_id or (request.layer_start, request.layer_end) != (
+        if request.model != server.model_id or (header.layer_start, header.layer_end) != (
             blocks.start,
             blocks.end,
         ):
             raise ProtocolError(
                 ErrorCode.WRONG_LAYERS,
                 f"this peer serves {server.model_id} blocks {blocks.start}:{blocks.end}, not "
-                f"{request.model} {request.layer_start}:{request.layer_end}",
+                f"{request.model} {header.layer_start}:{header.layer_end}",
             )
-        reserve = request.max_length * server.per_token
+        reserve = header.max_length * server.per_token
         if len(server.sessions) >= server.limits.max_sessions:
             raise ProtocolError(ErrorCode.OVERLOADED, "no session slot left on this peer")
         if server.reserved_bytes + reserve > server.limits.cache_bytes:
             raise ProtocolError(
                 ErrorCode.OVERLOADED,
-                f"no cache room for {request.max_length} tokens "
+                f"no cache room for {header.max_length} tokens "
                 f"({server.cache_tokens_free()} free)",
             )
-        key = request.session_id + secrets.token_bytes(4)  # two coordinators may pick one id
+        last = header.next_hop is None
         session = Session(
-            id=key,
+            id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
+            hop_id=request.session_id,
+            next_hop_id=header.next_session_id,
             cache=blocks.new_cache(),
-            max_length=request.max_length,
-            dtype=request.dtype,
+            max_length=header.max_length,
+            dtype=header.dtype,
             reserved_bytes=reserve,
-            step_timeout=request.step_timeout,
+            step_timeout=header.step_timeout,
+            inbound=SealedChannel(header.key_in, STEP_LABEL) if header.key_in else None,
+            outbound=(
+                SealedChannel(header.key_out, RETURN_LABEL if last else STEP_LABEL)
+                if header.key_out
+                else None
+            ),
         )
-        server.sessions[key] = session
+        server.sessions[session.id] = session
         self.session = session
-        if not request.next_hops:
+        if last:
             return inference.SessionOpened(hops=1)
-        return await self._open_downstream(request)
+        return await self._open_downstream(request.model, header)
 
-    async def _open_downstream(self, request: inference.OpenSession) -> Message:
+    async def _open_downstream(self, model: str, header: inference.HopHeader) -> Message:
         session = self.session
-        assert session is not None and self.server.host is not None
-        hop, rest = request.next_hops[0], request.next_hops[1:]
-        budget = downstream_budget(request.step_timeout)
+        assert session is not None and self.server.host is not None and header.next_hop
+        hop = header.next_hop
+        budget = downstream_budget(header.step_timeout)
         try:
             session.downstream = await RemoteLink.open(self.server.host, hop, budget)
             reply = await session.downstream.call(
                 inference.OpenSession(
-                    session_id=request.session_id,
-                    model=request.model,
-                    layer_start=hop.layer_start,
-                    layer_end=hop.layer_end,
-                    max_length=request.max_length,
-                    dtype=request.dtype,
-                    next_hops=rest,
-                    step_timeout=budget,
+                    header.next_session_id, model, header.next_header, header.next_ephemeral
                 ),
                 budget,
             )
@@ -194,41 +220,69 @@ class StageConversation:
             return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
         return inference.SessionOpened(hops=reply.hops + 1)
 
+    def _input(self, session: Session, step: inference.Step) -> inference.Tensor:
+        """The step's activations, opened if the session is sealed (then it must be)."""
+        if session.inbound is None:
+            if step.hidden is None:
+                raise ProtocolError(ErrorCode.SEAL_FAILED, "this session's steps are not sealed")
+            return step.hidden
+        if step.hidden is not None:
+            raise ProtocolError(ErrorCode.SEAL_FAILED, "this session's steps must be sealed")
+        try:
+            tensor = open_tensor(session.inbound, step.sealed, session.hop_id, step.position)
+        except SealError as exc:
+            session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
+            raise Tampered(str(exc)) from None
+        if step.chunks and sum(step.chunks) != tensor.shape[1]:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "chunks must sum to the tokens")
+        return tensor
+
+    def _output(self, session: Session, tensor: inference.Tensor, aad_id: bytes, position: int) -> dict:
+        """``hidden=`` or ``sealed=`` for the message carrying this stage's output."""
+        if session.outbound is None:
+            return {"hidden": tensor}
+        return {"sealed": seal_tensor(session.outbound, tensor, aad_id, position)}
+
     async def _step(self, step: inference.Step) -> Message:
         session = self.session
         if session is None:
             raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "open a session before stepping")
         if session.broken:
             raise ProtocolError(ErrorCode.NEXT_HOP_FAILED, session.broken)
-        tokens, width = step.hidden.shape[1], step.hidden.shape[2]
+        if step.position != session.position:
+            raise ProtocolError(
+                ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
+            )
+        try:
+            tensor = self._input(session, step)
+        except Tampered as exc:  # the sender (our predecessor) is at fault, not us
+            return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
+        tokens, width = tensor.shape[1], tensor.shape[2]
         if width != self.server.blocks.hidden_size:
             raise ProtocolError(
                 ErrorCode.BAD_TENSOR,
                 f"hidden size {width}, this model's is {self.server.blocks.hidden_size}",
-            )
-        if step.position != session.position:
-            raise ProtocolError(
-                ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
             )
         if session.position + tokens > session.max_length:
             raise ProtocolError(
                 ErrorCode.MAX_LENGTH_EXCEEDED,
                 f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
             )
-        hidden = from_wire(step.hidden)
         output = await run_compute(
-            self.server.run_chunks, hidden, step.chunks, session.cache, step.position
+            self.server.run_chunks, from_wire(tensor), step.chunks, session.cache, step.position
         )
         session.position += tokens
         self.server.steps_served += 1
         if session.downstream is None:
-            kept = output if step.return_all else output[:, -1:]
-            return inference.Hidden(position=step.position, hidden=to_wire(kept, session.dtype))
+            kept = to_wire(output if step.return_all else output[:, -1:], session.dtype)
+            return inference.Hidden(
+                position=step.position, **self._output(session, kept, session.hop_id, step.position)
+            )
         forward = inference.Step(
             position=step.position,
-            hidden=to_wire(output, session.dtype),
             chunks=step.chunks,
             return_all=step.return_all,
+            **self._output(session, to_wire(output, session.dtype), session.next_hop_id, step.position),
         )
         try:
             reply = await session.downstream.call(forward, downstream_budget(session.step_timeout))
@@ -248,8 +302,3 @@ class StageConversation:
         if session.downstream is not None:
             await session.downstream.aclose()
 
-
-def downstream_budget(timeout: float) -> float:
-    """Time the next hop gets, so the deepest stage that notices a stall reports it before
-    anyone upstream gives up on the whole chain."""
-    return max(0.5, timeout - max(0.5, 0.1 * timeout))

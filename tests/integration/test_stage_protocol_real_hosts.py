@@ -3,7 +3,6 @@ request gets a typed error, other sessions keep running, limits hold, and a fuzz
 never breaks a stage."""
 
 import random
-import secrets
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ import trio
 from hydra.config import StageLimits
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.sampling import SamplingParams
+from hydra.privacy.keys import verify_kx
+from hydra.privacy.onion import RouteHop, WrappedRoute, wrap_route
 from hydra.runtime.wire import to_wire
 from hydra.stage.links import RemoteLink
 from protocols import inference
@@ -33,12 +34,22 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
 
 
-def open_request(peer: StagePeer, max_length: int = 16, **changes) -> inference.OpenSession:
-    fields = dict(
-        session_id=secrets.token_bytes(16), model=SPEC.id, layer_start=peer.stage.blocks.start,
-        layer_end=peer.stage.blocks.end, max_length=max_length, dtype="float32",
-    )
-    return inference.OpenSession(**{**fields, **changes})
+def route_hop(peer: StagePeer, layers: tuple[int, int] | None = None) -> RouteHop:
+    blocks = peer.stage.blocks
+    kx = verify_kx(peer.peer_id, peer.stage.kx.public, peer.stage.kx.signature)
+    return RouteHop(peer.peer_id, (peer.multiaddr,), *(layers or (blocks.start, blocks.end)), kx)
+
+
+def wrapped(peers: list[StagePeer], max_length: int = 16, protect: bool = False,
+            model: str = SPEC.id, layers: tuple[int, int] | None = None,
+            step_timeout: float = 10.0) -> WrappedRoute:
+    hops = [route_hop(peers[0], layers)] + [route_hop(p) for p in peers[1:]]
+    return wrap_route(hops, model, max_length, "float32", [step_timeout] * len(hops), protect)
+
+
+def open_request(peer: StagePeer, max_length: int = 16, **kw) -> inference.OpenSession:
+    """An unprotected session open (headers in the clear): protocol errors are the same."""
+    return wrapped([peer], max_length, **kw).open
 
 
 def step(position: int, tokens: int = 1, width: int = HIDDEN) -> inference.Step:
@@ -71,7 +82,7 @@ async def test_bad_requests_get_typed_errors_while_another_session_generates(che
             target = peers[0]
             link = await link_to(host, target)
             await expect_error(link, step(0), ErrorCode.UNKNOWN_SESSION)
-            await expect_error(link, open_request(target, layer_end=5), ErrorCode.WRONG_LAYERS)
+            await expect_error(link, open_request(target, layers=(0, 5)), ErrorCode.WRONG_LAYERS)
             await expect_error(link, open_request(target, model="other"), ErrorCode.WRONG_LAYERS)
             opened = await link.call(open_request(target, max_length=4), 10.0)
             assert isinstance(opened, inference.SessionOpened) and opened.hops == 1
@@ -126,8 +137,7 @@ async def test_a_dead_next_hop_is_reported_by_name(checkpoint):
     async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, _), client_host() as host:
         first, second = peers
         link = await link_to(host, first)
-        hop = inference.Hop(second.peer_id, (second.multiaddr,), 3, 6)
-        opened = await link.call(open_request(first, next_hops=(hop,), step_timeout=5.0), 10.0)
+        opened = await link.call(wrapped([first, second], step_timeout=5.0).open, 10.0)
         assert isinstance(opened, inference.SessionOpened) and opened.hops == 2
         assert isinstance(await link.call(step(0, tokens=2), 10.0), inference.Hidden)
         await second.stop()

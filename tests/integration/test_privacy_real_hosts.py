@@ -1,0 +1,192 @@
+"""Onion routing and sealed activations over real libp2p hosts (tiny Llama, 3 stages):
+what a stage records, tampering, replay and reordering, unbound keys, and equality of the
+output with protection on and off."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from libp2p.custom_types import TProtocol
+
+from hydra.coordinator.generation import GenerationRequest
+from hydra.coordinator.routing import NoRoute
+from hydra.coordinator.sampling import SamplingParams
+from hydra.dht.records import sign, validate
+from hydra.p2p.streams import serve
+from hydra.privacy.keys import KxKey, UnboundKey, verify_kx
+from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
+from hydra.privacy.sealing import SealedChannel, SealError
+from hydra.runtime.wire import to_wire
+from hydra.stage.server import StageConversation
+from protocols import inference
+from protocols.codec import Error
+from protocols.errors import ErrorCode, ProtocolError
+from protocols.ids import INFERENCE
+from tests.factories import keypair, record
+from tests.integration.test_stage_protocol_real_hosts import HIDDEN, link_to, wrapped
+from tests.peers import StagePeer, spec_for, stage_peer, swarm
+from tests.rawpeer import client_host
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+SPEC = spec_for("tiny-llama", 6)
+SPANS = [(0, 2), (2, 4), (4, 6)]
+PROMPT = "secret: the launch code is 0000"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+def request(max_tokens: int = 16) -> GenerationRequest:
+    return GenerationRequest(SPEC.id, prompt=PROMPT, params=SamplingParams(max_tokens=max_tokens))
+
+
+def replace_handler(peer: StagePeer, make) -> None:
+    """Serve the inference protocol on ``peer`` with a conversation class of the test's."""
+    peer.dht_peer.host.set_stream_handler(
+        TProtocol(INFERENCE),
+        serve(inference.REQUESTS, conversation=lambda remote: make(peer.stage, remote.to_base58()),
+              max_frame=inference.MAX_FRAME),
+    )
+
+
+async def test_protected_and_unprotected_pipelines_give_the_same_tokens(checkpoint):
+    async with swarm(SPEC, checkpoint, SPANS) as (_, coordinator):
+        protected = await coordinator.generate(request(32))
+        coordinator.protect = False
+        clear = await coordinator.generate(request(32))
+    assert protected.token_ids == clear.token_ids and len(protected.token_ids) == 32
+
+
+async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpoint):
+    seen: list[tuple[str, object]] = []
+
+    class Recording(StageConversation):
+        async def handle(self, message):
+            seen.append((self.remote, message))
+            return await super().handle(message)
+
+    async with swarm(SPEC, checkpoint, SPANS) as (peers, coordinator):
+        first, middle, last = peers
+        replace_handler(middle, Recording)
+        done = await coordinator.generate(request())
+    assert done.route == [p.peer_id for p in peers]
+    assert {remote for remote, _ in seen} == {first.peer_id}  # only its predecessor talks to it
+    (opened,) = [m for _, m in seen if isinstance(m, inference.OpenSession)]
+    others = [coordinator.peer_id.encode(), first.peer_id.encode(), last.peer_id.encode()]
+    assert opened.ephemeral_key and not any(o in opened.header for o in others)  # sealed
+    header = open_header(opened, middle.stage.kx)  # what the middle stage can read
+    assert header.next_hop.peer_id == last.peer_id  # its successor...
+    assert coordinator.peer_id.encode() not in header.next_header  # ...and nothing beyond
+    assert first.peer_id.encode() not in header.next_header
+    with pytest.raises(ProtocolError):  # the successor's header is not sealed for it
+        open_header(inference.OpenSession(header.next_session_id, SPEC.id, header.next_header,
+                                          header.next_ephemeral), middle.stage.kx)
+    steps = [m for _, m in seen if isinstance(m, inference.Step)]
+    assert steps and all(s.hidden is None and s.sealed for s in steps)
+    assert not any(PROMPT.encode() in s.sealed for s in steps)
+    # the last stage's output passed through the middle stage sealed for the coordinator:
+    # none of the middle stage's keys opens it
+    for key, label in ((header.key_in, STEP_LABEL), (header.key_out, STEP_LABEL),
+                       (header.key_out, RETURN_LABEL)):
+        with pytest.raises(SealError):
+            open_tensor(SealedChannel(key, label), b"\0" * 64, opened.session_id, 0)
+
+
+async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):
+    async with stage_peer(SPEC, checkpoint, (0, 6)) as peer, client_host() as host:
+
+        async def sealed_session():
+            route = wrapped([peer], max_length=32, protect=True)
+            link = await link_to(host, peer)
+            assert isinstance(await link.call(route.open, 10.0), inference.SessionOpened)
+            sender = route.to_first
+
+            def sealed(position: int) -> bytes:
+                tensor = to_wire(torch.randn(1, 1, HIDDEN), "float32")
+                return seal_tensor(sender, tensor, route.open.session_id, position)
+
+            return link, sealed
+
+        async def expect(link, position: int, payload: bytes, code: ErrorCode) -> None:
+            reply = await link.call(inference.Step(position=position, sealed=payload), 10.0)
+            assert isinstance(reply, Error) and reply.code == code, reply
+
+        link, sealed = await sealed_session()
+        ok = sealed(0)
+        assert isinstance(await link.call(inference.Step(position=0, sealed=ok), 10.0), inference.Hidden)
+        await expect(link, 1, ok, ErrorCode.SEAL_FAILED)  # replayed under the next position
+        await expect(link, 1, sealed(1), ErrorCode.NEXT_HOP_FAILED)  # the session is now dead
+
+        link, sealed = await sealed_session()
+        sealed(0)  # sealed first, never sent
+        second = sealed(1)
+        await expect(link, 0, second, ErrorCode.SEAL_FAILED)  # reordered
+
+        link, sealed = await sealed_session()
+        tampered = bytearray(sealed(0))
+        tampered[5] ^= 0x01
+        await expect(link, 0, bytes(tampered), ErrorCode.SEAL_FAILED)
+
+        link, _ = await sealed_session()  # a clear step on a sealed session is refused too
+        clear = inference.Step(position=0, hidden=to_wire(torch.randn(1, 1, HIDDEN), "float32"))
+        reply = await link.call(clear, 10.0)
+        assert isinstance(reply, Error) and reply.code == ErrorCode.SEAL_FAILED
+        assert len(peer.stage.sessions) == 4  # the stage itself is fine
+
+
+async def test_a_tampering_stage_is_routed_around(checkpoint):
+    class Tampering(StageConversation):
+        def _output(self, session, tensor, aad_id, position):
+            out = super()._output(session, tensor, aad_id, position)
+            if session.downstream is not None:
+                flipped = bytearray(out["sealed"])
+                flipped[0] ^= 0x80
+                out["sealed"] = bytes(flipped)
+            return out
+
+    async with swarm(SPEC, checkpoint, SPANS + [(2, 4)]) as (peers, coordinator):
+        honest = await coordinator.generate(request())
+        used = honest.route[1]
+        culprit = next(p for p in peers if p.peer_id == used)
+        replace_handler(culprit, Tampering)
+        survived = await coordinator.generate(request())
+    assert survived.token_ids == honest.token_ids
+    assert survived.failovers >= 1 and culprit.peer_id not in survived.route
+
+
+def test_an_x25519_key_not_signed_by_the_identity_is_refused():
+    identity, impostor = keypair(), keypair()
+    good = KxKey.create(identity)
+    stolen = KxKey.create(impostor)  # a key signed by someone else
+    peer = record(identity).peer_id
+    assert verify_kx(peer, good.public, good.signature)
+    with pytest.raises(UnboundKey):
+        verify_kx(peer, stolen.public, stolen.signature)
+    with pytest.raises(UnboundKey):
+        verify_kx(peer, stolen.public, good.signature)
+    # a record carrying it is refused by every DHT node, even though the record itself is
+    # properly signed by its peer
+    bad = sign(record(identity, kx_key=stolen.public, kx_signature=stolen.signature), identity)
+    with pytest.raises(ProtocolError) as info:
+        validate(bad)
+    assert info.value.code == ErrorCode.INVALID_RECORD
+    assert validate(sign(record(identity, kx_key=good.public, kx_signature=good.signature), identity))
+
+
+async def test_the_coordinator_refuses_a_candidate_with_an_unbound_key(checkpoint):
+    async with swarm(SPEC, checkpoint, [(0, 6)]) as (peers, coordinator):
+        stranger = KxKey.create(keypair())
+        peers[0].stage.kx = stranger  # it now presents (and would open with) a foreign key
+        original = coordinator.candidates
+
+        async def lying_candidates(model):
+            return [replace(c, kx_key=stranger.public, kx_signature=stranger.signature)
+                    for c in await original(model)]
+
+        coordinator.candidates = lying_candidates
+        with pytest.raises(NoRoute) as info:
+            await coordinator.generate(request(4))
+    assert "not signed by its identity" in str(info.value)

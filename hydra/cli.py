@@ -27,6 +27,7 @@ from hydra.config import (
     shard_layers,
 )
 from hydra.coordinator.routing import NoRoute
+from hydra.dht.work import DEFAULT_WORK_BITS
 from hydra.p2p.identity import KEY_FILE, IdentityError, default_home
 from hydra.runtime.sources import ModelSourceError
 
@@ -43,6 +44,8 @@ def _discovery(args: argparse.Namespace) -> DiscoveryConfig:
         bootstrap=tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP,
         announce_interval=interval,
         record_ttl=args.record_ttl if args.record_ttl else 3 * interval,
+        work_bits=args.work_bits,
+        region=args.region,
     )
 
 
@@ -251,6 +254,10 @@ def _add_discovery(p: argparse.ArgumentParser) -> None:
     p.add_argument("--announce-interval", type=float, default=60.0, metavar="SECONDS")
     p.add_argument("--record-ttl", type=float, metavar="SECONDS",
                    help="lifetime of announced records (default 3 x announce interval)")
+    p.add_argument("--work-bits", type=int, default=DEFAULT_WORK_BITS,
+                   help="proof of work records must carry; the whole swarm must agree "
+                        f"(default {DEFAULT_WORK_BITS})")
+    p.add_argument("--region", default="", help="region claimed in this node's records")
 
 
 def _add_compute(p: argparse.ArgumentParser) -> None:

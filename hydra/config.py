@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hydra.dht.work import DEFAULT_WORK_BITS
 from hydra.p2p.identity import default_home
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ class DiscoveryConfig:
     record_ttl: float = 180.0  # three announce periods: a peer survives two lost announces
     rebootstrap_interval: float = 30.0  # retry signposts while the routing table is empty
     refresh_interval: float = 300.0
+    work_bits: int = DEFAULT_WORK_BITS  # proof of work every record must carry (Sybil cost)
+    region: str = ""  # the region this node claims in its records
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class StageLimits:
     max_sessions: int = 64
     cache_bytes: int = 1 << 30  # KV cache reserved across sessions (max_length x per-token)
     idle_timeout: float = 120.0  # a session with no message for this long is closed
+    # One remote peer (a coordinator, or the stage before us relaying many coordinators'
+    # sessions) may hold at most this share of the slots and cache, at this message rate.
+    peer_share: float = 0.5
+    peer_rate: float = 2000.0  # messages per second, sustained
+    peer_burst: float = 4000.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from hydra.coordinator.routing import candidates_for, coverage
 from hydra.dht.announcer import Announcer
 from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
+from hydra.dht.work import solve
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
 from hydra.privacy.keys import KxKey
@@ -65,17 +66,20 @@ async def start_stage(
     throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
     log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
     discovery = peer.discovery
+    work = await trio.to_thread.run_sync(solve, peer.peer_id, discovery.region, discovery.work_bits)
     announcer = Announcer(
         peer.dht,
         peer.keypair,
-        lambda: describe(peer, spec, stage, throughput),
+        lambda: describe(peer, spec, stage, throughput, work),
         discovery.announce_interval,
         discovery.record_ttl,
     )
     return stage, announcer, throughput
 
 
-def describe(peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: float) -> PeerRecord:
+def describe(
+    peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: float, work_nonce: int
+) -> PeerRecord:
     """What this peer serves now; the announcer stamps time, expiry and sequence number."""
     return PeerRecord(
         peer_id=peer.peer_id,
@@ -93,6 +97,8 @@ def describe(peer: DhtPeer, spec: ModelSpec, stage: StageServer, throughput: flo
         cache_tokens_free=stage.cache_tokens_free(),
         kx_key=stage.kx.public,
         kx_signature=stage.kx.signature,
+        region=peer.discovery.region,
+        work_nonce=work_nonce,
     )
 
 

@@ -37,6 +37,8 @@ class PeerRecord(Message):
     cache_tokens_free: int = 0
     kx_key: bytes = b""  # X25519 key onion headers are sealed for (empty: cannot be onion-routed)
     kx_signature: bytes = b""  # Ed25519 over the kx key by the peer's identity (checked everywhere)
+    region: str = ""  # where the peer claims to be (e.g. "eu-west"); bound into its work
+    work_nonce: int = 0  # proof of work over peer id and region (see hydra.dht.work)
 
     def check(self) -> None:
         texts = (self.peer_id, self.version, self.model, self.dtype, self.quantization)
@@ -49,6 +51,7 @@ class PeerRecord(Message):
         require(0 <= self.throughput < 1e9, "bad throughput")
         require(self.issued_at < self.expires_at, "record expires before it is issued")
         require(len(self.kx_key) in (0, 32) and len(self.kx_signature) in (0, 64), "bad kx key")
+        require(len(self.region) <= 64 and 0 <= self.work_nonce < 1 << 64, "bad region or work")
 
     @property
     def layers(self) -> range:

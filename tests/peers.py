@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from hydra.config import DiscoveryConfig, StageLimits
+from hydra.config import StageLimits
 from hydra.coordinator.generation import Coordinator
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
 from hydra.stage.server import StageServer
+from tests.factories import discovery
 
 
 def spec_for(model_id: str, num_layers: int) -> ModelSpec:
@@ -51,8 +52,7 @@ async def stage_peer(
     bootstrap: tuple[str, ...] = (),
     limits: StageLimits = StageLimits(),
 ) -> AsyncIterator[StagePeer]:
-    discovery = DiscoveryConfig(bootstrap=bootstrap)
-    async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
+    async with open_dht_peer(None, "127.0.0.1", 0, discovery(*bootstrap)) as peer:
         stage, announcer, _ = await start_stage(
             peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), limits
         )
@@ -75,10 +75,16 @@ async def swarm(
                 )
             )
         client = await stack.enter_async_context(
-            open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(peers[0].multiaddr,)))
+            coordinator_for(spec, checkpoint, peers[0].multiaddr)
         )
-        coordinator = Coordinator(
+        yield peers, client
+
+
+@asynccontextmanager
+async def coordinator_for(spec: ModelSpec, checkpoint: Path, bootstrap: str) -> AsyncIterator[Coordinator]:
+    """A coordinator with no blocks of its own, joined through ``bootstrap``."""
+    async with open_dht_peer(None, "127.0.0.1", 0, discovery(bootstrap)) as client:
+        yield Coordinator(
             client.host, client.dht, Catalog(spec.id, (spec,)), step_timeout=20.0,
             checkpoints={spec.id: checkpoint},
         )
-        yield peers, coordinator

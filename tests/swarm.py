@@ -12,7 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from tests.factories import TEST_WORK_BITS
+
 HYDRA = [sys.executable, "-m", "hydra.cli"]
+WORK = ["--work-bits", str(TEST_WORK_BITS)]
 
 
 def free_port() -> int:
@@ -89,13 +92,13 @@ class HydraProcess:
 def signpost(tmp: Path, name: str = "signpost") -> HydraProcess:
     home, http, p2p = tmp / name, free_port(), free_port()
     args = ["signpost", "--home", str(home), "--host", "127.0.0.1", "--port", str(p2p),
-            "--http-port", str(http)]
+            "--http-port", str(http), *WORK]
     return HydraProcess(args, home, http, p2p, tmp / f"{name}.log")
 
 
 def node(tmp: Path, name: str, bootstrap: list[str], *extra: str) -> HydraProcess:
     home, http, p2p = tmp / name, free_port(), free_port()
-    args = ["run", "--home", str(home), "--port", str(p2p), "--api-port", str(http), *extra]
+    args = ["run", "--home", str(home), "--port", str(p2p), "--api-port", str(http), *WORK, *extra]
     for addr in bootstrap:
         args += ["--bootstrap", addr]
     return HydraProcess(args, home, http, p2p, tmp / f"{name}.log")

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, PretrainedConfig
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerFast,
+)
 from transformers.models.qwen3_5 import Qwen3_5TextConfig
 
 VOCAB = 256  # the byte tokenizer's

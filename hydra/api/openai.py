@@ -16,13 +16,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from hydra.api.errors import APIError, bad_request, openai_body
 from hydra.api.fields import Fields
 from hydra.api.service import GenerationService, Resolved
 from hydra.coordinator.generation import Completion, Delta, GenerationRequest, TokenLogprob
 from hydra.coordinator.sampling import SamplingParams
+from hydra.dht.http_adapter import read_json
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 8
@@ -39,7 +40,7 @@ class OpenAIRequest:
 
 
 async def json_body() -> Any:
-    body = await request.get_json(force=True, silent=True)
+    body = await read_json()
     if body is None:
         raise bad_request("the request body must be valid JSON")
     return body

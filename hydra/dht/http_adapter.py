@@ -9,6 +9,7 @@ Errors: ``{"error": {"code": ..., "message": ...}}`` with a 4xx status.
 """
 
 import base64
+import json
 import binascii
 from typing import Any
 
@@ -16,7 +17,6 @@ from quart import Blueprint, request
 
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
-from hydra.dht.records import validate
 from hydra.dht.store import Entry
 from protocols.errors import ProtocolError
 from protocols.kad import MAX_KEY
@@ -60,15 +60,24 @@ def signed_from_json(data: Any) -> SignedRecord:
     return SignedRecord.from_wire({"body": body, "signature": signature})
 
 
+async def read_json() -> Any:
+    """The request body as JSON, or None if it is not UTF-8 JSON (never an exception)."""
+    raw = await request.get_data(as_text=False)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
 def dht_blueprint(dht: Dht) -> Blueprint:
     bp = Blueprint("dht", __name__)
 
     @bp.post("/announce")
     async def announce() -> Any:
-        data = await request.get_json(force=True, silent=True)
+        data = await read_json()
         try:
             signed = signed_from_json(data)
-            record = validate(signed)
+            record = dht.store.validate(signed)
         except ProtocolError as exc:
             return error_body(exc.code, exc.message), 400
         except ValueError as exc:

@@ -23,9 +23,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from hydra.dht.keyspace import distance, key_position, peer_key
-from hydra.dht.records import validate
 from hydra.dht.routing import Contact, RoutingTable
 from hydra.dht.store import Entry, RecordStore
+from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import (
     FramedStream,
     PeerUnreachable,
@@ -49,6 +49,9 @@ class DhtConfig:
     alpha: int = 3  # parallel queries per lookup round
     quorum: int = 3  # value holders to hear from before a lookup may stop
     rpc_timeout: float = 2.0
+    work_bits: int = 0  # proof of work demanded of every record (the node's config sets it)
+    peer_rate: float = 200.0  # requests per second one remote peer may make, sustained
+    peer_burst: float = 400.0
 
 
 class Dht:
@@ -57,8 +60,9 @@ class Dht:
         self.config = config
         self.peer_id = host.get_id().to_base58()
         self.routing = RoutingTable(self.peer_id, config.k)
-        self.store = RecordStore()
-        host.set_stream_handler(TProtocol(KAD), serve(kad.REQUESTS, self._handle))
+        self.store = RecordStore(work_bits=config.work_bits)
+        limiter = PeerRateLimiter(config.peer_rate, config.peer_burst)
+        host.set_stream_handler(TProtocol(KAD), serve(kad.REQUESTS, self._handle, limiter=limiter))
 
     def own_addrs(self) -> tuple[str, ...]:
         return tuple(str(a) for a in self.host.get_transport_addrs())
@@ -132,7 +136,7 @@ class Dht:
                     shortlist[c.peer_id] = Contact(c.peer_id, c.addrs)
             if reply.records:
                 holders += 1
-                _merge(found, reply.records)
+                _merge(found, reply.records, self.store)
 
         def by_distance(c: Contact) -> int:
             return distance(c.position, target)
@@ -154,7 +158,7 @@ class Dht:
         """Store ``signed`` on the ``k`` nodes closest to ``key`` (us included if we are one).
 
         Returns how many nodes accepted it. Raises ``ProtocolError`` for an invalid record."""
-        validate(signed)
+        self.store.validate(signed)
         closest, _ = await self._lookup(key, want_values=False)
         stored = 0
         target = key_position(key)
@@ -217,10 +221,10 @@ class Dht:
             await self._lookup(peer_key(self.peer_id), want_values=False)
 
 
-def _merge(found: dict[str, Entry], records: Iterable[SignedRecord]) -> None:
+def _merge(found: dict[str, Entry], records: Iterable[SignedRecord], store: RecordStore) -> None:
     for signed in records:
         try:
-            record = validate(signed)
+            record = store.validate(signed)
         except ProtocolError as exc:
             log.info("dropped an invalid record from a lookup reply: %s", exc.message)
             continue

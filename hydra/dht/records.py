@@ -11,6 +11,7 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.dht.work import has_work
 from hydra.privacy.keys import UnboundKey, verify_kx
 from protocols.codec import encode, unpack
 from protocols.errors import ErrorCode, ProtocolError
@@ -25,8 +26,9 @@ def sign(record: PeerRecord, keypair: KeyPair) -> SignedRecord:
     return SignedRecord(body=body, signature=keypair.private_key.sign(RECORD_DOMAIN + body))
 
 
-def validate(signed: SignedRecord, now: float | None = None) -> PeerRecord:
-    """The verified record inside ``signed``; ``ProtocolError(INVALID_RECORD)`` otherwise."""
+def validate(signed: SignedRecord, now: float | None = None, work_bits: int = 0) -> PeerRecord:
+    """The verified record inside ``signed``; ``ProtocolError(INVALID_RECORD)`` otherwise.
+    ``work_bits``: the proof of work this network demands of an identity."""
     now = time.time() if now is None else now
     try:
         record = PeerRecord.from_wire(_unpack_body(signed.body))
@@ -41,6 +43,8 @@ def validate(signed: SignedRecord, now: float | None = None) -> PeerRecord:
         raise _invalid("record issued in the future")
     if record.expires_at - record.issued_at > MAX_TTL:
         raise _invalid(f"record lifetime exceeds {MAX_TTL:.0f}s")
+    if not has_work(record.peer_id, record.region, record.work_nonce, work_bits):
+        raise _invalid(f"record of {record.peer_id} lacks {work_bits} bits of proof of work")
     if record.kx_key or record.kx_signature:
         try:
             verify_kx(record.peer_id, record.kx_key, record.kx_signature)

@@ -19,9 +19,10 @@ class Entry:
 
 
 class RecordStore:
-    def __init__(self, max_keys: int = 4096, max_per_key: int = 1024) -> None:
+    def __init__(self, max_keys: int = 4096, max_per_key: int = 1024, work_bits: int = 0) -> None:
         self.max_keys = max_keys
         self.max_per_key = max_per_key
+        self.work_bits = work_bits
         self._entries: dict[str, dict[str, Entry]] = {}
 
     def put(self, key: str, signed: SignedRecord, now: float | None = None) -> PeerRecord:
@@ -29,7 +30,7 @@ class RecordStore:
 
         Raises ``ProtocolError(INVALID_RECORD)`` for a record that fails validation."""
         now = time.time() if now is None else now
-        record = validate(signed, now)
+        record = self.validate(signed, now)
         records = self._entries.get(key)
         if records is None:
             if len(self._entries) >= self.max_keys:
@@ -47,6 +48,10 @@ class RecordStore:
             del records[victim.record.peer_id]
         records[record.peer_id] = Entry(record, signed)
         return record
+
+    def validate(self, signed: SignedRecord, now: float | None = None) -> PeerRecord:
+        """``hydra.dht.records.validate`` with this network's proof-of-work requirement."""
+        return validate(signed, now, self.work_bits)
 
     def put_many(self, key: str, signed: Iterable[SignedRecord]) -> list[ProtocolError]:
         """Store what validates; return why each of the others was rejected."""

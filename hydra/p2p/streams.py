@@ -18,6 +18,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
+from hydra.p2p.limits import PeerRateLimiter
 from protocols.codec import Error, Message, Schema, encode
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, decode_header, encode_frame
@@ -172,6 +173,7 @@ def serve(
     conversation: Callable[[ID], Conversation] | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
     idle_timeout: float | None = None,
+    limiter: PeerRateLimiter | None = None,
 ) -> Callable[[INetStream], Awaitable[None]]:
     """A libp2p stream handler answering requests one by one until the peer closes.
 
@@ -179,7 +181,8 @@ def serve(
     stream. A message-level error gets an ``Error`` reply and the loop continues; a
     frame-level error (oversized or truncated frame) gets an ``Error`` reply, then the stream
     is aborted, since it can no longer be parsed. A stream silent for ``idle_timeout`` seconds
-    is closed. No exception ever leaves the handler."""
+    is closed. A peer over ``limiter``'s rate gets ``overloaded`` errors until it slows down.
+    No exception ever leaves the handler."""
     if (handle is None) == (conversation is None):
         raise TypeError("give exactly one of handle and conversation")
     make = conversation or (lambda remote: Stateless(handle, remote))  # type: ignore[arg-type]
@@ -191,10 +194,12 @@ def serve(
             while True:
                 try:
                     with trio.fail_after(idle_timeout or math.inf):
-                        message = await stream.receive(requests)
-                    if message is None:
+                        payload = await stream.receive_payload()
+                    if payload is None:
                         break
-                    reply = await talk.handle(message)
+                    if limiter is not None and not limiter.allow(str(stream.remote_peer)):
+                        raise ProtocolError(ErrorCode.OVERLOADED, "request rate limit exceeded")
+                    reply = await talk.handle(requests.decode(payload))
                 except trio.TooSlowError:
                     log.info("closing a stream from %s idle for %ss", stream.remote_peer, idle_timeout)
                     break

@@ -17,6 +17,7 @@ from libp2p.custom_types import TProtocol
 from transformers.cache_utils import Cache
 
 from hydra.config import StageLimits
+from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import serve
 from hydra.privacy.keys import KxKey
 from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Session:
     id: bytes  # key in the stage's table
+    owner: str  # the peer that opened it (its share of slots and cache is capped)
     hop_id: bytes  # the session id this hop was opened with (bound into its sealed steps)
     next_hop_id: bytes  # the successor's (bound into the steps sent to it)
     cache: Cache
@@ -95,12 +97,29 @@ class StageServer:
                 conversation=lambda remote: StageConversation(self, remote.to_base58()),
                 max_frame=inference.MAX_FRAME,
                 idle_timeout=self.limits.idle_timeout,
+                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
             ),
         )
 
     @property
     def reserved_bytes(self) -> int:
         return sum(s.reserved_bytes for s in self.sessions.values())
+
+    def admit(self, owner: str, reserve: int, tokens: int) -> None:
+        """Refuse (``overloaded``) a session the node, or this owner's share, has no room for."""
+        limits = self.limits
+        mine = [s for s in self.sessions.values() if s.owner == owner]
+        if len(self.sessions) >= limits.max_sessions:
+            raise ProtocolError(ErrorCode.OVERLOADED, "no session slot left on this peer")
+        if len(mine) >= max(1, int(limits.max_sessions * limits.peer_share)):
+            raise ProtocolError(ErrorCode.OVERLOADED, "this peer holds its share of session slots")
+        if self.reserved_bytes + reserve > limits.cache_bytes:
+            raise ProtocolError(
+                ErrorCode.OVERLOADED,
+                f"no cache room for {tokens} tokens ({self.cache_tokens_free()} free)",
+            )
+        if sum(s.reserved_bytes for s in mine) + reserve > limits.cache_bytes * limits.peer_share:
+            raise ProtocolError(ErrorCode.OVERLOADED, "this peer holds its share of the cache")
 
     def cache_tokens_free(self) -> int:
         return max(0, self.limits.cache_bytes - self.reserved_bytes) // self.per_token
@@ -165,17 +184,11 @@ class StageConversation:
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
         reserve = header.max_length * server.per_token
-        if len(server.sessions) >= server.limits.max_sessions:
-            raise ProtocolError(ErrorCode.OVERLOADED, "no session slot left on this peer")
-        if server.reserved_bytes + reserve > server.limits.cache_bytes:
-            raise ProtocolError(
-                ErrorCode.OVERLOADED,
-                f"no cache room for {header.max_length} tokens "
-                f"({server.cache_tokens_free()} free)",
-            )
+        server.admit(self.remote, reserve, header.max_length)
         last = header.next_hop is None
         session = Session(
             id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
+            owner=self.remote,
             hop_id=request.session_id,
             next_hop_id=header.next_session_id,
             cache=blocks.new_cache(),

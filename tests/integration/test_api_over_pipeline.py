@@ -9,12 +9,12 @@ import openai
 import pytest
 import trio
 
-from hydra.config import DiscoveryConfig
 from hydra.coordinator.generation import Coordinator, GenerationRequest
 from hydra.coordinator.sampling import SamplingParams
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
+from tests.factories import discovery
 from tests.swarm import multiaddr_of, node, signpost, wait_until
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ def stage(proc) -> dict:
 async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
     boot, nodes = pipeline
     api = nodes[0]
-    async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(boot,))) as client:
+    async with open_dht_peer(None, "127.0.0.1", 0, discovery(boot)) as client:
         coordinator = Coordinator(client.host, client.dht, load_catalog())
         await wait_for_route(coordinator, "smollm2", 30, 60.0)
         direct = await coordinator.generate(

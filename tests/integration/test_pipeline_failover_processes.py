@@ -8,12 +8,12 @@ from contextlib import aclosing
 
 import pytest
 
-from hydra.config import DiscoveryConfig
 from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
 from hydra.coordinator.sampling import SamplingParams
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
+from tests.factories import discovery
 from tests.swarm import multiaddr_of, node, signpost
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ async def test_killing_the_middle_peer_mid_generation_changes_nothing(processes)
     boot, nodes = processes
     by_peer_id = {proc.peer_id: proc for proc in nodes.values()}
     catalog = load_catalog()
-    async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig(bootstrap=(boot,))) as client:
+    async with open_dht_peer(None, "127.0.0.1", 0, discovery(boot)) as client:
         coordinator = Coordinator(client.host, client.dht, catalog, step_timeout=15.0)
         await wait_for_route(coordinator, "smollm2", 30, 30.0)
         undisturbed = await coordinator.generate(REQUEST)

@@ -20,7 +20,7 @@ from protocols import kad
 from protocols.codec import Error
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
-from tests.factories import forged_for, keypair, signed
+from tests.factories import forged_for, keypair, signed, unworked
 from tests.rawpeer import client_host, kad_stream
 from tests.swarm import HydraProcess, multiaddr_of, node, signpost, wait_until
 
@@ -82,7 +82,8 @@ def test_bad_records_are_rejected_by_every_node_which_keeps_serving(swarm):
     _, sp, _, nodes = swarm
     victim = nodes[0].peer_id
     forger, stranger = keypair(), keypair()
-    bad = [forged_for(stranger, forger), signed(stranger, ttl=-5, issued_at=time.time() - 10)]
+    bad = [forged_for(stranger, forger), signed(stranger, ttl=-5, issued_at=time.time() - 10),
+           unworked(stranger)]
 
     async def attack() -> None:
         async with client_host() as host:

@@ -10,7 +10,7 @@ from hydra.dht.store import RecordStore
 from protocols.codec import encode
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.records import SignedRecord
-from tests.factories import forged_for, keypair, record, signed
+from tests.factories import TEST_WORK_BITS, forged_for, keypair, record, signed, unworked
 
 
 def rejected(s: SignedRecord, now: float | None = None) -> str:
@@ -88,3 +88,24 @@ def test_store_is_bounded_per_key_and_in_keys():
     store.put("a", signed(keypair()))
     store.put("b", signed(keypair()))
     assert store.get("b") == [] and len(store.get("a")) == 1
+
+
+def test_proof_of_work_is_bound_to_peer_and_region():
+    from hydra.dht.work import has_work, leading_zero_bits, solve
+
+    assert leading_zero_bits(b"\x00\x0f" + b"\xff" * 30) == 12
+    kp = keypair()
+    pid = record(kp).peer_id
+    nonce = solve(pid, "eu-west", 12)
+    assert has_work(pid, "eu-west", nonce, 12)
+    good = sign(record(kp, region="eu-west", work_nonce=nonce), kp)
+    assert validate(good, work_bits=12).region == "eu-west"
+    elsewhere = next(r for r in ("us-east", "ap-south", "sa-east") if not has_work(pid, r, nonce, 12))
+    moved = sign(record(kp, region=elsewhere, work_nonce=nonce), kp)  # the work was for eu-west
+    lazy = unworked(kp)
+    for bad in (moved, lazy):
+        with pytest.raises(ProtocolError) as info:
+            validate(bad, work_bits=12 if bad is moved else TEST_WORK_BITS)
+        assert "proof of work" in info.value.message
+    store = RecordStore(work_bits=TEST_WORK_BITS)
+    assert store.put_many("k", [lazy, signed(kp)]) and len(store.get("k")) == 1

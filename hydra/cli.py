@@ -14,6 +14,7 @@ import trio
 import hydra
 from hydra.config import (
     APIConfig,
+    PrivacyConfig,
     DEFAULT_API_PORT,
     DEFAULT_BOOTSTRAP,
     DEFAULT_DHT_HTTP_PORT,
@@ -118,6 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             rate_window=args.rate_window,
             default_max_tokens=args.default_max_tokens,
         ),
+        privacy=_privacy(args),
         discovery=_discovery(args),
     )
     trio.run(_until_signal, lambda: run_node(config, lambda s: _print_ready("OpenHydra node ready", s)))
@@ -148,7 +150,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else GenerationRequest(model, prompt=args.prompt, params=params)
     )
     device = str(NodeConfig(device=args.device).torch_device())
-    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device)
+    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device, _privacy(args))
     completion = trio.run(run_generate, config)
     print(
         f"[{completion.completion_tokens} tokens, {completion.finish_reason}, "
@@ -260,6 +262,23 @@ def _add_discovery(p: argparse.ArgumentParser) -> None:
     p.add_argument("--region", default="", help="region claimed in this node's records")
 
 
+def _add_privacy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--local-layers", type=int, default=0, metavar="K",
+                   help="run the first K blocks on this machine, so no peer sees embeddings")
+    p.add_argument("--dp-noise-sigma", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise on activations leaving this node (costs quality)")
+    p.add_argument("--no-encryption", action="store_true",
+                   help="turn off onion routing and sealed activations (for comparisons only)")
+
+
+def _privacy(args: argparse.Namespace) -> PrivacyConfig:
+    return PrivacyConfig(
+        protect=not args.no_encryption,
+        local_layers=args.local_layers,
+        dp_noise_sigma=args.dp_noise_sigma,
+    )
+
+
 def _add_compute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
@@ -292,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate-window", type=float, default=60.0, metavar="SECONDS")
     run.add_argument("--default-max-tokens", type=int, default=512,
                      help="tokens generated when a request gives no limit (default 512)")
+    _add_privacy(run)
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")
@@ -310,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--wait", type=float, default=30.0,
                      help="seconds to wait for peers covering the model")
     _add_compute(gen)
+    _add_privacy(gen)
     gen.set_defaults(func=cmd_generate)
 
     chat = sub.add_parser("chat", help="chat in the terminal with a running node (streams tokens)")

@@ -29,6 +29,8 @@ class DiscoveryConfig:
     refresh_interval: float = 300.0
     work_bits: int = DEFAULT_WORK_BITS  # proof of work every record must carry (Sybil cost)
     region: str = ""  # the region this node claims in its records
+    peer_rate: float = 200.0  # DHT requests per second one remote peer may make, sustained
+    peer_burst: float = 400.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,19 @@ class StageLimits:
     peer_share: float = 0.5
     peer_rate: float = 2000.0  # messages per second, sustained
     peer_burst: float = 4000.0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """How a coordinator protects its prompts (see the README's SECURITY section)."""
+
+    protect: bool = True  # onion routing and sealed activations on every hop
+    local_layers: int = 0  # run the first blocks here, so no peer sees embeddings
+    dp_noise_sigma: float = 0.0  # Gaussian noise on the activations leaving this node
+
+    def __post_init__(self) -> None:
+        if self.local_layers < 0 or self.dp_noise_sigma < 0:
+            raise ValueError("--local-layers and --dp-noise-sigma must not be negative")
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class NodeConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
 
     def torch_device(self) -> "torch.device":

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import trio
 
-from hydra.config import DiscoveryConfig, StageLimits
+from hydra.config import DiscoveryConfig, PrivacyConfig, StageLimits
 from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
-from hydra.coordinator.routing import plan_route
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
 from hydra.runtime.shard import load_stage
@@ -27,6 +26,7 @@ class GenerateConfig:
     wait: float = 30.0  # seconds to wait for peers covering the model
     dtype: str = "float32"
     device: str = "cpu"
+    privacy: PrivacyConfig = PrivacyConfig()
 
 
 async def run_generate(
@@ -36,17 +36,18 @@ async def run_generate(
     spec = catalog.resolve(config.request.model)
     async with open_dht_peer(None, "127.0.0.1", 0, config.discovery) as peer:
         local = None
-        if not config.discovery.bootstrap:  # standalone: serve every block ourselves
+        first = config.privacy.local_layers
+        if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
             import torch
 
             path = await trio.to_thread.run_sync(resolve_checkpoint, spec)
             dtype, device = WIRE_DTYPES[config.dtype], torch.device(config.device)
             blocks = await trio.to_thread.run_sync(
-                load_stage, path, 0, spec.num_layers, dtype, device
+                load_stage, path, first, spec.num_layers, dtype, device
             )
             local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
-        coordinator = Coordinator(peer.host, peer.dht, catalog, local=local)
-        await wait_for_route(coordinator, spec.id, spec.num_layers, config.wait)
+        coordinator = Coordinator(peer.host, peer.dht, catalog, local=local, privacy=config.privacy)
+        await wait_for_route(coordinator, spec.id, config.wait)
         events = coordinator.stream(config.request)
         try:
             async for event in events:
@@ -61,9 +62,9 @@ async def run_generate(
     raise AssertionError("generation ended without a completion")
 
 
-async def wait_for_route(coordinator: Coordinator, model: str, num_layers: int, wait: float) -> None:
+async def wait_for_route(coordinator: Coordinator, model: str, wait: float) -> None:
     with trio.move_on_after(wait):
-        while plan_route(await coordinator.candidates(model), num_layers) is None:
+        while not await coordinator.route_available(model):
             await trio.sleep(0.5)
         return
-    raise TimeoutError(f"no peers cover all {num_layers} blocks of {model} after {wait:.0f}s")
+    raise TimeoutError(f"no peers cover the blocks of {model} after {wait:.0f}s")

@@ -140,7 +140,7 @@ async def run_node(
 
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
-            checkpoints={spec.id: path},
+            checkpoints={spec.id: path}, privacy=config.privacy,
         )
         gauges = {
             "hydra_stage_sessions": ("Open pipeline sessions on this node's stage", lambda: len(stage.sessions)),

@@ -112,7 +112,7 @@ async def pipeline_swarm(checkpoint: Path, peers: int) -> AsyncIterator[Coordina
             coordinator = Coordinator(
                 client.host, client.dht, catalog, checkpoints={spec.id: checkpoint}
             )
-            await wait_for_route(coordinator, spec.id, spec.num_layers, 30.0)
+            await wait_for_route(coordinator, spec.id, 30.0)
             await coordinator.generate(generation(8))  # warm-up: loads the head, dials peers
             yield coordinator
     finally:

@@ -27,6 +27,7 @@ from bench_pipeline import measure, pipeline_swarm  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from hydra.config import PrivacyConfig  # noqa: E402
 from hydra.models.catalog import load_catalog  # noqa: E402
 from hydra.privacy.onion import STEP_LABEL, open_tensor, seal_tensor  # noqa: E402
 from hydra.privacy.sealing import SealedChannel  # noqa: E402
@@ -56,7 +57,7 @@ async def on_and_off(peers: int, tokens: int, runs: int) -> dict[bool, tuple[flo
     async with pipeline_swarm(checkpoint, peers) as coordinator:
         for _ in range(runs):
             for protect in (True, False):
-                coordinator.protect = protect
+                coordinator.privacy = PrivacyConfig(protect=protect)
                 ttft, rate, ids, hops = await measure(coordinator, tokens, 1)
                 assert hops == peers
                 samples[protect].append((ttft, rate, ids))

@@ -21,8 +21,8 @@ TEST_WORK_BITS = 8
 """Proof of work every test node demands (production: 22 bits, seconds per identity)."""
 
 
-def discovery(*bootstrap: str) -> DiscoveryConfig:
-    return DiscoveryConfig(bootstrap=bootstrap, work_bits=TEST_WORK_BITS)
+def discovery(*bootstrap: str, **changes) -> DiscoveryConfig:
+    return DiscoveryConfig(bootstrap=bootstrap, work_bits=TEST_WORK_BITS, **changes)
 
 
 def record(kp: KeyPair, ttl: float = 60.0, **changes) -> PeerRecord:

@@ -150,7 +150,7 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
     report = Report()
     started = time.monotonic()
     request = GenerationRequest(SPEC.id, prompt="fuzz", params=SamplingParams(max_tokens=6))
-    async with stage_peer(SPEC, checkpoint, (0, 6), limits=UNLIMITED) as target, \
+    async with stage_peer(SPEC, checkpoint, (0, 6), limits=UNLIMITED, kad_rate=1e9) as target, \
             coordinator_for(SPEC, checkpoint, target.multiaddr) as coordinator, \
             trio.open_nursery() as nursery:
         before = await coordinator.generate(request)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import trio
 
 from hydra.config import StageLimits
 from hydra.coordinator.generation import Coordinator
@@ -51,13 +52,17 @@ async def stage_peer(
     layers: tuple[int, int],
     bootstrap: tuple[str, ...] = (),
     limits: StageLimits = StageLimits(),
+    kad_rate: float = 200.0,
 ) -> AsyncIterator[StagePeer]:
-    async with open_dht_peer(None, "127.0.0.1", 0, discovery(*bootstrap)) as peer:
+    config = discovery(*bootstrap, peer_rate=kad_rate, peer_burst=2 * kad_rate)
+    async with open_dht_peer(None, "127.0.0.1", 0, config) as peer:
         stage, announcer, _ = await start_stage(
             peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), limits
         )
-        await announcer.announce_once()
-        yield StagePeer(peer, stage)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(announcer.run)  # re-announces as the swarm grows
+            yield StagePeer(peer, stage)
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -77,6 +82,9 @@ async def swarm(
         client = await stack.enter_async_context(
             coordinator_for(spec, checkpoint, peers[0].multiaddr)
         )
+        with trio.fail_after(15):  # every record announced and findable before the test
+            while len(await client.candidates(spec.id)) < len(peers):
+                await trio.sleep(0.1)
         yield peers, client
 
 

@@ -7,6 +7,7 @@ and ``hydra generate`` are thin adapters over this module.
 """
 
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ from hydra.coordinator.sampling import Sampler, SamplingParams
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import model_key
+from hydra.config import PrivacyConfig
 from hydra.models.catalog import Catalog, ModelSpec
+from hydra.privacy.dp import add_noise
 from hydra.runtime.compute import run_compute
-from hydra.runtime.shard import ClientHead, load_head
+from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.links import Link, LocalLink, RemoteLink
 from hydra.stage.server import StageConversation, StageServer
@@ -78,6 +81,8 @@ class Completion:
     token_seconds: list[float] = field(default_factory=list)  # interval before each token after the first
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
     logits: list[torch.Tensor] = field(default_factory=list)
+    dp_audit_key: bytes = b""  # with dp_tags, proves which noise each step carried
+    dp_tags: list[bytes] = field(default_factory=list)
 
     @property
     def completion_tokens(self) -> int:
@@ -97,6 +102,8 @@ class LoadedModel:
     tokenizer: Any
     eos_ids: frozenset[int]
     max_positions: int
+    path: Path
+    prefixes: dict[int, StageBlocks] = field(default_factory=dict)  # first k blocks, run here
 
 
 class Coordinator:
@@ -110,7 +117,7 @@ class Coordinator:
         device: torch.device = torch.device("cpu"),
         step_timeout: float = 30.0,
         checkpoints: Mapping[str, Path] | None = None,
-        protect: bool = True,
+        privacy: PrivacyConfig = PrivacyConfig(),
     ) -> None:
         self.host = host
         self.dht = dht
@@ -119,7 +126,7 @@ class Coordinator:
         self.dtype = dtype
         self.device = device
         self.step_timeout = step_timeout
-        self.protect = protect  # onion routing and sealed activations (off only to compare)
+        self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.rtt_table = RttTable(dht)
         self.models: dict[str, LoadedModel] = {}
@@ -153,7 +160,9 @@ class Coordinator:
 
     async def route_available(self, model: str) -> bool:
         spec = self.catalog.resolve(model)
-        return plan_route(await self.candidates(spec.id), spec.num_layers, self.rtt()) is not None
+        candidates = await self.candidates(spec.id)
+        first = self.privacy.local_layers
+        return plan_route(candidates, spec.num_layers, self.rtt(), first=first) is not None
 
     def rtt(self) -> Mapping[str, float]:
         return self.rtt_table.values
@@ -191,7 +200,20 @@ class Coordinator:
             eos.add(tokenizer.eos_token_id)
         eos.discard(None)  # type: ignore[arg-type]
         max_positions = int(getattr(head.config, "max_position_embeddings", 0) or 1 << 15)
-        return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions)
+        return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions, path)
+
+    async def prefix(self, model: LoadedModel) -> StageBlocks | None:
+        """The blocks this coordinator runs itself (``--local-layers``), loaded once."""
+        k = self.privacy.local_layers
+        if not k:
+            return None
+        if k >= model.spec.num_layers:
+            raise ValueError(f"--local-layers {k}: {model.spec.id} has {model.spec.num_layers} blocks")
+        if k not in model.prefixes:
+            model.prefixes[k] = await trio.to_thread.run_sync(
+                load_stage, model.path, 0, k, self.dtype, self.device
+            )
+        return model.prefixes[k]
 
     def prompt_ids(self, model: LoadedModel, request: GenerationRequest) -> list[int]:
         if request.prompt_ids:
@@ -233,10 +255,15 @@ class Coordinator:
             raise ValueError(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
         sampler = Sampler(params)
         text = TextAssembler(model.tokenizer, params.stop)
+        privacy = self.privacy
         config = PipelineConfig(
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
-            protect=self.protect,
+            protect=privacy.protect, first_layer=privacy.local_layers,
         )
+        prefix = await self.prefix(model)
+        prefix_cache = prefix.new_cache() if prefix else None
+        audit_key = secrets.token_bytes(32) if privacy.dp_noise_sigma else b""
+        dp_tags: list[bytes] = []
         logits_seen: list[torch.Tensor] = []
         token_seconds: list[float] = []
         ttft = 0.0
@@ -249,6 +276,13 @@ class Coordinator:
                 last_token_at = 0.0
                 while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
                     hidden = await self._embed(model, inputs)
+                    if prefix is not None:
+                        hidden = await run_compute(prefix.forward, hidden, prefix_cache, pipeline.position)
+                    if privacy.dp_noise_sigma:
+                        hidden, tag = add_noise(
+                            hidden, privacy.dp_noise_sigma, audit_key, pipeline.position
+                        )
+                        dp_tags.append(tag)
                     output = await pipeline.forward(hidden)
                     logits = await run_compute(model.head.logits, output)
                     row = logits[0, -1]
@@ -293,6 +327,8 @@ class Coordinator:
                 token_seconds=token_seconds,
                 hop_seconds=list(pipeline.hop_seconds),
                 logits=logits_seen,
+                dp_audit_key=audit_key,
+                dp_tags=dp_tags,
             )
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:

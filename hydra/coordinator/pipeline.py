@@ -49,6 +49,7 @@ class PipelineConfig:
     step_timeout: float = 30.0
     max_failovers: int = 3
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
+    first_layer: int = 0  # blocks below this run at the coordinator (--local-layers)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -154,7 +155,11 @@ class Pipeline:
         while True:
             candidates = await self.network.candidates(self.config.model)
             route = plan_route(
-                candidates, self.config.num_layers, self.network.rtt(), frozenset(self.excluded)
+                candidates,
+                self.config.num_layers,
+                self.network.rtt(),
+                frozenset(self.excluded),
+                self.config.first_layer,
             )
             if route is None:
                 raise NoRoute(

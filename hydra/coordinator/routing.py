@@ -77,15 +77,17 @@ def plan_route(
     num_layers: int,
     rtt: Mapping[str, float] | None = None,
     exclude: frozenset[str] = frozenset(),
+    first: int = 0,
 ) -> list[Candidate] | None:
-    """The cheapest chain covering [0, num_layers), or None when the blocks are not covered."""
+    """The cheapest chain covering [first, num_layers), or None when the blocks are not
+    covered (``first`` > 0 when the coordinator runs the first blocks itself)."""
     rtt = rtt or {}
     by_start: dict[int, list[Candidate]] = {}
     for c in candidates:
-        if c.peer_id not in exclude and 0 <= c.start < c.end <= num_layers:
+        if c.peer_id not in exclude and first <= c.start < c.end <= num_layers:
             by_start.setdefault(c.start, []).append(c)
-    best: dict[int, tuple[float, list[Candidate]]] = {0: (0.0, [])}
-    for boundary in range(num_layers):  # spans only go forward: one pass in order suffices
+    best: dict[int, tuple[float, list[Candidate]]] = {first: (0.0, [])}
+    for boundary in range(first, num_layers):  # spans only go forward: one pass suffices
         if boundary not in best:
             continue
         cost, chain = best[boundary]

@@ -14,6 +14,8 @@ from protocols.records import PeerRecord
 
 log = logging.getLogger(__name__)
 
+GROWTH_CHECK_S = 0.5
+
 
 class Announcer:
     def __init__(
@@ -51,8 +53,17 @@ class Announcer:
         await self._announce_logged()
         task_status.started()
         while True:
-            await trio.sleep(self.interval)
+            await self._wait_for_next()
             await self._announce_logged()
+
+    async def _wait_for_next(self) -> None:
+        """Until the next period, or sooner once the swarm we know has doubled: a record
+        stored while we knew few peers (the first node of a swarm stores only on itself)
+        must reach the nodes that have since joined, not wait a whole period."""
+        known = len(self.dht.routing)
+        with trio.move_on_after(self.interval):
+            while len(self.dht.routing) < max(1, 2 * known):
+                await trio.sleep(GROWTH_CHECK_S)
 
     async def _announce_logged(self) -> None:
         try:

@@ -97,7 +97,11 @@ async def open_dht_peer(
     keypair = load_or_create(home / KEY_FILE) if home is not None else create_new_key_pair()
     host = build_host(keypair)
     async with running_host(host, listen_host, port), trio.open_nursery() as nursery:
-        dht = Dht(host, DhtConfig(work_bits=discovery.work_bits))
+        dht = Dht(host, DhtConfig(
+            work_bits=discovery.work_bits,
+            peer_rate=discovery.peer_rate,
+            peer_burst=discovery.peer_burst,
+        ))
         peer = DhtPeer(keypair, host, dht, signposts, discovery)
         if signposts:
             peer.signposts_answered = await peer.dht.bootstrap(signposts)

@@ -51,7 +51,7 @@ async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
     api = nodes[0]
     async with open_dht_peer(None, "127.0.0.1", 0, discovery(boot)) as client:
         coordinator = Coordinator(client.host, client.dht, load_catalog())
-        await wait_for_route(coordinator, "smollm2", 30, 60.0)
+        await wait_for_route(coordinator, "smollm2", 60.0)
         direct = await coordinator.generate(
             GenerationRequest("smollm2", prompt=PROMPT, params=SamplingParams(max_tokens=32))
         )

@@ -51,7 +51,7 @@ async def test_killing_the_middle_peer_mid_generation_changes_nothing(processes)
     catalog = load_catalog()
     async with open_dht_peer(None, "127.0.0.1", 0, discovery(boot)) as client:
         coordinator = Coordinator(client.host, client.dht, catalog, step_timeout=15.0)
-        await wait_for_route(coordinator, "smollm2", 30, 30.0)
+        await wait_for_route(coordinator, "smollm2", 30.0)
         undisturbed = await coordinator.generate(REQUEST)
         assert undisturbed.completion_tokens >= 16 and undisturbed.failovers == 0
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from libp2p.custom_types import TProtocol
 
+from hydra.config import PrivacyConfig
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.routing import NoRoute
 from hydra.coordinator.sampling import SamplingParams
@@ -55,7 +56,7 @@ def replace_handler(peer: StagePeer, make) -> None:
 async def test_protected_and_unprotected_pipelines_give_the_same_tokens(checkpoint):
     async with swarm(SPEC, checkpoint, SPANS) as (_, coordinator):
         protected = await coordinator.generate(request(32))
-        coordinator.protect = False
+        coordinator.privacy = PrivacyConfig(protect=False)
         clear = await coordinator.generate(request(32))
     assert protected.token_ids == clear.token_ids and len(protected.token_ids) == 32
 
@@ -190,3 +191,32 @@ async def test_the_coordinator_refuses_a_candidate_with_an_unbound_key(checkpoin
         with pytest.raises(NoRoute) as info:
             await coordinator.generate(request(4))
     assert "not signed by its identity" in str(info.value)
+
+
+async def test_local_layers_keep_the_output_and_keep_embeddings_home(checkpoint):
+    """With the first 2 blocks at the coordinator, the route starts at block 2 and the
+    tokens are those of the plain pipeline."""
+    async with swarm(SPEC, checkpoint, SPANS + [(2, 6)]) as (peers, coordinator):
+        plain = await coordinator.generate(request(24))
+        coordinator.privacy = PrivacyConfig(local_layers=2)
+        local = await coordinator.generate(request(24))
+    assert local.token_ids == plain.token_ids
+    assert peers[0].peer_id not in local.route  # nobody serving blocks 0:2 was asked
+    assert local.route and peers[0].peer_id in plain.route
+
+
+async def test_dp_noise_is_applied_and_auditable(checkpoint):
+    from hydra.privacy.dp import verify_noise
+
+    async with swarm(SPEC, checkpoint, SPANS) as (_, coordinator):
+        plain = await coordinator.generate(request(12))
+        coordinator.privacy = PrivacyConfig(dp_noise_sigma=0.5)
+        noisy = await coordinator.generate(request(12))
+    assert noisy.token_ids != plain.token_ids  # the noise reached the computation
+    assert len(noisy.dp_tags) == 12  # one tag per step: the prompt, then each token fed back
+    prompt_tokens = noisy.prompt_tokens
+    shape = (1, prompt_tokens, tiny_llama_config().hidden_size)
+    assert verify_noise(noisy.dp_tags[0], noisy.dp_audit_key, 0.5, 0, shape)
+    assert not verify_noise(noisy.dp_tags[0], noisy.dp_audit_key, 0.4, 0, shape)
+    one = (1, 1, shape[2])
+    assert verify_noise(noisy.dp_tags[1], noisy.dp_audit_key, 0.5, prompt_tokens, one)

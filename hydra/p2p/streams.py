@@ -190,6 +190,7 @@ def serve(
     async def handler(raw: INetStream) -> None:
         stream = FramedStream(raw, max_frame)
         talk = make(stream.remote_peer)
+        peer = str(stream.remote_peer)  # base58 once, not per message
         try:
             while True:
                 try:
@@ -197,7 +198,7 @@ def serve(
                         payload = await stream.receive_payload()
                     if payload is None:
                         break
-                    if limiter is not None and not limiter.allow(str(stream.remote_peer)):
+                    if limiter is not None and not limiter.allow(peer):
                         raise ProtocolError(ErrorCode.OVERLOADED, "request rate limit exceeded")
                     reply = await talk.handle(requests.decode(payload))
                 except trio.TooSlowError:

@@ -37,7 +37,7 @@ from protocols.framing import encode_frame
 from tests.factories import keypair, signed
 from tests.integration.test_stage_protocol_real_hosts import link_to, open_request, step
 from tests.peers import coordinator_for, spec_for, stage_peer
-from tests.rawpeer import client_host, kad_stream
+from tests.rawpeer import client_host, kad_stream, mutate
 from tests.swarm import free_port
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -59,21 +59,6 @@ class Report:
                  for proto, c in self.replies.items()]
         lines.append(f"http: {sum(self.http.values())} requests, statuses {dict(self.http)}")
         return "\n".join(lines) + f"\n{self.seconds:.1f}s"
-
-
-def mutate(rng: random.Random, payload: bytes) -> bytes:
-    data = bytearray(payload)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and data:
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op == 1:
-            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
-        elif op == 2 and data:
-            del data[rng.randrange(len(data)):]
-        else:
-            data += rng.randbytes(rng.randint(1, 16))
-    return bytes(data)
 
 
 def junk(rng: random.Random, depth: int = 0) -> Any:

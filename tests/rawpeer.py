@@ -1,5 +1,6 @@
 """A real libp2p host under test control, for speaking raw (possibly hostile) bytes to nodes."""
 
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,3 +26,19 @@ async def kad_stream(host: IHost, multiaddr: str) -> FramedStream:
     info = info_from_p2p_addr(Multiaddr(multiaddr))
     await host.connect(info)
     return FramedStream(await host.new_stream(info.peer_id, [TProtocol(KAD)]))
+
+
+def mutate(rng: random.Random, payload: bytes) -> bytes:
+    """A valid message with 1-4 random byte edits: overwrite, insert, truncate, append."""
+    data = bytearray(payload)
+    for _ in range(rng.randint(1, 4)):
+        op = rng.randrange(4)
+        if op == 0 and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif op == 1:
+            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+        elif op == 2 and data:
+            del data[rng.randrange(len(data)) :]
+        else:
+            data += rng.randbytes(rng.randint(1, 16))
+    return bytes(data)

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +104,28 @@ def node(tmp: Path, name: str, bootstrap: list[str], *extra: str) -> HydraProces
     for addr in bootstrap:
         args += ["--bootstrap", addr]
     return HydraProcess(args, home, http, p2p, tmp / f"{name}.log")
+
+
+@contextmanager
+def signpost_and_nodes(
+    tmp: Path, spans: dict[str, str], *extra: str
+) -> Iterator[tuple[HydraProcess, str, dict[str, HydraProcess]]]:
+    """A signpost and one ``hydra run`` per ``name: "START:END"``, all ready; SIGKILLed after."""
+    sp = signpost(tmp).start()
+    procs = [sp]
+    try:
+        sp.ready()
+        boot = multiaddr_of(sp)
+        nodes = {name: node(tmp, name, [boot], "--layers", span, *extra).start()
+                 for name, span in spans.items()}
+        procs += nodes.values()
+        for proc in nodes.values():
+            proc.ready()
+        yield sp, boot, nodes
+    finally:
+        for proc in procs:
+            if proc.proc and proc.proc.poll() is None:
+                proc.stop(signal.SIGKILL)
 
 
 def multiaddr_of(proc: HydraProcess) -> str:

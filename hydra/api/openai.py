@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from quart import Blueprint, Response
@@ -103,8 +103,7 @@ def choice_seed(params: SamplingParams, index: int) -> SamplingParams:
     """Choice ``index`` of ``n``: its own seed (derived from the request's when given)."""
     if index == 0:
         return params
-    seed = None if params.seed is None else params.seed + index
-    return SamplingParams(**{**params.__dict__, "seed": seed})
+    return replace(params, seed=None if params.seed is None else params.seed + index)
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -167,10 +166,7 @@ def openai_blueprint(service: GenerationService, default_max_tokens: int) -> Blu
         kind = "chatcmpl" if req.chat else "cmpl"
         meta = {"id": f"{kind}-{secrets.token_hex(12)}", "created": int(time.time()),
                 "model": resolved.spec.id, "system_fingerprint": None}
-        choices = [
-            GenerationRequest(**{**base.__dict__, "params": choice_seed(base.params, i)})
-            for i in range(req.n)
-        ]
+        choices = [replace(base, params=choice_seed(base.params, i)) for i in range(req.n)]
         if req.stream:
             events = await service.start(choices[0])
             body = stream_body(req, meta, choices, events)

@@ -38,6 +38,7 @@ def entry_json(entry: Entry) -> dict[str, Any]:
         "quantization": r.quantization,
         "throughput": r.throughput,
         "cache_tokens_free": r.cache_tokens_free,
+        "region": r.region,
         "addrs": list(r.addrs),
         "version": r.version,
         "seq": r.seq,

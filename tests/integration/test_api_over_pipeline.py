@@ -2,7 +2,6 @@
 the API node, 10:20 and 20:30 on two others): HTTP temperature-0 output equals the
 coordinator's greedy output, and a client hanging up mid-stream frees every peer's session."""
 
-import signal
 
 import httpx
 import openai
@@ -15,7 +14,7 @@ from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
 from tests.factories import discovery
-from tests.swarm import multiaddr_of, node, signpost, wait_until
+from tests.swarm import signpost_and_nodes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -24,22 +23,9 @@ PROMPT = "The three primary colours are"
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, smollm2_checkpoint):
-    tmp = tmp_path_factory.mktemp("api-pipeline")
-    sp = signpost(tmp).start()
-    procs = [sp]
-    try:
-        sp.ready()
-        boot = multiaddr_of(sp)
-        nodes = [node(tmp, f"p{i}", [boot], "--layers", span).start()
-                 for i, span in enumerate(["0:10", "10:20", "20:30"])]
-        procs += nodes
-        for proc in nodes:
-            proc.ready()
-        yield boot, nodes
-    finally:
-        for proc in procs:
-            if proc.proc and proc.proc.poll() is None:
-                proc.stop(signal.SIGKILL)
+    spans = {"p0": "0:10", "p1": "10:20", "p2": "20:30"}
+    with signpost_and_nodes(tmp_path_factory.mktemp("api-pipeline"), spans) as (_, boot, nodes):
+        yield boot, list(nodes.values())
 
 
 def stage(proc) -> dict:

@@ -17,7 +17,7 @@ from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
 from tests.factories import forged_for, keypair, signed
-from tests.rawpeer import client_host, kad_stream
+from tests.rawpeer import client_host, kad_stream, mutate
 
 
 @pytest.fixture
@@ -111,21 +111,6 @@ async def test_oversized_and_truncated_frames_are_answered_then_reset(swarm):
 
         stream = await kad_stream(host, addr(swarm[0]))
         assert isinstance(await request(stream, kad.Ping(), kad.REPLIES), kad.Pong)
-
-
-def mutate(rng: random.Random, payload: bytes) -> bytes:
-    data = bytearray(payload)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(4)
-        if op == 0 and data:
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        elif op == 1:
-            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
-        elif op == 2 and data:
-            del data[rng.randrange(len(data)) :]
-        else:
-            data += rng.randbytes(rng.randint(1, 16))
-    return bytes(data)
 
 
 async def test_fuzzed_requests_never_break_the_node(swarm):

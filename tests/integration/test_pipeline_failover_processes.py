@@ -14,7 +14,7 @@ from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
 from tests.factories import discovery
-from tests.swarm import multiaddr_of, node, signpost
+from tests.swarm import signpost_and_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -27,22 +27,9 @@ REQUEST = GenerationRequest(
 
 @pytest.fixture(scope="module")
 def processes(tmp_path_factory, smollm2_checkpoint):
-    tmp = tmp_path_factory.mktemp("failover")
-    sp = signpost(tmp).start()
-    procs = [sp]
-    try:
-        sp.ready()
-        boot = multiaddr_of(sp)
-        spans = {"a": "0:10", "b1": "10:20", "b2": "10:20", "c": "20:30"}
-        nodes = {name: node(tmp, name, [boot], "--layers", span).start() for name, span in spans.items()}
-        procs += nodes.values()
-        for proc in nodes.values():
-            proc.ready()
+    spans = {"a": "0:10", "b1": "10:20", "b2": "10:20", "c": "20:30"}
+    with signpost_and_nodes(tmp_path_factory.mktemp("failover"), spans) as (_, boot, nodes):
         yield boot, nodes
-    finally:
-        for proc in procs:
-            if proc.proc and proc.proc.poll() is None:
-                proc.stop(signal.SIGKILL)
 
 
 async def test_killing_the_middle_peer_mid_generation_changes_nothing(processes):

@@ -63,11 +63,14 @@ async def test_protected_and_unprotected_pipelines_give_the_same_tokens(checkpoi
 
 async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpoint):
     seen: list[tuple[str, object]] = []
+    relayed: list[object] = []  # what it passes back upstream from its successor
 
     class Recording(StageConversation):
         async def handle(self, message):
             seen.append((self.remote, message))
-            return await super().handle(message)
+            reply = await super().handle(message)
+            relayed.append(reply)
+            return reply
 
     async with swarm(SPEC, checkpoint, SPANS) as (peers, coordinator):
         first, middle, last = peers
@@ -89,11 +92,17 @@ async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpo
     assert steps and all(s.hidden is None and s.sealed for s in steps)
     assert not any(PROMPT.encode() in s.sealed for s in steps)
     # the last stage's output passed through the middle stage sealed for the coordinator:
-    # none of the middle stage's keys opens it
-    for key, label in ((header.key_in, STEP_LABEL), (header.key_out, STEP_LABEL),
-                       (header.key_out, RETURN_LABEL)):
-        with pytest.raises(SealError):
-            open_tensor(SealedChannel(key, label), b"\0" * 64, opened.session_id, 0)
+    # no key the middle stage holds opens it, even in the right place of the right session
+    outputs = [r for r in relayed if isinstance(r, inference.Hidden)]
+    assert len(outputs) == len(steps) and all(r.hidden is None and r.sealed for r in outputs)
+    for index, output in enumerate(outputs):
+        for key, label in ((header.key_in, STEP_LABEL), (header.key_out, STEP_LABEL),
+                           (header.key_in, RETURN_LABEL), (header.key_out, RETURN_LABEL)):
+            channel = SealedChannel(key, label)
+            channel.count = index
+            for session_id in (opened.session_id, header.next_session_id):
+                with pytest.raises(SealError):
+                    open_tensor(channel, output.sealed, session_id, output.position)
 
 
 async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):

@@ -20,9 +20,8 @@ from protocols import inference
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
-from tests.integration.test_kad_protocol_real_hosts import mutate
 from tests.peers import StagePeer, spec_for, stage_peer, swarm
-from tests.rawpeer import client_host
+from tests.rawpeer import client_host, mutate
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 HIDDEN = tiny_llama_config().hidden_size

@@ -22,7 +22,7 @@ from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
 from tests.factories import forged_for, keypair, signed, unworked
 from tests.rawpeer import client_host, kad_stream
-from tests.swarm import HydraProcess, multiaddr_of, node, signpost, wait_until
+from tests.swarm import HydraProcess, multiaddr_of, node, signpost_and_nodes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,22 +39,9 @@ def _embedded_model_converted(smollm2_checkpoint):
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("swarm")
-    sp = signpost(tmp).start()
-    procs = [sp]
-    try:
-        sp.ready()
-        boot = multiaddr_of(sp)
-        nodes = [
-            node(tmp, f"node{i}", [boot], "--layers", SPANS[i % 3], *TIMING).start()
-            for i in range(6)
-        ]
-        procs += nodes
-        for n in nodes:
-            n.ready()
-        yield tmp, sp, boot, nodes
-    finally:
-        for p in procs:
-            p.stop(signal.SIGKILL)
+    spans = {f"node{i}": SPANS[i % 3] for i in range(6)}
+    with signpost_and_nodes(tmp, spans, *TIMING) as (sp, boot, nodes):
+        yield tmp, sp, boot, list(nodes.values())
 
 
 def ids_seen(proc: HydraProcess) -> set[str]:

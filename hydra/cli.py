@@ -13,15 +13,15 @@ import trio
 
 import hydra
 from hydra.config import (
-    APIConfig,
-    PrivacyConfig,
     DEFAULT_API_PORT,
     DEFAULT_BOOTSTRAP,
     DEFAULT_DHT_HTTP_PORT,
     DEFAULT_P2P_PORT,
     DEFAULT_SIGNPOST_PORT,
+    APIConfig,
     DiscoveryConfig,
     NodeConfig,
+    PrivacyConfig,
     SignpostConfig,
     StageLimits,
     parse_layers,

@@ -12,10 +12,10 @@ from hydra.config import DiscoveryConfig, PrivacyConfig, StageLimits
 from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
+from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
-from hydra.privacy.keys import KxKey
 from hydra.stage.server import StageServer
 
 

@@ -11,9 +11,9 @@ import trio
 
 import hydra
 from hydra.api.app import create_app
-from hydra.coordinator.generation import Coordinator
 from hydra.api.server import serve_http
 from hydra.config import NodeConfig, StageLimits
+from hydra.coordinator.generation import Coordinator
 from hydra.coordinator.routing import candidates_for, coverage
 from hydra.dht.announcer import Announcer
 from hydra.dht.keyspace import model_key

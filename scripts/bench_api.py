@@ -39,9 +39,9 @@ from hydra.coordinator.generation import Completion, Coordinator, GenerationRequ
 from hydra.coordinator.sampling import SamplingParams  # noqa: E402
 from hydra.dht.service import open_dht_peer  # noqa: E402
 from hydra.models.catalog import load_catalog  # noqa: E402
+from hydra.privacy.keys import KxKey  # noqa: E402
 from hydra.runtime.shard import load_stage  # noqa: E402
 from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
-from hydra.privacy.keys import KxKey  # noqa: E402
 from hydra.stage.server import StageServer  # noqa: E402
 
 QUESTION = "Write a few sentences about the ocean."

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Pipeline benchmark: the embedded SmolLM2 (fp32, CPU) in one process versus 1-, 2- and
-3-peer pipelines over libp2p on loopback, in one run on one machine.
+"""Pipeline benchmark: the embedded SmolLM2 (fp32, CPU by default) in one process versus 1-,
+2- and 3-peer pipelines over libp2p on loopback, in one run on one machine.
 
   - single    plain ``transformers`` ``generate`` (greedy) in this process: the baseline
   - N peers   N stage peers (real libp2p hosts, DHT, inference protocol on 127.0.0.1) serving
@@ -20,6 +20,11 @@ the next stage needs, a cost that only exists when several peers share one machi
 here: 3-peer 0.68x with spinning, 0.90x without).
 
 Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3]
+           [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--checkpoint DIR]
+
+``--checkpoint`` takes any local checkpoint with SmolLM2-135M's architecture (30 blocks), e.g.
+one with random weights on a machine without the embedded model: speed does not depend on
+the weights' values.
 """
 
 import os
@@ -32,6 +37,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import AsyncIterator  # noqa: E402
 from contextlib import asynccontextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -48,13 +54,23 @@ from hydra.generate import wait_for_route  # noqa: E402
 from hydra.models.catalog import load_catalog  # noqa: E402
 from hydra.node import start_stage  # noqa: E402
 from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
+from hydra.runtime.wire import WIRE_DTYPES  # noqa: E402
 
 PROMPT = "Count from one to one hundred in words: one, two, three, four,"
 
 
-def bench_single(checkpoint: Path, tokens: int, runs: int) -> tuple[float, float, list[int]]:
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(checkpoint)(PROMPT, return_tensors="pt")["input_ids"]
+@dataclass(frozen=True)
+class Setup:
+    checkpoint: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def bench_single(setup: Setup, tokens: int, runs: int) -> tuple[float, float, list[int]]:
+    model = AutoModelForCausalLM.from_pretrained(setup.checkpoint, dtype=setup.dtype)
+    model = model.to(setup.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(setup.checkpoint)
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].to(setup.device)
 
     def timed(new: int) -> tuple[float, list[int]]:
         started = time.perf_counter()
@@ -71,7 +87,7 @@ def bench_single(checkpoint: Path, tokens: int, runs: int) -> tuple[float, float
     return statistics.median(ttfts), statistics.median(rates), generated
 
 
-def peer_process(checkpoint: Path, layers: tuple[int, int], boot: tuple[str, ...], ready) -> None:
+def peer_process(setup: Setup, layers: tuple[int, int], boot: tuple[str, ...], ready) -> None:
     """A stage peer in its own process (own GIL and loop, as on its own machine)."""
 
     async def serve() -> None:
@@ -79,7 +95,7 @@ def peer_process(checkpoint: Path, layers: tuple[int, int], boot: tuple[str, ...
         discovery = DiscoveryConfig(bootstrap=boot, announce_interval=5.0, record_ttl=15.0)
         async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
             _, announcer, _ = await start_stage(
-                peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), StageLimits()
+                peer, spec, setup.checkpoint, layers, setup.dtype, setup.device, StageLimits()
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(announcer.run)
@@ -89,7 +105,7 @@ def peer_process(checkpoint: Path, layers: tuple[int, int], boot: tuple[str, ...
 
 
 @asynccontextmanager
-async def pipeline_swarm(checkpoint: Path, peers: int) -> AsyncIterator[Coordinator]:
+async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[Coordinator]:
     """``peers`` stage processes serving equal spans, and a coordinator here that found them."""
     catalog = load_catalog()
     spec = catalog.resolve("smollm2")
@@ -101,7 +117,7 @@ async def pipeline_swarm(checkpoint: Path, peers: int) -> AsyncIterator[Coordina
         for index in range(peers):
             layers = shard_layers(index, peers, spec.num_layers)
             process = context.Process(
-                target=peer_process, args=(checkpoint, layers, boot, ready), daemon=True
+                target=peer_process, args=(setup, layers, boot, ready), daemon=True
             )
             process.start()
             processes.append(process)
@@ -110,7 +126,8 @@ async def pipeline_swarm(checkpoint: Path, peers: int) -> AsyncIterator[Coordina
         discovery = DiscoveryConfig(bootstrap=boot)
         async with open_dht_peer(None, "127.0.0.1", 0, discovery) as client:
             coordinator = Coordinator(
-                client.host, client.dht, catalog, checkpoints={spec.id: checkpoint}
+                client.host, client.dht, catalog, dtype=setup.dtype, device=setup.device,
+                checkpoints={spec.id: setup.checkpoint},
             )
             await wait_for_route(coordinator, spec.id, 30.0)
             await coordinator.generate(generation(8))  # warm-up: loads the head, dials peers
@@ -137,9 +154,9 @@ async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[flo
 
 
 async def bench_pipeline(
-    checkpoint: Path, peers: int, tokens: int, runs: int
+    setup: Setup, peers: int, tokens: int, runs: int
 ) -> tuple[float, float, list[int]]:
-    async with pipeline_swarm(checkpoint, peers) as coordinator:
+    async with pipeline_swarm(setup, peers) as coordinator:
         ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
     assert hops == peers, f"expected {peers} hops, the route had {hops}"
     return ttft, rate, generated
@@ -150,17 +167,22 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--peers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
+    parser.add_argument("--dtype", default="float32", choices=sorted(WIRE_DTYPES))
+    parser.add_argument("--checkpoint", type=Path, help="default: the embedded SmolLM2")
     args = parser.parse_args()
-    checkpoint = resolve_checkpoint(load_catalog().resolve("smollm2"))
+    checkpoint = args.checkpoint or resolve_checkpoint(load_catalog().resolve("smollm2"))
+    setup = Setup(checkpoint, torch.device(args.device), WIRE_DTYPES[args.dtype])
 
     console = Console()
-    single_ttft, single_rate, single_ids = bench_single(checkpoint, args.tokens, args.runs)
-    table = Table(title=f"SmolLM2-135M fp32 CPU, {args.tokens} new tokens, median of {args.runs}")
+    single_ttft, single_rate, single_ids = bench_single(setup, args.tokens, args.runs)
+    title = f"SmolLM2-135M {args.dtype} {args.device}, {args.tokens} new tokens, median of {args.runs}"
+    table = Table(title=title)
     for column in ("setup", "TTFT ms", "decode tok/s", "vs single", "per-hop ms", "same tokens"):
         table.add_column(column, justify="right")
     table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
     for peers in args.peers:
-        ttft, rate, ids = trio.run(bench_pipeline, checkpoint, peers, args.tokens, args.runs)
+        ttft, rate, ids = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs)
         per_hop = (1 / rate - 1 / single_rate) / peers
         table.add_row(
             f"{peers}-peer pipeline",

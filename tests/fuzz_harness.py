@@ -140,7 +140,7 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
             trio.open_nursery() as nursery:
         before = await coordinator.generate(request)
         port = free_port()
-        app = create_app(coordinator.dht, lambda: {}, coordinator, coordinator.catalog,
+        app = create_app(coordinator.dht, dict, coordinator, coordinator.catalog,
                          APIConfig(rate_limit=10**9, default_max_tokens=2))
         await nursery.start(serve_http, app, "127.0.0.1", port)
         async with client_host() as host:

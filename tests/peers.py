@@ -27,6 +27,17 @@ def spec_for(model_id: str, num_layers: int) -> ModelSpec:
     )
 
 
+@dataclass(frozen=True)
+class Compute:
+    """Where and in what precision a test's stages and client head run."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+
+CPU = Compute(torch.device("cpu"), torch.float32)
+
+
 @dataclass
 class StagePeer:
     dht_peer: DhtPeer
@@ -53,11 +64,12 @@ async def stage_peer(
     bootstrap: tuple[str, ...] = (),
     limits: StageLimits = StageLimits(),
     kad_rate: float = 200.0,
+    on: Compute = CPU,
 ) -> AsyncIterator[StagePeer]:
     config = discovery(*bootstrap, peer_rate=kad_rate, peer_burst=2 * kad_rate)
     async with open_dht_peer(None, "127.0.0.1", 0, config) as peer:
         stage, announcer, _ = await start_stage(
-            peer, spec, checkpoint, layers, torch.float32, torch.device("cpu"), limits
+            peer, spec, checkpoint, layers, on.dtype, on.device, limits
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(announcer.run)  # re-announces as the swarm grows
@@ -67,20 +79,20 @@ async def stage_peer(
 
 @asynccontextmanager
 async def swarm(
-    spec: ModelSpec, checkpoint: Path, spans: list[tuple[int, int]]
+    spec: ModelSpec, checkpoint: Path, spans: list[tuple[int, int]], on: Compute = CPU
 ) -> AsyncIterator[tuple[list[StagePeer], Coordinator]]:
     """Stage peers serving ``spans`` (the first is everyone's bootstrap) and a coordinator
-    with no blocks of its own, joined through the first peer."""
+    with no blocks of its own, joined through the first peer; all computing ``on``."""
     async with AsyncExitStack() as stack:
-        peers = [await stack.enter_async_context(stage_peer(spec, checkpoint, spans[0]))]
+        peers = [await stack.enter_async_context(stage_peer(spec, checkpoint, spans[0], on=on))]
         for span in spans[1:]:
             peers.append(
                 await stack.enter_async_context(
-                    stage_peer(spec, checkpoint, span, (peers[0].multiaddr,))
+                    stage_peer(spec, checkpoint, span, (peers[0].multiaddr,), on=on)
                 )
             )
         client = await stack.enter_async_context(
-            coordinator_for(spec, checkpoint, peers[0].multiaddr)
+            coordinator_for(spec, checkpoint, peers[0].multiaddr, on)
         )
         with trio.fail_after(15):  # every record announced and findable before the test
             while len(await client.candidates(spec.id)) < len(peers):
@@ -89,10 +101,12 @@ async def swarm(
 
 
 @asynccontextmanager
-async def coordinator_for(spec: ModelSpec, checkpoint: Path, bootstrap: str) -> AsyncIterator[Coordinator]:
+async def coordinator_for(
+    spec: ModelSpec, checkpoint: Path, bootstrap: str, on: Compute = CPU
+) -> AsyncIterator[Coordinator]:
     """A coordinator with no blocks of its own, joined through ``bootstrap``."""
     async with open_dht_peer(None, "127.0.0.1", 0, discovery(bootstrap)) as client:
         yield Coordinator(
-            client.host, client.dht, Catalog(spec.id, (spec,)), step_timeout=20.0,
-            checkpoints={spec.id: checkpoint},
+            client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
+            device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
         )

@@ -18,6 +18,7 @@ import torch
 import trio
 from libp2p.abc import IHost
 
+from hydra.config import PrivacyConfig
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
@@ -25,7 +26,6 @@ from hydra.coordinator.sampling import Sampler, SamplingParams
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import model_key
-from hydra.config import PrivacyConfig
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.dp import add_noise
 from hydra.runtime.compute import run_compute
@@ -284,8 +284,7 @@ class Coordinator:
                         )
                         dp_tags.append(tag)
                     output = await pipeline.forward(hidden)
-                    logits = await run_compute(model.head.logits, output)
-                    row = logits[0, -1]
+                    row = await run_compute(model.head.next_logits, output)
                     if request.record_logits:
                         logits_seen.append(row)
                     token = sampler.next_token(row, context)

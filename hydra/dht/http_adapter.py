@@ -9,8 +9,8 @@ Errors: ``{"error": {"code": ..., "message": ...}}`` with a 4xx status.
 """
 
 import base64
-import json
 import binascii
+import json
 from typing import Any
 
 from quart import Blueprint, request

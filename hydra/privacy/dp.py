@@ -27,8 +27,9 @@ def _tag(key: bytes, sigma: float, position: int, noise: torch.Tensor) -> bytes:
 
 def add_noise(hidden: torch.Tensor, sigma: float, key: bytes, position: int) -> tuple[torch.Tensor, bytes]:
     """``hidden`` plus N(0, sigma^2) noise for positions ``position...``, and the audit tag."""
-    noise = _noise(key, sigma, position, tuple(hidden.shape))
-    return (hidden.float() + noise).to(hidden.dtype), _tag(key, sigma, position, noise)
+    noise = _noise(key, sigma, position, tuple(hidden.shape))  # drawn on the CPU: reproducible
+    noised = hidden.float() + noise.to(hidden.device)
+    return noised.to(hidden.dtype), _tag(key, sigma, position, noise)
 
 
 def verify_noise(tag: bytes, key: bytes, sigma: float, position: int, shape: tuple[int, ...]) -> bool:

@@ -26,7 +26,6 @@ from hydra.runtime.checkpoint import Checkpoint
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
 
 
-
 class UnsupportedModel(ValueError):
     pass
 
@@ -53,9 +52,15 @@ def _meta_causal_lm(config: PretrainedConfig) -> nn.Module:
 
 
 def _materialize(module: nn.Module, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    """Replace meta parameters by ``tensors``; every parameter must be provided."""
-    module.to_empty(device=device)
-    missing, unexpected = module.load_state_dict(tensors, strict=False, assign=True)
+    """Replace meta parameters by ``tensors`` (moved to ``device``: ``assign`` keeps the
+    given tensors' device); every parameter must be provided."""
+    module.to_empty(device=device)  # buffers the checkpoint does not hold
+    moved: dict[int, torch.Tensor] = {}  # tied weights (embeddings = LM head) stay one tensor
+    for tensor in tensors.values():
+        if id(tensor) not in moved:
+            moved[id(tensor)] = tensor.to(device)
+    on_device = {name: moved[id(tensor)] for name, tensor in tensors.items()}
+    missing, unexpected = module.load_state_dict(on_device, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
@@ -102,6 +107,8 @@ class StageBlocks:
         started = time.perf_counter()
         for position in range(1, steps + 1):
             self.forward(token, cache, position)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # time the kernels, not their asynchronous launch
         return steps / (time.perf_counter() - started)
 
     def _recurrent_only_masks(self) -> dict[str, None] | None:
@@ -148,10 +155,11 @@ class ClientHead:
         return self.embed_tokens(ids)
 
     @torch.inference_mode()
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits (float32) for every position of ``hidden`` [1, T, H]."""
-        hidden = hidden.to(self.device, self.dtype)
-        return self.lm_head(self.norm(hidden)).float()
+    def next_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [vocab] (float32, on the CPU where sampling happens) for the position after
+        the last of ``hidden`` [1, T, H]; earlier positions are never sampled from."""
+        last = hidden[:, -1].to(self.device, self.dtype)
+        return self.lm_head(self.norm(last))[0].float().cpu()
 
 
 def load_head(checkpoint_dir: Path, dtype: torch.dtype, device: torch.device) -> ClientHead:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.sampling import SamplingParams
-from tests.peers import spec_for, swarm
+from tests.peers import CPU, Compute, spec_for, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
 
 LOGIT_ATOL = 1e-3
@@ -25,22 +25,28 @@ PROMPTS = [
 ]
 
 
-def reference(checkpoint: Path, prompt: str, new_tokens: int) -> tuple[list[int], torch.Tensor]:
-    """Greedy ids and per-step logits from plain transformers in this process."""
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(checkpoint)(prompt, return_tensors="pt")["input_ids"]
+def reference(
+    checkpoint: Path, prompt: str, new_tokens: int, on: Compute = CPU
+) -> tuple[list[int], torch.Tensor]:
+    """Greedy ids and per-step logits (float32, CPU) from plain transformers in this process."""
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=on.dtype).to(on.device).eval()
+    tokens = AutoTokenizer.from_pretrained(checkpoint)(prompt, return_tensors="pt")
+    ids = tokens["input_ids"].to(on.device)
     out = model.generate(
         ids, max_new_tokens=new_tokens, do_sample=False, output_logits=True,
         return_dict_in_generate=True, pad_token_id=0,
     )
-    return out.sequences[0, ids.shape[1]:].tolist(), torch.stack(out.logits)[:, 0]
+    return out.sequences[0, ids.shape[1]:].tolist(), torch.stack(out.logits)[:, 0].float().cpu()
 
 
-async def assert_pipeline_matches(checkpoint: Path, num_layers: int, spans: list[tuple[int, int]]) -> None:
+async def assert_pipeline_matches(
+    checkpoint: Path, num_layers: int, spans: list[tuple[int, int]], on: Compute = CPU,
+    atol: float = LOGIT_ATOL,
+) -> None:
     spec = spec_for(f"test-{checkpoint.name}", num_layers)
-    async with swarm(spec, checkpoint, spans) as (peers, coordinator):
+    async with swarm(spec, checkpoint, spans, on) as (peers, coordinator):
         for prompt in PROMPTS:
-            want_ids, want_logits = reference(checkpoint, prompt, NEW_TOKENS)
+            want_ids, want_logits = reference(checkpoint, prompt, NEW_TOKENS, on)
             done = await coordinator.generate(
                 GenerationRequest(
                     spec.id, prompt=prompt, params=SamplingParams(max_tokens=NEW_TOKENS),
@@ -51,7 +57,7 @@ async def assert_pipeline_matches(checkpoint: Path, num_layers: int, spans: list
             assert got == want_ids[: len(got)], f"{prompt!r}: token ids diverge"
             assert len(got) == len(want_ids) or done.finish_reason == "stop"
             diff = (torch.stack(done.logits) - want_logits[: len(done.logits)]).abs().max()
-            assert diff < LOGIT_ATOL, f"{prompt!r}: logits differ by {diff}"
+            assert diff < atol, f"{prompt!r}: logits differ by {diff}"
             assert done.route == [p.peer_id for p in peers], "the route should use every span"
         assert all(p.stage.steps_served > 0 for p in peers)
 

@@ -132,6 +132,7 @@ class Coordinator:
         self.models: dict[str, LoadedModel] = {}
         self._loading = trio.Lock()
         self.active_pipelines: set[Pipeline] = set()
+        self._lookups: dict[str, tuple[float, list[Candidate]]] = {}  # model -> (when, found)
 
     @property
     def peer_id(self) -> str:
@@ -139,17 +140,11 @@ class Coordinator:
 
     # --- the pipeline's view of the network ----------------------------------------------
 
-    async def candidates(self, model: str) -> list[Candidate]:
+    async def candidates(self, model: str, reuse: float = 0.0) -> list[Candidate]:
+        """Peers serving blocks of ``model``: this node's own stage, and those the DHT
+        lists, from a lookup at most ``reuse`` seconds old (a fresh one by default)."""
         spec = self.catalog.resolve(model)
-        found = []
-        if self.dht is not None:
-            entries = await self.dht.get(model_key(spec.id))
-            found = [
-                c
-                for c in candidates_for((e.record for e in entries), spec.id, spec.num_layers)
-                if c.peer_id != self.peer_id
-            ]
-            await self.rtt_table.measure(found)
+        found = await self._remote_candidates(spec, reuse) if self.dht is not None else []
         if self.local is not None and self.local.model_id == spec.id:
             blocks = self.local.blocks
             kx = self.local.kx
@@ -157,6 +152,21 @@ class Coordinator:
             found.append(Candidate(self.peer_id, addrs, blocks.start, blocks.end, local=True,
                                    kx_key=kx.public, kx_signature=kx.signature))
         return found
+
+    async def _remote_candidates(self, spec: ModelSpec, reuse: float) -> list[Candidate]:
+        assert self.dht is not None
+        looked = self._lookups.get(spec.id)
+        if looked is not None and time.monotonic() - looked[0] <= reuse:
+            return list(looked[1])
+        entries = await self.dht.get(model_key(spec.id))
+        found = [
+            c
+            for c in candidates_for((e.record for e in entries), spec.id, spec.num_layers)
+            if c.peer_id != self.peer_id
+        ]
+        await self.rtt_table.measure(found)
+        self._lookups[spec.id] = (time.monotonic(), found)
+        return list(found)
 
     async def route_available(self, model: str) -> bool:
         spec = self.catalog.resolve(model)

@@ -28,12 +28,15 @@ from protocols.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes, and the seal's tag
+# A new pipeline may plan on a DHT lookup this recent (the route check that admitted its
+# request just made one); after a failure it always looks again.
+LOOKUP_REUSE_S = 2.0
 
 
 class Network(Protocol):
     """What a pipeline needs from its coordinator."""
 
-    async def candidates(self, model: str) -> list[Candidate]: ...
+    async def candidates(self, model: str, reuse: float = 0.0) -> list[Candidate]: ...
 
     def rtt(self) -> Mapping[str, float]: ...
 
@@ -153,7 +156,8 @@ class Pipeline:
     async def _build(self) -> None:
         """Plan a route avoiding excluded peers and open a session along it."""
         while True:
-            candidates = await self.network.candidates(self.config.model)
+            reuse = 0.0 if self.excluded else LOOKUP_REUSE_S
+            candidates = await self.network.candidates(self.config.model, reuse)
             route = plan_route(
                 candidates,
                 self.config.num_layers,

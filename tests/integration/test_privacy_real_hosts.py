@@ -192,9 +192,9 @@ async def test_the_coordinator_refuses_a_candidate_with_an_unbound_key(checkpoin
         peers[0].stage.kx = stranger  # it now presents (and would open with) a foreign key
         original = coordinator.candidates
 
-        async def lying_candidates(model):
+        async def lying_candidates(model, reuse=0.0):
             return [replace(c, kx_key=stranger.public, kx_signature=stranger.signature)
-                    for c in await original(model)]
+                    for c in await original(model, reuse)]
 
         coordinator.candidates = lying_candidates
         with pytest.raises(NoRoute) as info:

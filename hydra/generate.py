@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 import trio
 
 from hydra.config import DiscoveryConfig, PrivacyConfig, StageLimits
@@ -34,19 +35,20 @@ async def run_generate(
 ) -> Completion:
     catalog = load_catalog()
     spec = catalog.resolve(config.request.model)
+    dtype, device = WIRE_DTYPES[config.dtype], torch.device(config.device)
     async with open_dht_peer(None, "127.0.0.1", 0, config.discovery) as peer:
         local = None
         first = config.privacy.local_layers
         if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
-            import torch
-
             path = await trio.to_thread.run_sync(resolve_checkpoint, spec)
-            dtype, device = WIRE_DTYPES[config.dtype], torch.device(config.device)
             blocks = await trio.to_thread.run_sync(
                 load_stage, path, first, spec.num_layers, dtype, device
             )
             local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
-        coordinator = Coordinator(peer.host, peer.dht, catalog, local=local, privacy=config.privacy)
+        coordinator = Coordinator(
+            peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
+            privacy=config.privacy,
+        )
         await wait_for_route(coordinator, spec.id, config.wait)
         events = coordinator.stream(config.request)
         try:

@@ -2,6 +2,7 @@
 the API node, 10:20 and 20:30 on two others): HTTP temperature-0 output equals the
 coordinator's greedy output, and a client hanging up mid-stream frees every peer's session."""
 
+import subprocess
 
 import httpx
 import openai
@@ -14,7 +15,7 @@ from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
 from tests.factories import discovery
-from tests.swarm import signpost_and_nodes, wait_until
+from tests.swarm import HYDRA, WORK, signpost_and_nodes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +52,19 @@ async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
     assert over_http.usage.completion_tokens == direct.completion_tokens
     served_after = [stage(p)["steps_served"] for p in nodes]
     assert all(after > before for before, after in zip(served_before, served_after)), "not 3 hops"
+
+
+def test_hydra_generate_joins_the_swarm_and_prints_the_greedy_text(pipeline, tmp_path):
+    """``hydra generate --bootstrap``: a throwaway coordinator finds the three-node route
+    through the signpost and prints what the API answers at temperature 0."""
+    boot, nodes = pipeline
+    done = subprocess.run([*HYDRA, "generate", "--home", str(tmp_path), "--bootstrap", boot, *WORK,
+                           "--max-tokens", "12", PROMPT], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    served = httpx.post(f"{nodes[0].url}/v1/completions", timeout=60, json={
+        "model": "smollm2", "prompt": PROMPT, "max_tokens": 12, "temperature": 0})
+    assert done.stdout.rstrip("\n") == served.json()["choices"][0]["text"]
+    assert "route 3 hop(s)" in done.stderr, done.stderr
 
 
 def test_a_client_hanging_up_mid_stream_frees_the_sessions(pipeline):

@@ -275,6 +275,21 @@ def test_hydra_chat_streams_a_conversation(api):
     assert "Paris" in done.stdout
 
 
+def test_hydra_generate_standalone_prints_the_api_greedy_text(api, tmp_path):
+    """``hydra generate`` with no ``--bootstrap`` runs the embedded model in its own process;
+    its greedy text is the node's temperature-0 text for the same chat."""
+    question = "What is the capital of France?"
+    done = subprocess.run([*HYDRA, "generate", "--home", str(tmp_path), "--chat", "--max-tokens",
+                           "12", "--device", "cpu", question],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    ai = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+    served = ai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": question}],
+                                        max_tokens=12, temperature=0)
+    assert done.stdout.strip() == served.choices[0].message.content.strip()
+    assert "route 1 hop(s)" in done.stderr and "tokens/s" in done.stderr
+
+
 # --- rate limiting --------------------------------------------------------------------------
 
 

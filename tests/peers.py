@@ -2,20 +2,24 @@
 with its own DHT node, stage server and signed announcement; plus a coordinator that finds
 them through the DHT like any other node would."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import trio
+from libp2p.custom_types import TProtocol
 
 from hydra.config import StageLimits
 from hydra.coordinator.generation import Coordinator
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
-from hydra.stage.server import StageServer
+from hydra.p2p.streams import serve
+from hydra.stage.server import StageConversation, StageServer
+from protocols import inference
+from protocols.ids import INFERENCE
 from tests.factories import discovery
 
 
@@ -110,3 +114,12 @@ async def coordinator_for(
             client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
             device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
         )
+
+
+def replace_handler(peer: StagePeer, make: Callable[[StageServer, str], StageConversation]) -> None:
+    """Serve the inference protocol on ``peer`` with a conversation class of the test's."""
+    peer.dht_peer.host.set_stream_handler(
+        TProtocol(INFERENCE),
+        serve(inference.REQUESTS, conversation=lambda remote: make(peer.stage, remote.to_base58()),
+              max_frame=inference.MAX_FRAME),
+    )

@@ -37,6 +37,9 @@ def create_app(
     app = QuartTrio("openhydra")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    # Quart stops sending a response after 60 s by default, which would cut long generations
+    # off mid-stream (no finish_reason, no [DONE]); a client hanging up still cancels them.
+    app.config["RESPONSE_TIMEOUT"] = None
     app.register_blueprint(dht_blueprint(dht))
     metrics = Metrics(gauges or {})
     limiter = SlidingWindowLimiter(config.rate_limit, config.rate_window)

@@ -260,7 +260,7 @@ class Coordinator:
         prompt = self.prompt_ids(model, request)
         if not prompt:
             raise ValueError("the prompt is empty")
-        max_length = min(len(prompt) + params.max_tokens, model.max_positions)
+        max_length = min(len(prompt) + params.max_tokens, model.max_positions, inference.MAX_LENGTH)
         if len(prompt) >= max_length:
             raise ValueError(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
         sampler = Sampler(params)

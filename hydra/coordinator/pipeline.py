@@ -28,6 +28,7 @@ from protocols.errors import ProtocolError
 log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes, and the seal's tag
+CHUNK_BYTES = 9  # a replayed step's chunk size in its ``chunks`` list (the largest msgpack int)
 # A new pipeline may plan on a DHT lookup this recent (the route check that admitted its
 # request just made one); after a failure it always looks again.
 LOOKUP_REUSE_S = 2.0
@@ -70,7 +71,11 @@ class Pipeline:
     on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> "Pipeline":
-        await self._build()
+        try:
+            await self._build()
+        except BaseException:  # cancelled or failed mid-open: __aexit__ will not run
+            await self.close()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -121,14 +126,20 @@ class Pipeline:
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
         if not isinstance(reply, inference.Hidden):
             raise self._failure(reply)
+        last = self.route[-1].peer_id
         if wrapped.from_last is None:
             if reply.hidden is None:
-                raise HopFailed(self.route[-1].peer_id, "sealed output on an unprotected session")
-            return from_wire(reply.hidden)
-        try:
-            output = open_tensor(wrapped.from_last, reply.sealed, wrapped.return_aad, position)
-        except (SealError, ProtocolError) as exc:  # altered on the way back: distrust the last stage
-            raise HopFailed(self.route[-1].peer_id, f"returned output rejected: {exc}") from None
+                raise HopFailed(last, "sealed output on an unprotected session")
+            output = reply.hidden
+        else:
+            try:
+                output = open_tensor(wrapped.from_last, reply.sealed, wrapped.return_aad, position)
+            except (SealError, ProtocolError) as exc:  # altered on the way back
+                raise HopFailed(last, f"returned output rejected: {exc}") from None
+        expected = (1, hidden.shape[1] if return_all else 1, hidden.shape[2])
+        if tuple(output.shape) != expected or output.dtype != self.config.dtype:
+            raise HopFailed(last, f"returned a {output.dtype} {list(output.shape)} tensor, "
+                                  f"expected {self.config.dtype} {list(expected)}")
         return from_wire(output)
 
     def _failure(self, reply: Message) -> HopFailed:
@@ -214,19 +225,28 @@ class Pipeline:
     async def _replay(self) -> None:
         """Rebuild the new route's caches from the history, in the original chunk shapes,
         packed into as few messages as the frame limit allows."""
-        position, batch = 0, list[torch.Tensor]()
-        budget = self._max_tokens_per_message(self.history[0]) if self.history else 0
-        for item in self.history + [None]:  # type: ignore[list-item]
-            full = item is None or sum(t.shape[1] for t in batch) + item.shape[1] > budget
-            if batch and full:
-                chunks = tuple(t.shape[1] for t in batch)
-                await self._send_step(torch.cat(batch, dim=1), chunks, position, False)
-                position += sum(chunks)
-                batch = []
-            if item is not None:
-                batch.append(item)
+        position = 0
+        for batch in pack_history(self.history, self.config.dtype):
+            chunks = tuple(t.shape[1] for t in batch)
+            await self._send_step(torch.cat(batch, dim=1), chunks, position, False)
+            position += sum(chunks)
 
     def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
         per_token = hidden.shape[2] * inference.TENSOR_DTYPES[self.config.dtype]
         return max(1, (inference.MAX_FRAME - FRAME_SLACK) // per_token)
 
+
+def pack_history(history: list[torch.Tensor], dtype: str) -> list[list[torch.Tensor]]:
+    """Consecutive runs of ``history`` that each fit one replayed ``Step`` frame: the tensor
+    bytes plus, per item, its entry in the message's ``chunks`` list."""
+    room = inference.MAX_FRAME - FRAME_SLACK
+    batches: list[list[torch.Tensor]] = []
+    size = room + 1  # start a new batch with the first item
+    for item in history:
+        item_size = item.shape[1] * item.shape[2] * inference.TENSOR_DTYPES[dtype] + CHUNK_BYTES
+        if size + item_size > room:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item_size
+    return batches

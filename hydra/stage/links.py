@@ -2,6 +2,7 @@
 an in-process stage when the coordinator serves that span itself. Both answer one message
 with one message; a hop that cannot answer raises ``HopFailed`` naming the peer."""
 
+import logging
 from typing import Protocol
 
 import trio
@@ -14,6 +15,8 @@ from protocols import inference
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.ids import INFERENCE
+
+log = logging.getLogger(__name__)
 
 
 class HopFailed(Exception):
@@ -81,6 +84,9 @@ class LocalLink:
             raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
         except ProtocolError as exc:
             return Error(code=exc.code, message=exc.message)
+        except Exception as exc:  # e.g. out of memory: route around this stage like any other
+            log.exception("the local stage failed")
+            raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
 
     async def aclose(self) -> None:
         await self.conversation.aclose()

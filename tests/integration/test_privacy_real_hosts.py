@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from libp2p.custom_types import TProtocol
 
 from hydra.config import PrivacyConfig
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.routing import NoRoute
 from hydra.coordinator.sampling import SamplingParams
 from hydra.dht.records import sign, validate
-from hydra.p2p.streams import serve
 from hydra.privacy.keys import KxKey, UnboundKey, verify_kx
 from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
 from hydra.privacy.sealing import SealedChannel, SealError
@@ -23,10 +21,9 @@ from hydra.stage.server import StageConversation
 from protocols import inference
 from protocols.codec import Error
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE
 from tests.factories import keypair, record
 from tests.integration.test_stage_protocol_real_hosts import HIDDEN, link_to, wrapped
-from tests.peers import StagePeer, spec_for, stage_peer, swarm
+from tests.peers import replace_handler, spec_for, stage_peer, swarm
 from tests.rawpeer import client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -42,15 +39,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def request(max_tokens: int = 16) -> GenerationRequest:
     return GenerationRequest(SPEC.id, prompt=PROMPT, params=SamplingParams(max_tokens=max_tokens))
-
-
-def replace_handler(peer: StagePeer, make) -> None:
-    """Serve the inference protocol on ``peer`` with a conversation class of the test's."""
-    peer.dht_peer.host.set_stream_handler(
-        TProtocol(INFERENCE),
-        serve(inference.REQUESTS, conversation=lambda remote: make(peer.stage, remote.to_base58()),
-              max_frame=inference.MAX_FRAME),
-    )
 
 
 async def test_protected_and_unprotected_pipelines_give_the_same_tokens(checkpoint):

@@ -1,0 +1,86 @@
+"""Failure paths of a pipeline over real libp2p hosts (tiny Llama): a request cancelled while
+its route is still opening leaves no session behind, and a last stage that returns a
+malformed tensor is routed around instead of crashing the request."""
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import trio
+
+from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.routing import NoRoute
+from hydra.coordinator.sampling import SamplingParams
+from hydra.models.catalog import Catalog
+from hydra.runtime.wire import to_wire
+from hydra.stage.server import StageConversation
+from protocols import inference
+from tests.peers import replace_handler, spec_for, stage_peer, swarm
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+SPEC = spec_for("tiny-llama", 6)
+REQUEST = GenerationRequest(SPEC.id, prompt="Hello there", params=SamplingParams(max_tokens=8))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+class NeverOpens(StageConversation):
+    """A stage that accepts the stream but never answers the session open."""
+
+    async def handle(self, message):
+        if isinstance(message, inference.OpenSession):
+            await trio.sleep_forever()
+        return await super().handle(message)
+
+
+class WrongShape(StageConversation):
+    """A last stage that seals a tensor of the wrong width in place of its output."""
+
+    def _output(self, session, tensor, aad_id, position):
+        bad = to_wire(torch.zeros(1, 1, 7), tensor.dtype)
+        return super()._output(session, bad, aad_id, position)
+
+
+@asynccontextmanager
+async def serving_node(checkpoint: Path, layers: tuple[int, int], bootstrap: str):
+    """A node like ``hydra run``: it serves ``layers`` and coordinates through its own stage."""
+    async with stage_peer(SPEC, checkpoint, layers, (bootstrap,)) as peer:
+        yield peer, Coordinator(
+            peer.dht_peer.host, peer.dht_peer.dht, Catalog(SPEC.id, (SPEC,)), local=peer.stage,
+            step_timeout=20.0, checkpoints={SPEC.id: checkpoint},
+        )
+
+
+async def test_a_request_cancelled_while_its_route_opens_leaves_no_session(checkpoint):
+    """The node's own stage opens its session, then waits on a next hop that never answers;
+    the request is cancelled (a client hanging up). Nothing but the request would ever close
+    that in-process session, so it must be closed on the way out."""
+    async with swarm(SPEC, checkpoint, [(3, 6)]) as (peers, _):
+        replace_handler(peers[0], NeverOpens)
+        async with serving_node(checkpoint, (0, 3), peers[0].multiaddr) as (node, coordinator):
+            with trio.fail_after(15):
+                while len(await coordinator.candidates(SPEC.id)) < 2:
+                    await trio.sleep(0.1)
+            with trio.move_on_after(1.0) as cancelled:
+                await coordinator.generate(REQUEST)
+            assert cancelled.cancelled_caught, "the open should still be waiting"
+            assert node.stage.sessions == {} and node.stage.reserved_bytes == 0
+
+
+async def test_a_malformed_output_is_routed_around(checkpoint):
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, coordinator):
+        expected = await coordinator.generate(REQUEST)
+        replace_handler(peers[1], WrongShape)
+        with pytest.raises(NoRoute) as alone:  # the only peer for 3:6: excluded, clearly
+            await coordinator.generate(REQUEST)
+        assert "expected float32 [1, 1, 64]" in str(alone.value)
+        async with stage_peer(SPEC, checkpoint, (3, 6), (peers[0].multiaddr,)) as spare:
+            with trio.fail_after(15):
+                while spare.peer_id not in {c.peer_id for c in await coordinator.candidates(SPEC.id)}:
+                    await trio.sleep(0.1)
+            done = await coordinator.generate(REQUEST)
+    assert done.token_ids == expected.token_ids and done.route[-1] == spare.peer_id

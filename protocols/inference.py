@@ -78,6 +78,7 @@ class HopHeader(Message):
     max_length: int  # tokens this session may reach; the stage reserves cache for it
     dtype: str  # of the activations the session exchanges
     step_timeout: float  # seconds a step may take from this stage to the end of the route
+    expires_at: float  # unix time after which this header opens no session (replays expire)
     key_in: bytes = b""  # opens steps from the predecessor; empty: activations in the clear
     key_out: bytes = b""  # seals this stage's output for its successor (or, last, the coordinator)
     next_hop: Hop | None = None  # None: this stage is the last
@@ -90,6 +91,7 @@ class HopHeader(Message):
         require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
         require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
         require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
+        require(math.isfinite(self.expires_at) and self.expires_at > 0, "expires_at must be a time")
         require(len(self.key_in) in (0, KEY_BYTES) and len(self.key_out) in (0, KEY_BYTES),
                 f"keys are {KEY_BYTES} bytes")
         require(bool(self.key_in) == bool(self.key_out), "keys come in pairs")

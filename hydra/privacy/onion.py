@@ -11,7 +11,8 @@ relays the last stage's sealed output without being able to read it.
 """
 
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -28,6 +29,10 @@ HEADER_INFO = b"openhydra/onion-header/v1"
 HEADER_NONCE = b"\x00" * 12  # each header key seals exactly one message
 STEP_LABEL = b"step"
 RETURN_LABEL = b"back"
+# A header opens a session within this long of being sealed; stages remember the sealed
+# headers they accepted until then, so none opens two sessions (see ReplayGuard).
+HEADER_LIFETIME_S = 60.0
+CLOCK_SKEW_S = 60.0  # tolerated difference between a coordinator's clock and a stage's
 _HEADERS = Schema([inference.HopHeader])
 _TENSORS = Schema([inference.Tensor])
 
@@ -63,6 +68,7 @@ def wrap_route(
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in route]
     keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(route) + 1)]
     sealed_header, ephemeral = b"", b""
+    expires_at = time.time() + HEADER_LIFETIME_S
     for i in range(len(route) - 1, -1, -1):
         following = route[i + 1] if i + 1 < len(route) else None
         header = inference.HopHeader(
@@ -71,6 +77,7 @@ def wrap_route(
             max_length=max_length,
             dtype=dtype,
             step_timeout=timeouts[i],
+            expires_at=expires_at,
             key_in=keys[i],
             key_out=keys[i + 1],
             next_hop=None if following is None else inference.Hop(
@@ -123,6 +130,29 @@ def open_header(request: inference.OpenSession, kx: KxKey) -> inference.HopHeade
     if bool(header.key_in) != bool(request.ephemeral_key):
         raise ProtocolError(ErrorCode.BAD_ONION, "activation keys must travel in a sealed header")
     return header
+
+
+@dataclass
+class ReplayGuard:
+    """Refuses a sealed header a second time. A predecessor that replays its successor's
+    ``OpenSession`` would otherwise get a second session under the same keys, whose sealed
+    outputs reuse the real session's AES-GCM nonces. Headers expire, so the memory of
+    accepted ones stays bounded by the opens of the last few minutes."""
+
+    accepted: dict[bytes, float] = field(default_factory=dict)  # ephemeral key -> forget after
+
+    def admit(self, request: inference.OpenSession, header: inference.HopHeader) -> None:
+        now = time.time()
+        if header.expires_at < now - CLOCK_SKEW_S:
+            raise ProtocolError(ErrorCode.BAD_ONION, "the session header has expired")
+        if header.expires_at > now + HEADER_LIFETIME_S + CLOCK_SKEW_S:
+            raise ProtocolError(ErrorCode.BAD_ONION, "the session header expires too far ahead")
+        if not request.ephemeral_key:
+            return  # unsealed: no keys to reuse
+        self.accepted = {k: t for k, t in self.accepted.items() if t >= now}
+        if request.ephemeral_key in self.accepted:
+            raise ProtocolError(ErrorCode.BAD_ONION, "this session header was already used")
+        self.accepted[request.ephemeral_key] = header.expires_at + CLOCK_SKEW_S
 
 
 def step_aad(session_id: bytes, position: int) -> bytes:

@@ -20,7 +20,14 @@ from hydra.config import StageLimits
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import serve
 from hydra.privacy.keys import KxKey
-from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
+from hydra.privacy.onion import (
+    RETURN_LABEL,
+    STEP_LABEL,
+    ReplayGuard,
+    open_header,
+    open_tensor,
+    seal_tensor,
+)
 from hydra.privacy.sealing import SealedChannel, SealError
 from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import StageBlocks
@@ -81,6 +88,7 @@ class StageServer:
     ) -> None:
         self.host = host
         self.kx = kx  # opens onion headers sealed for this peer
+        self.replays = ReplayGuard()
         self.model_id = model_id
         self.blocks = blocks
         self.limits = limits
@@ -173,6 +181,7 @@ class StageConversation:
         if self.session is not None:
             raise ProtocolError(ErrorCode.UNEXPECTED, "this stream already carries a session")
         header = open_header(request, server.kx)
+        server.replays.admit(request, header)
         blocks = server.blocks
         if request.model != server.model_id or (header.layer_start, header.layer_end) != (
             blocks.start,

@@ -155,6 +155,34 @@ async def test_a_tampering_stage_is_routed_around(checkpoint):
     assert survived.failovers >= 1 and culprit.peer_id not in survived.route
 
 
+async def test_a_stage_cannot_replay_its_successors_session_open(checkpoint):
+    """The middle stage holds its successor's sealed header; sent again, it would open a
+    second session under the same keys (and the same AES-GCM nonces). It is refused."""
+    opens: list[inference.OpenSession] = []
+
+    class Recording(StageConversation):
+        async def handle(self, message):
+            if isinstance(message, inference.OpenSession):
+                opens.append(message)
+            return await super().handle(message)
+
+    async with swarm(SPEC, checkpoint, SPANS) as (peers, coordinator):
+        first, middle, last = peers
+        replace_handler(middle, Recording)
+        await coordinator.generate(request())
+        header = open_header(opens[0], middle.stage.kx)
+        replayed = inference.OpenSession(header.next_session_id, SPEC.id, header.next_header,
+                                         header.next_ephemeral)
+        async with client_host() as host:
+            link = await link_to(host, last)
+            reply = await link.call(replayed, 10.0)
+            assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_ONION
+            assert "already used" in reply.message and last.stage.sessions == {}
+            await link.aclose()
+        again = await coordinator.generate(request())  # fresh headers: still served
+    assert again.route == [p.peer_id for p in peers]
+
+
 def test_an_x25519_key_not_signed_by_the_identity_is_refused():
     identity, impostor = keypair(), keypair()
     good = KxKey.create(identity)

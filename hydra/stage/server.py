@@ -290,6 +290,7 @@ class StageConversation:
                 ErrorCode.MAX_LENGTH_EXCEEDED,
                 f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
             )
+        started = time.monotonic()
         output = await run_compute(
             self.server.run_chunks, from_wire(tensor), step.chunks, session.cache, step.position
         )
@@ -307,7 +308,10 @@ class StageConversation:
             **self._output(session, to_wire(output, session.dtype), session.next_hop_id, step.position),
         )
         try:
-            reply = await session.downstream.call(forward, downstream_budget(session.step_timeout))
+            # the rest of the route gets what is left of this step's time, so a stall further
+            # down is reported (and blamed on the right peer) before our predecessor gives up
+            left = session.step_timeout - (time.monotonic() - started)
+            reply = await session.downstream.call(forward, downstream_budget(left))
         except HopFailed as exc:
             session.broken = f"next hop {exc.peer_id} failed: {exc.reason}"
             return hop_failed_error(exc)

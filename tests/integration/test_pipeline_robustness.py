@@ -2,6 +2,7 @@
 its route is still opening leaves no session behind, and a last stage that returns a
 malformed tensor is routed around instead of crashing the request."""
 
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -84,3 +85,33 @@ async def test_a_malformed_output_is_routed_around(checkpoint):
                     await trio.sleep(0.1)
             done = await coordinator.generate(REQUEST)
     assert done.token_ids == expected.token_ids and done.route[-1] == spare.peer_id
+
+
+class NeverSteps(StageConversation):
+    """A stage that opens sessions but never answers a step (a stall)."""
+
+    async def handle(self, message):
+        if isinstance(message, inference.Step):
+            await trio.sleep_forever()
+        return await super().handle(message)
+
+
+async def test_a_stall_is_blamed_on_the_stalled_peer_after_a_slow_stage(checkpoint):
+    """The first stage computes for a quarter of the step timeout, then its successor stalls.
+    The first stage must report the stall with the time it has left, before the coordinator
+    gives up on it and excludes the wrong, healthy peer."""
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, coordinator):
+        first, stalled = peers
+        real = first.stage.run_chunks
+
+        def slow(*args):
+            time.sleep(1.0)
+            return real(*args)
+
+        first.stage.run_chunks = slow
+        replace_handler(stalled, NeverSteps)
+        coordinator.step_timeout = 4.0
+        with pytest.raises(NoRoute) as info:
+            await coordinator.generate(REQUEST)
+    assert f"excluded {stalled.peer_id}" in str(info.value)
+    assert f"excluded {first.peer_id}" not in str(info.value)

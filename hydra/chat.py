@@ -50,8 +50,13 @@ def run_chat(
 ) -> int:
     api = api.rstrip("/")
     with httpx.Client(timeout=httpx.Timeout(10.0, read=300.0)) as client:
-        if model is None:
-            model = client.get(f"{api}/v1/models").json()["data"][0]["id"]
+        if model is None:  # the model the node runs by default (its /readyz names it)
+            try:
+                model = client.get(f"{api}/readyz").json()["model"]
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                sys.stderr.write(f"no OpenHydra node answers at {api} ({exc}); start one with "
+                                 "`hydra run`, or pass --api\n")
+                return 1
         out.write(f"chatting with {model} at {api} (/exit to leave, /reset to start over)\n")
         history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
         while True:
@@ -66,6 +71,7 @@ def run_chat(
                 return 0
             if text == "/reset":
                 history = history[:1] if system else []
+                out.write("[conversation reset]\n")
                 continue
             if not text:
                 continue

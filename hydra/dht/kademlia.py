@@ -25,6 +25,7 @@ from multiaddr import Multiaddr
 from hydra.dht.keyspace import distance, key_position, peer_key
 from hydra.dht.routing import Contact, RoutingTable
 from hydra.dht.store import Entry, RecordStore
+from hydra.p2p.addresses import dialable
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import (
     FramedStream,
@@ -65,7 +66,7 @@ class Dht:
         host.set_stream_handler(TProtocol(KAD), serve(kad.REQUESTS, self._handle, limiter=limiter))
 
     def own_addrs(self) -> tuple[str, ...]:
-        return tuple(str(a) for a in self.host.get_transport_addrs())
+        return tuple(dialable([str(a) for a in self.host.get_transport_addrs()]))
 
     # --- serving -----------------------------------------------------------------------------
 
@@ -167,18 +168,28 @@ class Dht:
             self.store.put(key, signed)
             stored += 1
         message = kad.Store(key=key, records=(signed,), sender_addrs=self.own_addrs())
+        refusals: list[str] = []
 
         async def store_on(contact: Contact) -> None:
             nonlocal stored
             try:
                 await self.call(contact, message)
                 stored += 1
-            except (PeerUnreachable, RemoteError) as exc:
+            except RemoteError as exc:
+                if exc.code == ErrorCode.INVALID_RECORD:
+                    refusals.append(exc.message)
+                log.debug("store of %s on %s failed: %s", key, contact.peer_id, exc)
+            except PeerUnreachable as exc:
                 log.debug("store of %s on %s failed: %s", key, contact.peer_id, exc)
 
         async with trio.open_nursery() as nursery:
             for contact in closest:
                 nursery.start_soon(store_on, contact)
+        if refusals:  # our record is valid here, so the swarm's rules differ from ours
+            log.warning(
+                "%d node(s) refused this node's record: %s (does --work-bits match the swarm's?)",
+                len(refusals), refusals[0],
+            )
         return stored
 
     async def get(self, key: str) -> list[Entry]:

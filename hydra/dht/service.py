@@ -23,6 +23,7 @@ from multiaddr import Multiaddr
 import hydra
 from hydra.config import DiscoveryConfig
 from hydra.dht.kademlia import Dht, DhtConfig
+from hydra.p2p.addresses import dialable
 from hydra.p2p.host import build_host, running_host
 from hydra.p2p.identity import KEY_FILE, load_or_create
 
@@ -59,7 +60,7 @@ class DhtPeer:
         return self.dht.peer_id
 
     def multiaddrs(self) -> list[str]:
-        return [str(a) for a in self.host.get_addrs()]
+        return dialable([str(a) for a in self.host.get_addrs()])
 
     def status(self) -> dict[str, Any]:
         return {

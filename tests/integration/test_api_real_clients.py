@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from hydra.models.catalog import DEFAULT_PATH
-from tests.swarm import HYDRA, node
+from tests.swarm import HYDRA, free_port, node
 
 pytestmark = pytest.mark.slow
 
@@ -273,6 +273,14 @@ def test_hydra_chat_streams_a_conversation(api):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
+
+
+def test_hydra_chat_without_a_node_says_so():
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run([*HYDRA, "chat", "--api", nowhere], input="hello\n", capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"no OpenHydra node answers at {nowhere}" in done.stderr
 
 
 def test_hydra_generate_standalone_prints_the_api_greedy_text(api, tmp_path):

@@ -1,6 +1,7 @@
 """The /hydra/kad protocol on real libp2p hosts (127.0.0.1): Kademlia put/get across several
 hosts, and hostile frames that must get typed errors or a reset while the node keeps serving."""
 
+import logging
 import random
 from contextlib import AsyncExitStack
 
@@ -8,7 +9,7 @@ import msgpack
 import pytest
 import trio
 
-from hydra.dht.kademlia import Dht
+from hydra.dht.kademlia import Dht, DhtConfig
 from hydra.dht.keyspace import model_key
 from hydra.p2p.host import build_host, running_host
 from hydra.p2p.streams import RemoteError, request
@@ -138,3 +139,19 @@ async def test_fuzzed_requests_never_break_the_node(swarm):
     kp = keypair()
     await swarm[1].put(model_key("m"), signed(kp, model="m"))
     assert [e.record.peer_id for e in await target.get(model_key("m"))] == [signed_peer(kp)]
+
+
+async def test_a_node_whose_records_the_swarm_refuses_is_told(caplog):
+    """A node configured with less proof of work than the swarm demands stores its record
+    only on itself; it must say so loudly rather than believe it joined."""
+    async with AsyncExitStack() as stack:
+        hosts = [build_host(keypair()) for _ in range(2)]
+        for host in hosts:
+            await stack.enter_async_context(running_host(host, "127.0.0.1", 0))
+        strict, lax = Dht(hosts[0], DhtConfig(work_bits=30)), Dht(hosts[1])
+        assert await lax.bootstrap(strict.host.get_addrs()) == 1
+        with caplog.at_level(logging.WARNING, logger="hydra.dht.kademlia"):
+            stored = await lax.put(model_key("m"), signed(keypair(), model="m"))
+    assert stored == 1  # on itself only
+    assert "1 node(s) refused this node's record" in caplog.text
+    assert "proof of work" in caplog.text and "--work-bits" in caplog.text

@@ -150,7 +150,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else GenerationRequest(model, prompt=args.prompt, params=params)
     )
     device = str(NodeConfig(device=args.device).torch_device())
-    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device, _privacy(args))
+    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device, _privacy(args),
+                            args.model_path)
     completion = trio.run(run_generate, config)
     print(
         f"[{completion.completion_tokens} tokens, {completion.finish_reason}, "
@@ -319,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_discovery(gen)
     gen.add_argument("prompt")
     gen.add_argument("--model", help="catalog id or alias (default: the catalog's default)")
+    gen.add_argument("--model-path", type=Path, metavar="DIR",
+                     help="local checkpoint (config.json + safetensors) instead of the catalog source")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     gen.add_argument("--max-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")

@@ -5,6 +5,7 @@ waits for a route covering the model, streams one generation to stdout and leave
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import trio
@@ -28,6 +29,7 @@ class GenerateConfig:
     dtype: str = "float32"
     device: str = "cpu"
     privacy: PrivacyConfig = PrivacyConfig()
+    model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 
 
 async def run_generate(
@@ -40,7 +42,7 @@ async def run_generate(
         local = None
         first = config.privacy.local_layers
         if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
-            path = await trio.to_thread.run_sync(resolve_checkpoint, spec)
+            path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
             blocks = await trio.to_thread.run_sync(
                 load_stage, path, first, spec.num_layers, dtype, device
             )
@@ -48,6 +50,7 @@ async def run_generate(
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
             privacy=config.privacy,
+            checkpoints={spec.id: config.model_path} if config.model_path else None,
         )
         await wait_for_route(coordinator, spec.id, config.wait)
         events = coordinator.stream(config.request)

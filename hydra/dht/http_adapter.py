@@ -18,6 +18,7 @@ from quart import Blueprint, request
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.dht.store import Entry
+from hydra.models.catalog import load_catalog
 from protocols.errors import ProtocolError
 from protocols.kad import MAX_KEY
 from protocols.records import SignedRecord
@@ -72,6 +73,7 @@ async def read_json() -> Any:
 
 def dht_blueprint(dht: Dht) -> Blueprint:
     bp = Blueprint("dht", __name__)
+    catalog = load_catalog()  # so /lookup takes aliases, as the APIs do
 
     @bp.post("/announce")
     async def announce() -> Any:
@@ -92,6 +94,10 @@ def dht_blueprint(dht: Dht) -> Blueprint:
         model = request.args.get("model", "")
         if not model or len(model_key(model)) > MAX_KEY:
             return error_body("bad_request", f"query parameter ?model= is required (at most {MAX_KEY - 6} characters)"), 400
+        try:
+            model = catalog.resolve(model).id
+        except KeyError:
+            pass  # not in our catalog: the swarm may still know it by this id
         entries = await dht.get(model_key(model))
         return {"model": model, "peers": [entry_json(e) for e in entries]}
 

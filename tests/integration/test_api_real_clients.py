@@ -283,12 +283,16 @@ def test_hydra_chat_without_a_node_says_so():
     assert f"no OpenHydra node answers at {nowhere}" in done.stderr
 
 
-def test_hydra_generate_standalone_prints_the_api_greedy_text(api, tmp_path):
-    """``hydra generate`` with no ``--bootstrap`` runs the embedded model in its own process;
-    its greedy text is the node's temperature-0 text for the same chat."""
+@pytest.mark.parametrize("source", ["embedded", "--model-path"])
+def test_hydra_generate_standalone_prints_the_api_greedy_text(api, tmp_path, smollm2_checkpoint,
+                                                              source):
+    """``hydra generate`` with no ``--bootstrap`` runs the model in its own process, from the
+    embedded package or a checkpoint directory; its greedy text is the node's temperature-0
+    text for the same chat."""
     question = "What is the capital of France?"
+    path = ["--model-path", str(smollm2_checkpoint)] if source == "--model-path" else []
     done = subprocess.run([*HYDRA, "generate", "--home", str(tmp_path), "--chat", "--max-tokens",
-                           "12", "--device", "cpu", question],
+                           "12", "--device", "cpu", *path, question],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     ai = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)

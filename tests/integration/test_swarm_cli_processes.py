@@ -62,6 +62,8 @@ def test_every_node_finds_every_other_nodes_record(swarm):
     peers = nodes[0].get("/lookup", model=MODEL)["peers"]
     spans = {tuple(p["layers"]) for p in peers if p["peer_id"] in everyone}
     assert spans == {(0, 10), (10, 20), (20, 30)}
+    by_alias = sp.get("/lookup", model="SmolLM2")  # aliases resolve, as in the APIs
+    assert by_alias["model"] == MODEL and {p["peer_id"] for p in by_alias["peers"]} >= everyone
     assert {p["peer_id"] for p in sp.get("/peers")["peers"]} >= everyone
 
 

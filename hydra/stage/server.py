@@ -77,6 +77,20 @@ def cache_bytes_per_token(blocks: StageBlocks) -> int:
     return 2 * attention_blocks * config.num_key_value_heads * head_dim * itemsize
 
 
+def session_state_bytes(blocks: StageBlocks) -> int:
+    """Fixed bytes a session holds in this span's recurrent (linear-attention) blocks, whatever
+    its length: a convolution window and a per-head state matrix, counted as float32."""
+    config = blocks.config
+    linear = sum(1 for kind in getattr(config, "layer_types", None) or () if kind == "linear_attention")
+    if not linear:
+        return 0
+    key_dim = config.linear_num_key_heads * config.linear_key_head_dim
+    value_dim = config.linear_num_value_heads * config.linear_value_head_dim
+    conv = (2 * key_dim + value_dim) * config.linear_conv_kernel_dim
+    state = config.linear_num_value_heads * config.linear_key_head_dim * config.linear_value_head_dim
+    return linear * (conv + state) * 4
+
+
 class StageServer:
     def __init__(
         self,
@@ -94,6 +108,7 @@ class StageServer:
         self.limits = limits
         self.sessions: dict[bytes, Session] = {}
         self.per_token = max(1, cache_bytes_per_token(blocks))
+        self.per_session = session_state_bytes(blocks)
         self.steps_served = 0
 
     def attach(self, host: IHost) -> None:
@@ -192,7 +207,7 @@ class StageConversation:
                 f"this peer serves {server.model_id} blocks {blocks.start}:{blocks.end}, not "
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
-        reserve = header.max_length * server.per_token
+        reserve = header.max_length * server.per_token + server.per_session
         server.admit(self.remote, reserve, header.max_length)
         last = header.next_hop is None
         session = Session(

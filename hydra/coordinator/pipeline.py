@@ -232,19 +232,25 @@ class Pipeline:
             position += sum(chunks)
 
     def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
-        per_token = hidden.shape[2] * inference.TENSOR_DTYPES[self.config.dtype]
-        return max(1, (inference.MAX_FRAME - FRAME_SLACK) // per_token)
+        return max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))
+
+
+MESSAGE_ROOM = inference.MAX_FRAME - FRAME_SLACK  # tensor bytes one Step frame can carry
+
+
+def wire_bytes(hidden: torch.Tensor, dtype: str) -> int:
+    """Bytes ``hidden`` [1, T, H] takes on the wire as ``dtype``."""
+    return hidden.shape[1] * hidden.shape[2] * inference.TENSOR_DTYPES[dtype]
 
 
 def pack_history(history: list[torch.Tensor], dtype: str) -> list[list[torch.Tensor]]:
     """Consecutive runs of ``history`` that each fit one replayed ``Step`` frame: the tensor
     bytes plus, per item, its entry in the message's ``chunks`` list."""
-    room = inference.MAX_FRAME - FRAME_SLACK
     batches: list[list[torch.Tensor]] = []
-    size = room + 1  # start a new batch with the first item
+    size = MESSAGE_ROOM + 1  # start a new batch with the first item
     for item in history:
-        item_size = item.shape[1] * item.shape[2] * inference.TENSOR_DTYPES[dtype] + CHUNK_BYTES
-        if size + item_size > room:
+        item_size = wire_bytes(item, dtype) + CHUNK_BYTES
+        if size + item_size > MESSAGE_ROOM:
             batches.append([])
             size = 0
         batches[-1].append(item)

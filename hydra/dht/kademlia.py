@@ -175,11 +175,9 @@ class Dht:
             try:
                 await self.call(contact, message)
                 stored += 1
-            except RemoteError as exc:
-                if exc.code == ErrorCode.INVALID_RECORD:
+            except (PeerUnreachable, RemoteError) as exc:
+                if isinstance(exc, RemoteError) and exc.code == ErrorCode.INVALID_RECORD:
                     refusals.append(exc.message)
-                log.debug("store of %s on %s failed: %s", key, contact.peer_id, exc)
-            except PeerUnreachable as exc:
                 log.debug("store of %s on %s failed: %s", key, contact.peer_id, exc)
 
         async with trio.open_nursery() as nursery:

@@ -14,6 +14,7 @@ from hydra.api.app import create_app
 from hydra.api.server import serve_http
 from hydra.config import SignpostConfig
 from hydra.dht.service import open_dht_peer
+from hydra.models.catalog import load_catalog
 from hydra.p2p.host import ensure_port_free
 
 
@@ -31,17 +32,20 @@ async def run_signpost(
     on_ready: Callable[[dict[str, Any]], None] = lambda status: None,
 ) -> None:
     ensure_port_free(config.http_host, config.http_port)
-    async with open_dht_peer(config.home, config.host, config.port, config.discovery) as peer:
-        async with relay_service(peer.host, config.relay), trio.open_nursery() as nursery:
+    async with (
+        open_dht_peer(config.home, config.host, config.port, config.discovery) as peer,
+        relay_service(peer.host, config.relay),
+        trio.open_nursery() as nursery,
+    ):
 
-            def status() -> dict[str, Any]:
-                return {
-                    "role": "signpost",
-                    **peer.status(),
-                    "relay": config.relay,
-                    "http_dht": f"http://{config.http_host}:{config.http_port}",
-                }
+        def status() -> dict[str, Any]:
+            return {
+                "role": "signpost",
+                **peer.status(),
+                "relay": config.relay,
+                "http_dht": f"http://{config.http_host}:{config.http_port}",
+            }
 
-            app = create_app(peer.dht, status)
-            await nursery.start(serve_http, app, config.http_host, config.http_port)
-            on_ready(status())
+        app = create_app(peer.dht, status, load_catalog())
+        await nursery.start(serve_http, app, config.http_host, config.http_port)
+        on_ready(status())

@@ -12,25 +12,22 @@ from typing import Any
 import trio
 
 import hydra
+from hydra.api.config import APIConfig
 from hydra.config import (
-    DEFAULT_API_PORT,
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_DHT_HTTP_PORT,
-    DEFAULT_P2P_PORT,
-    DEFAULT_SIGNPOST_PORT,
-    APIConfig,
-    DiscoveryConfig,
+    CHAT_SAMPLING,
+    GENERATE_SAMPLING,
+    NODE,
+    SIGNPOST,
+    GenerateConfig,
     NodeConfig,
-    PrivacyConfig,
     SignpostConfig,
-    StageLimits,
-    parse_layers,
-    shard_layers,
 )
-from hydra.coordinator.routing import NoRoute
-from hydra.dht.work import DEFAULT_WORK_BITS
+from hydra.coordinator.params import SamplingParams
+from hydra.dht.config import DiscoveryConfig
+from hydra.errors import ConfigError, HydraError
 from hydra.p2p.identity import KEY_FILE, IdentityError, default_home
-from hydra.runtime.sources import ModelSourceError
+from hydra.privacy.config import PrivacyConfig
+from hydra.stage.limits import StageLimits
 
 log = logging.getLogger("hydra")
 
@@ -39,10 +36,21 @@ def _home(args: argparse.Namespace) -> Path:
     return Path(args.home).expanduser() if args.home else default_home()
 
 
+def parse_layers(text: str) -> tuple[int, int]:
+    """``"START:END"`` (END exclusive) into a pair; ``ConfigError`` with a usable message."""
+    start, sep, end = text.partition(":")
+    if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        raise ConfigError(f"--layers expects START:END, e.g. 0:10, got {text!r}")
+    first, last = int(start), int(end)
+    if first >= last:
+        raise ConfigError(f"--layers {text}: START must be below END")
+    return first, last
+
+
 def _discovery(args: argparse.Namespace) -> DiscoveryConfig:
     interval = args.announce_interval
     return DiscoveryConfig(
-        bootstrap=tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP,
+        bootstrap=tuple(args.bootstrap) if args.bootstrap else NODE.discovery.bootstrap,
         announce_interval=interval,
         record_ttl=args.record_ttl if args.record_ttl else 3 * interval,
         work_bits=args.work_bits,
@@ -92,11 +100,12 @@ async def _until_signal(main: Callable[[], Awaitable[None]]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from hydra.models.catalog import load_catalog
     from hydra.node import run_node
+    from hydra.stage.placement import shard_layers
 
     layers = parse_layers(args.layers) if args.layers else None
     if args.total_shards is not None or args.shard_index is not None:
         if args.total_shards is None or args.shard_index is None or layers:
-            raise ValueError("--shard-index and --total-shards go together, without --layers")
+            raise ConfigError("--shard-index and --total-shards go together, without --layers")
         catalog = load_catalog()
         spec = catalog.resolve(args.model or catalog.default)
         layers = shard_layers(args.shard_index, args.total_shards, spec.num_layers)
@@ -127,14 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from hydra.config import NodeConfig
-    from hydra.coordinator.generation import GenerationRequest
-    from hydra.coordinator.sampling import SamplingParams
-    from hydra.generate import GenerateConfig, run_generate
-    from hydra.models.catalog import load_catalog
+    from hydra.generate import run_generate
 
-    catalog = load_catalog()
-    params = SamplingParams(
+    sampling = SamplingParams(
         max_tokens=args.max_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
@@ -143,15 +147,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
         repetition_penalty=args.repetition_penalty,
         stop=tuple(args.stop),
     )
-    model = args.model or catalog.default
-    request = (
-        GenerationRequest(model, messages=({"role": "user", "content": args.prompt},), params=params)
-        if args.chat
-        else GenerationRequest(model, prompt=args.prompt, params=params)
+    config = GenerateConfig(
+        prompt=args.prompt,
+        model=args.model,
+        chat=args.chat,
+        sampling=sampling,
+        discovery=_discovery(args),
+        wait=args.wait,
+        dtype=args.dtype,
+        device=args.device,
+        privacy=_privacy(args),
+        model_path=args.model_path,
     )
-    device = str(NodeConfig(device=args.device).torch_device())
-    config = GenerateConfig(request, _discovery(args), args.wait, args.dtype, device, _privacy(args),
-                            args.model_path)
     completion = trio.run(run_generate, config)
     print(
         f"[{completion.completion_tokens} tokens, {completion.finish_reason}, "
@@ -254,19 +261,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_discovery(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", action="append", metavar="MULTIADDR",
                    help="signpost /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable)")
-    p.add_argument("--announce-interval", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--announce-interval", type=float, default=NODE.discovery.announce_interval,
+                   metavar="SECONDS")
     p.add_argument("--record-ttl", type=float, metavar="SECONDS",
                    help="lifetime of announced records (default 3 x announce interval)")
-    p.add_argument("--work-bits", type=int, default=DEFAULT_WORK_BITS,
+    p.add_argument("--work-bits", type=int, default=NODE.discovery.work_bits,
                    help="proof of work records must carry; the whole swarm must agree "
-                        f"(default {DEFAULT_WORK_BITS})")
-    p.add_argument("--region", default="", help="region claimed in this node's records")
+                        "(default %(default)s)")
+    p.add_argument("--region", default=NODE.discovery.region,
+                   help="region claimed in this node's records")
 
 
 def _add_privacy(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--local-layers", type=int, default=0, metavar="K",
+    p.add_argument("--local-layers", type=int, default=NODE.privacy.local_layers, metavar="K",
                    help="run the first K blocks on this machine, so no peer sees embeddings")
-    p.add_argument("--dp-noise-sigma", type=float, default=0.0, metavar="SIGMA",
+    p.add_argument("--dp-noise-sigma", type=float, default=NODE.privacy.dp_noise_sigma,
+                   metavar="SIGMA",
                    help="Gaussian noise on activations leaving this node (costs quality)")
     p.add_argument("--no-encryption", action="store_true",
                    help="turn off onion routing and sealed activations (for comparisons only)")
@@ -281,8 +291,9 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
 
 
 def _add_compute(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=NODE.dtype)
+    p.add_argument("--device", default=NODE.device,
+                   help="auto (cuda if available), cpu, cuda, cuda:1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,10 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a node: serve layers to peers, answer the API")
     _add_common(run)
     _add_discovery(run)
-    run.add_argument("--host", default="127.0.0.1", help="libp2p listen address")
-    run.add_argument("--port", type=int, default=DEFAULT_P2P_PORT, help="libp2p TCP port")
-    run.add_argument("--api-host", default="127.0.0.1")
-    run.add_argument("--api-port", type=int, default=DEFAULT_API_PORT)
+    run.add_argument("--host", default=NODE.host, help="libp2p listen address")
+    run.add_argument("--port", type=int, default=NODE.port, help="libp2p TCP port")
+    run.add_argument("--api-host", default=NODE.api_host)
+    run.add_argument("--api-port", type=int, default=NODE.api_port)
     run.add_argument("--model", help="catalog id or alias (default: the catalog's default)")
     run.add_argument("--layers", metavar="START:END", help="serve layers [START, END)")
     run.add_argument("--shard-index", type=int, metavar="I")
@@ -304,14 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
     _add_compute(run)
-    run.add_argument("--cache-gb", type=float, default=1.0,
-                     help="KV cache reserved across all sessions on this node (default 1)")
-    run.add_argument("--max-sessions", type=int, default=64)
-    run.add_argument("--rate-limit", type=int, default=120,
-                     help="API requests per window per client address (default 120)")
-    run.add_argument("--rate-window", type=float, default=60.0, metavar="SECONDS")
-    run.add_argument("--default-max-tokens", type=int, default=512,
-                     help="tokens generated when a request gives no limit (default 512)")
+    run.add_argument("--cache-gb", type=float, default=NODE.stage_limits.cache_bytes / 2**30,
+                     help="KV cache reserved across all sessions on this node (default %(default)g)")
+    run.add_argument("--max-sessions", type=int, default=NODE.stage_limits.max_sessions)
+    run.add_argument("--rate-limit", type=int, default=NODE.api.rate_limit,
+                     help="API requests per window per client address (default %(default)s)")
+    run.add_argument("--rate-window", type=float, default=NODE.api.rate_window, metavar="SECONDS")
+    run.add_argument("--default-max-tokens", type=int, default=NODE.api.default_max_tokens,
+                     help="tokens generated when a request gives no limit (default %(default)s)")
     _add_privacy(run)
     run.set_defaults(func=cmd_run)
 
@@ -323,14 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
-    gen.add_argument("--max-tokens", type=int, default=128)
-    gen.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--max-tokens", type=int, default=GENERATE_SAMPLING.max_tokens)
+    gen.add_argument("--temperature", type=float, default=GENERATE_SAMPLING.temperature,
+                     help="0 (default): greedy")
+    gen.add_argument("--top-p", type=float, default=GENERATE_SAMPLING.top_p)
+    gen.add_argument("--top-k", type=int, default=GENERATE_SAMPLING.top_k)
     gen.add_argument("--seed", type=int)
-    gen.add_argument("--repetition-penalty", type=float, default=1.0)
+    gen.add_argument("--repetition-penalty", type=float,
+                     default=GENERATE_SAMPLING.repetition_penalty)
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--wait", type=float, default=30.0,
+    gen.add_argument("--wait", type=float, default=GenerateConfig.wait,
                      help="seconds to wait for peers covering the model")
     _add_compute(gen)
     _add_privacy(gen)
@@ -338,21 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="chat in the terminal with a running node (streams tokens)")
     _add_common(chat)
-    chat.add_argument("--api", default=f"http://127.0.0.1:{DEFAULT_API_PORT}", help="node API URL")
+    chat.add_argument("--api", default=f"http://127.0.0.1:{NODE.api_port}", help="node API URL")
     chat.add_argument("--model", help="model id or alias (default: the node's first model)")
     chat.add_argument("--system", help="a system prompt")
-    chat.add_argument("--max-tokens", type=int, default=512)
-    chat.add_argument("--temperature", type=float, default=0.7)
+    chat.add_argument("--max-tokens", type=int, default=CHAT_SAMPLING.max_tokens)
+    chat.add_argument("--temperature", type=float, default=CHAT_SAMPLING.temperature)
     chat.add_argument("--seed", type=int)
     chat.set_defaults(func=cmd_chat)
 
     sp = sub.add_parser("signpost", help="run a bootstrap signpost (DHT only, HTTP DHT adapter)")
     _add_common(sp)
     _add_discovery(sp)
-    sp.add_argument("--host", default="0.0.0.0", help="libp2p listen address")
-    sp.add_argument("--port", type=int, default=DEFAULT_SIGNPOST_PORT)
-    sp.add_argument("--http-host", default="127.0.0.1")
-    sp.add_argument("--http-port", type=int, default=DEFAULT_DHT_HTTP_PORT)
+    sp.add_argument("--host", default=SIGNPOST.host, help="libp2p listen address")
+    sp.add_argument("--port", type=int, default=SIGNPOST.port)
+    sp.add_argument("--http-host", default=SIGNPOST.http_host)
+    sp.add_argument("--http-port", type=int, default=SIGNPOST.http_port)
     sp.add_argument("--relay", action="store_true", help="act as a circuit-relay v2 hop")
     sp.set_defaults(func=cmd_signpost)
 
@@ -367,8 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", help="show a running node's status and the peers it sees")
     _add_common(st)
-    st.add_argument("--api", default=f"http://127.0.0.1:{DEFAULT_API_PORT}",
-                    help=f"node API or signpost HTTP DHT (:{DEFAULT_DHT_HTTP_PORT}) URL")
+    st.add_argument("--api", default=f"http://127.0.0.1:{NODE.api_port}",
+                    help=f"node API or signpost HTTP DHT (:{SIGNPOST.http_port}) URL")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
     return parser
@@ -380,36 +393,33 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # py-libp2p's logger does not propagate and has no handler (notes, rough edge 7).
+    # py-libp2p's logger does not propagate and has no handler: its warnings would be lost.
     libp2p_log = logging.getLogger("libp2p")
     libp2p_log.addHandler(handler)
     libp2p_log.setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-USER_ERRORS = (IdentityError, ValueError, KeyError, OSError, NoRoute, ModelSourceError)
-"""Failures the user can fix (key permissions, a busy port, a bad flag): one line, exit 2."""
-
-
-def _user_error(exc: BaseException) -> BaseException | None:
-    """The user-fixable error behind ``exc``, looking inside trio's exception groups."""
+def _hydra_error(exc: BaseException) -> HydraError | None:
+    """The ``HydraError`` behind ``exc``, looking inside trio's exception groups."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, USER_ERRORS) else None
+    return exc if isinstance(exc, HydraError) else None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A ``HydraError`` (a bad flag, a busy port, no route) prints one line
+    and exits with its code; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
         return args.func(args)
     except BaseException as exc:
-        error = _user_error(exc)
+        error = _hydra_error(exc)
         if error is None:
             raise
-        message = error.args[0] if isinstance(error, KeyError) else error
-        print(f"hydra: error: {message}", file=sys.stderr)
-        return 2
+        print(f"hydra: error: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

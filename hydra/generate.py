@@ -4,40 +4,36 @@ waits for a route covering the model, streams one generation to stdout and leave
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
 import trio
 
-from hydra.config import DiscoveryConfig, PrivacyConfig, StageLimits
+from hydra.config import GenerateConfig
 from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
+from hydra.coordinator.routing import NoRoute
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
 from hydra.privacy.keys import KxKey
+from hydra.runtime.device import resolve_device
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
+from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageServer
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
-    request: GenerationRequest
-    discovery: DiscoveryConfig
-    wait: float = 30.0  # seconds to wait for peers covering the model
-    dtype: str = "float32"
-    device: str = "cpu"
-    privacy: PrivacyConfig = PrivacyConfig()
-    model_path: Path | None = None  # a local checkpoint instead of the catalog's source
+def generation_request(config: GenerateConfig, model: str) -> GenerationRequest:
+    if config.chat:
+        turn = {"role": "user", "content": config.prompt}
+        return GenerationRequest(model, messages=(turn,), params=config.sampling)
+    return GenerationRequest(model, prompt=config.prompt, params=config.sampling)
 
 
 async def run_generate(
     config: GenerateConfig, write: Callable[[str], None] = sys.stdout.write
 ) -> Completion:
     catalog = load_catalog()
-    spec = catalog.resolve(config.request.model)
-    dtype, device = WIRE_DTYPES[config.dtype], torch.device(config.device)
+    spec = catalog.resolve(config.model or catalog.default)
+    dtype, device = WIRE_DTYPES[config.dtype], resolve_device(config.device)
     async with open_dht_peer(None, "127.0.0.1", 0, config.discovery) as peer:
         local = None
         first = config.privacy.local_layers
@@ -53,7 +49,7 @@ async def run_generate(
             checkpoints={spec.id: config.model_path} if config.model_path else None,
         )
         await wait_for_route(coordinator, spec.id, config.wait)
-        events = coordinator.stream(config.request)
+        events = coordinator.stream(generation_request(config, spec.id))
         try:
             async for event in events:
                 if isinstance(event, Delta):
@@ -72,4 +68,4 @@ async def wait_for_route(coordinator: Coordinator, model: str, wait: float) -> N
         while not await coordinator.route_available(model):
             await trio.sleep(0.5)
         return
-    raise TimeoutError(f"no peers cover the blocks of {model} after {wait:.0f}s")
+    raise NoRoute(f"no peers cover the blocks of {model} after {wait:.0f}s")

@@ -12,19 +12,21 @@ import trio
 import hydra
 from hydra.api.app import create_app
 from hydra.api.server import serve_http
-from hydra.config import NodeConfig, StageLimits
+from hydra.config import NodeConfig
 from hydra.coordinator.generation import Coordinator
 from hydra.coordinator.routing import candidates_for, coverage
 from hydra.dht.announcer import Announcer
 from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.dht.work import solve
+from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
 from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
+from hydra.stage.limits import StageLimits
 from hydra.stage.placement import available_memory_gb, blocks_that_fit, least_covered_window
 from hydra.stage.server import StageServer
 from protocols.records import PeerRecord
@@ -37,7 +39,7 @@ async def choose_layers(peer: DhtPeer, config: NodeConfig, spec: ModelSpec) -> t
     if config.layers is not None:
         start, end = config.layers
         if end > spec.num_layers:
-            raise ValueError(f"{spec.id} has {spec.num_layers} layers; cannot serve {start}:{end}")
+            raise ConfigError(f"{spec.id} has {spec.num_layers} layers; cannot serve {start}:{end}")
         return start, end
     size = blocks_that_fit(spec, available_memory_gb(str(config.torch_device())))
     if size == spec.num_layers:
@@ -89,8 +91,8 @@ def describe(
         addrs=peer.dht.own_addrs(),
         version=hydra.__version__,
         model=spec.id,
-        layer_start=stage.blocks.start,
-        layer_end=stage.blocks.end,
+        layer_start=stage.blocks.layer_start,
+        layer_end=stage.blocks.layer_end,
         total_layers=spec.num_layers,
         dtype=str(stage.blocks.dtype).removeprefix("torch."),
         throughput=throughput,
@@ -143,12 +145,16 @@ async def run_node(
             checkpoints={spec.id: path}, privacy=config.privacy,
         )
         gauges = {
-            "hydra_stage_sessions": ("Open pipeline sessions on this node's stage", lambda: len(stage.sessions)),
-            "hydra_active_generations": ("Generations this node coordinates now", lambda: len(coordinator.active_pipelines)),
+            "hydra_stage_sessions": (
+                "Open pipeline sessions on this node's stage", lambda: len(stage.sessions)
+            ),
+            "hydra_active_generations": (
+                "Generations this node coordinates now", lambda: len(coordinator.active_pipelines)
+            ),
             "hydra_known_peers": ("Peers in the DHT routing table", lambda: len(peer.dht.routing)),
             "hydra_layers_served": ("Transformer blocks this node serves", lambda: end - start),
         }
-        app = create_app(peer.dht, status, coordinator, catalog, config.api, gauges)
+        app = create_app(peer.dht, status, catalog, coordinator, config.api, gauges)
         async with trio.open_nursery() as nursery:
             await nursery.start(announcer.run)
             await nursery.start(serve_http, app, config.api_host, config.api_port)

@@ -84,7 +84,7 @@ def encode(message: Message) -> bytes:
 def unpack(payload: bytes) -> Any:
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises a zoo of types (ValueError, ExtraData, ...)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises a zoo of types (ValueError, ExtraData, ...)
         raise ProtocolError(ErrorCode.BAD_MSGPACK, f"undecodable msgpack: {exc}") from None
 
 
@@ -96,7 +96,7 @@ def _hints(cls: type) -> dict[str, Any]:
     cached = cls.__dict__.get("_hydra_hints")
     if cached is None:
         cached = typing.get_type_hints(cls)
-        setattr(cls, "_hydra_hints", cached)
+        cls._hydra_hints = cached
     return cached
 
 
@@ -112,16 +112,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
     """Check ``value`` against ``hint``; return it converted (lists to tuples, maps to messages)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(hint):
-            if option is type(None) and value is None:
-                return None
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        for option in options:
-            try:
-                return _coerce(value, option, path)
-            except ProtocolError:
-                continue
-        raise _bad(path, f"expected {hint}, got {type(value).__name__}")
+        return _coerce_union(value, hint, path)
     if origin is tuple:  # tuple[X, ...]: a homogeneous list on the wire
         if not isinstance(value, (list, tuple)):
             raise _bad(path, f"expected a list, got {type(value).__name__}")
@@ -131,6 +122,24 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise _bad(path, f"expected a map, got {type(value).__name__}")
         return hint.from_wire(value, f"{path}.")
+    return _coerce_scalar(value, hint, path)
+
+
+def _coerce_union(value: Any, hint: Any, path: str) -> Any:
+    options = typing.get_args(hint)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _coerce(value, option, path)
+        except ProtocolError:
+            continue
+    raise _bad(path, f"expected {hint}, got {type(value).__name__}")
+
+
+def _coerce_scalar(value: Any, hint: Any, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _bad(path, f"expected a number, got {type(value).__name__}")

@@ -2,6 +2,8 @@
 
 from enum import StrEnum
 
+from hydra.errors import HydraError
+
 
 class ErrorCode(StrEnum):
     BAD_FRAME = "bad_frame"  # length prefix missing or stream ended mid-frame
@@ -25,13 +27,19 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
-class ProtocolError(Exception):
+class ProtocolError(HydraError):
     """A message or frame that breaks the wire contract; carries the code to reply with."""
+
+    http_status = 400
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+    @property
+    def protocol_code(self) -> str:  # type: ignore[override]
+        return self.code
 
 
 def require(condition: bool, what: str) -> None:

@@ -18,31 +18,32 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see scripts/bench_pipeline.py
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from contextlib import aclosing  # noqa: E402
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import aclosing
 
-import httpx  # noqa: E402
-import torch  # noqa: E402
-import trio  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import httpx
+import torch
+import trio
+from rich.console import Console
+from rich.table import Table
 
-from hydra.config import DiscoveryConfig, StageLimits  # noqa: E402
-from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest  # noqa: E402
-from hydra.coordinator.sampling import SamplingParams  # noqa: E402
-from hydra.dht.service import open_dht_peer  # noqa: E402
-from hydra.models.catalog import load_catalog  # noqa: E402
-from hydra.privacy.keys import KxKey  # noqa: E402
-from hydra.runtime.shard import load_stage  # noqa: E402
-from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
-from hydra.stage.server import StageServer  # noqa: E402
+from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
+from hydra.coordinator.params import SamplingParams
+from hydra.dht.config import DiscoveryConfig
+from hydra.dht.service import open_dht_peer
+from hydra.models.catalog import load_catalog
+from hydra.privacy.keys import KxKey
+from hydra.runtime.shard import load_stage
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.stage.limits import StageLimits
+from hydra.stage.server import StageServer
 
 QUESTION = "Write a few sentences about the ocean."
 

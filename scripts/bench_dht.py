@@ -23,6 +23,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from rich.console import Console
 from rich.table import Table
 
+from hydra.dht.config import DiscoveryConfig
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.dht.records import fresh, sign
@@ -32,6 +33,7 @@ from protocols import kad
 from protocols.records import PeerRecord
 
 MODEL = "bench-model"
+NO_WORK = DiscoveryConfig(work_bits=0)  # the benchmark signs records without proof of work
 
 
 def p90(values: list[float]) -> float:
@@ -42,7 +44,7 @@ async def start_peer(stack: AsyncExitStack, bootstrap: Dht | None) -> Dht:
     keypair = create_new_key_pair()
     host = build_host(keypair)
     await stack.enter_async_context(running_host(host, "127.0.0.1", 0))
-    dht = Dht(host)
+    dht = Dht(host, NO_WORK)
     dht.keypair = keypair  # type: ignore[attr-defined]  (bench-only convenience)
     if bootstrap is not None:
         await dht.bootstrap(bootstrap.host.get_addrs())

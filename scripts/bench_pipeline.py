@@ -31,30 +31,32 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
 
-import argparse  # noqa: E402
-import multiprocessing  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from collections.abc import AsyncIterator  # noqa: E402
-from contextlib import asynccontextmanager  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch  # noqa: E402
-import trio  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+import torch
+import trio
+from rich.console import Console
+from rich.table import Table
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hydra.config import DiscoveryConfig, StageLimits, shard_layers  # noqa: E402
-from hydra.coordinator.generation import Coordinator, GenerationRequest  # noqa: E402
-from hydra.coordinator.sampling import SamplingParams  # noqa: E402
-from hydra.dht.service import open_dht_peer  # noqa: E402
-from hydra.generate import wait_for_route  # noqa: E402
-from hydra.models.catalog import load_catalog  # noqa: E402
-from hydra.node import start_stage  # noqa: E402
-from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
-from hydra.runtime.wire import WIRE_DTYPES  # noqa: E402
+from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.params import SamplingParams
+from hydra.dht.config import DiscoveryConfig
+from hydra.dht.service import open_dht_peer
+from hydra.generate import wait_for_route
+from hydra.models.catalog import load_catalog
+from hydra.node import start_stage
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.runtime.wire import WIRE_DTYPES
+from hydra.stage.limits import StageLimits
+from hydra.stage.placement import shard_layers
 
 PROMPT = "Count from one to one hundred in words: one, two, three, four,"
 

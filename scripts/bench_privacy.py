@@ -16,36 +16,35 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench_pipeline.py
 
-import argparse  # noqa: E402
-import secrets  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import secrets
+import statistics
+import time
 
-import torch  # noqa: E402
-import trio  # noqa: E402
-from bench_pipeline import measure, pipeline_swarm  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import torch
+import trio
+from bench_pipeline import Setup, measure, pipeline_swarm
+from rich.console import Console
+from rich.table import Table
 
-from hydra.config import PrivacyConfig  # noqa: E402
-from hydra.models.catalog import load_catalog  # noqa: E402
-from hydra.privacy.onion import STEP_LABEL, open_tensor, seal_tensor  # noqa: E402
-from hydra.privacy.sealing import SealedChannel  # noqa: E402
-from hydra.runtime.sources import resolve_checkpoint  # noqa: E402
-from hydra.runtime.wire import to_wire  # noqa: E402
+from hydra.models.catalog import load_catalog
+from hydra.privacy.channel import ActivationChannel
+from hydra.privacy.config import PrivacyConfig
+from hydra.runtime.sources import resolve_checkpoint
+from hydra.runtime.wire import to_wire
 
 
 def seal_cost(hidden: int, rounds: int = 5000) -> tuple[float, float]:
     """Median µs to seal, and to open, one one-token activation message."""
     key, session = secrets.token_bytes(32), secrets.token_bytes(16)
-    sender, receiver = SealedChannel(key, STEP_LABEL), SealedChannel(key, STEP_LABEL)
+    sender, receiver = ActivationChannel(key, session), ActivationChannel(key, session)
     tensor = to_wire(torch.randn(1, 1, hidden), "float32")
     seal_times, open_times = [], []
     for position in range(rounds):
         started = time.perf_counter()
-        sealed = seal_tensor(sender, tensor, session, position)
+        _, sealed = sender.wrap(tensor, position)
         sealed_at = time.perf_counter()
-        open_tensor(receiver, sealed, session, position)
+        receiver.unwrap(None, sealed, position)
         seal_times.append(sealed_at - started)
         open_times.append(time.perf_counter() - sealed_at)
     return statistics.median(seal_times) * 1e6, statistics.median(open_times) * 1e6
@@ -53,8 +52,9 @@ def seal_cost(hidden: int, rounds: int = 5000) -> tuple[float, float]:
 
 async def on_and_off(peers: int, tokens: int, runs: int) -> dict[bool, tuple[float, float, list[int]]]:
     checkpoint = resolve_checkpoint(load_catalog().resolve("smollm2"))
+    setup = Setup(checkpoint, torch.device("cpu"), torch.float32)
     samples: dict[bool, list[tuple[float, float, list[int]]]] = {True: [], False: []}
-    async with pipeline_swarm(checkpoint, peers) as coordinator:
+    async with pipeline_swarm(setup, peers) as coordinator:
         for _ in range(runs):
             for protect in (True, False):
                 coordinator.privacy = PrivacyConfig(protect=protect)

@@ -16,7 +16,8 @@ everything else. Two inversion attacks run on that view, on held-out prompts:
 Each setting's cost in output quality is measured through the coordinator's real generation
 path (SmolLM2, greedy): the fraction of generated tokens equal to the unprotected run's.
 
-Usage: scripts/privacy_attack.py [--tokens 24] [--prompts 6]
+Usage: scripts/privacy_attack.py [--tokens 24] [--prompts 6] [--local-layers 1 2 4 8]
+           [--sigmas 0.01 0.02 0.05 0.1]
 """
 
 import argparse
@@ -28,15 +29,17 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoTokenizer
 
-from hydra.config import DiscoveryConfig, PrivacyConfig, StageLimits
 from hydra.coordinator.generation import Coordinator, GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
+from hydra.dht.config import DiscoveryConfig
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
+from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import add_noise
 from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import ClientHead, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
+from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageServer
 
 TRAIN = [
@@ -110,7 +113,7 @@ def nearest_tokens(vectors: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 def attacks(view: View, table: torch.Tensor) -> tuple[float, float]:
     """Fraction of held-out prompt tokens recovered: nearest embedding, linear probe."""
-    observed, ids = zip(*((h, torch.tensor(i)) for i, h in map(view, TRAIN)))
+    observed, ids = zip(*((h, torch.tensor(i)) for i, h in map(view, TRAIN)), strict=True)
     x, y = torch.cat(observed), table[torch.cat(ids)]
     ridge = 1e-2 * torch.eye(x.shape[1])
     probe = torch.linalg.solve(x.T @ x + ridge, x.T @ y)  # least squares: observed -> embedding
@@ -144,9 +147,9 @@ async def generations(checkpoint, privacy: PrivacyConfig, prompts: list[str], to
 
 def agreement(outputs: list[list[int]], reference: list[list[int]]) -> float:
     same = total = 0
-    for got, want in zip(outputs, reference):
+    for got, want in zip(outputs, reference, strict=True):
         length = max(len(got), len(want))
-        same += sum(1 for a, b in zip(got, want) if a == b)
+        same += sum(1 for a, b in zip(got, want, strict=False) if a == b)  # may differ in length
         total += length
     return same / total
 
@@ -155,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=24)
     parser.add_argument("--prompts", type=int, default=6)
+    parser.add_argument("--local-layers", type=int, nargs="+", default=LOCAL_LAYERS, metavar="K")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=SIGMAS, metavar="SIGMA")
     args = parser.parse_args()
     torch.manual_seed(0)
     spec = load_catalog().resolve("smollm2")
@@ -167,9 +172,10 @@ def main() -> None:
     reference = trio.run(generations, checkpoint, PrivacyConfig(), prompts, args.tokens)
 
     settings = [("unprotected", 0, 0.0)]
-    settings += [(f"--local-layers {k}", k, 0.0) for k in LOCAL_LAYERS]
-    settings += [(f"--dp-noise-sigma {s} ({s / rms:.2f}x emb. RMS)", 0, s) for s in SIGMAS]
-    settings += [(f"--local-layers 2 --dp-noise-sigma {SIGMAS[1]}", 2, SIGMAS[1])]
+    settings += [(f"--local-layers {k}", k, 0.0) for k in args.local_layers]
+    settings += [(f"--dp-noise-sigma {s} ({s / rms:.2f}x emb. RMS)", 0, s) for s in args.sigmas]
+    k, sigma = min(2, max(args.local_layers)), args.sigmas[min(1, len(args.sigmas) - 1)]
+    settings += [(f"--local-layers {k} --dp-noise-sigma {sigma}", k, sigma)]
     table_out = Table(title="Prompt tokens recovered by the first remote stage (held-out prompts)")
     for column in ("setting", "nearest embedding", "linear probe", "greedy agreement"):
         table_out.add_column(column, justify="right")

@@ -6,7 +6,7 @@ from dataclasses import replace
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 
-from hydra.config import DiscoveryConfig
+from hydra.dht.config import DiscoveryConfig
 from hydra.dht.records import sign
 from hydra.dht.work import has_work, solve
 from hydra.p2p.identity import peer_id

@@ -26,10 +26,11 @@ import msgpack
 import trio
 
 from hydra.api.app import create_app
+from hydra.api.config import APIConfig
 from hydra.api.server import serve_http
-from hydra.config import APIConfig, StageLimits
 from hydra.coordinator.generation import GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
+from hydra.stage.limits import StageLimits
 from protocols import inference, kad
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
@@ -140,7 +141,7 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
             trio.open_nursery() as nursery:
         before = await coordinator.generate(request)
         port = free_port()
-        app = create_app(coordinator.dht, dict, coordinator, coordinator.catalog,
+        app = create_app(coordinator.dht, dict, coordinator.catalog, coordinator,
                          APIConfig(rate_limit=10**9, default_max_tokens=2))
         await nursery.start(serve_http, app, "127.0.0.1", port)
         async with client_host() as host:

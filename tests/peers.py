@@ -6,17 +6,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import trio
 from libp2p.custom_types import TProtocol
 
-from hydra.config import StageLimits
 from hydra.coordinator.generation import Coordinator
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
 from hydra.p2p.streams import serve
+from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation, StageServer
 from protocols import inference
 from protocols.ids import INFERENCE
@@ -123,3 +124,31 @@ def replace_handler(peer: StagePeer, make: Callable[[StageServer, str], StageCon
         serve(inference.REQUESTS, conversation=lambda remote: make(peer.stage, remote.to_base58()),
               max_frame=inference.MAX_FRAME),
     )
+
+
+class MisbehavingOutput(StageConversation):
+    """A stage whose sessions send their output through ``wrap(channel, tensor, position)``
+    instead of their activation channel's own ``wrap``: tests make it tamper. ``last_only``:
+    only when this stage is the last of the route; else only when it is not."""
+
+    last_only = False
+
+    @staticmethod
+    def wrap(channel, tensor, position):
+        return channel.wrap(tensor, position)
+
+    async def _open(self, request):
+        reply = await super()._open(request)
+        session = self.session
+        if session is not None and (session.downstream is None) == self.last_only:
+            session.outbound = _Rewired(session.outbound, self.wrap)
+        return reply
+
+
+@dataclass
+class _Rewired:
+    channel: Any
+    rewrite: Callable[[Any, Any, int], Any]
+
+    def wrap(self, tensor, position: int):
+        return self.rewrite(self.channel, tensor, position)

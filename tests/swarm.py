@@ -87,7 +87,7 @@ class HydraProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"hydra ignored {sig!r} for {timeout}s:\n{self.output()}")
+                raise AssertionError(f"hydra ignored {sig!r} for {timeout}s:\n{self.output()}") from None
         return self.proc.returncode
 
 

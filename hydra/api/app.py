@@ -1,6 +1,6 @@
-"""The quart-trio application of a node: OpenAI and Ollama APIs over the coordinator, the HTTP
-DHT adapter, health, readiness and metrics; per-client rate limiting; errors always in the
-shape the calling client expects, never a bare 500 page."""
+"""The quart-trio application of a node or signpost: OpenAI and Ollama APIs over the
+coordinator, the HTTP DHT adapter, health, readiness and metrics; per-client rate limiting;
+errors always in the shape the calling client expects, never a bare 500 page."""
 
 from collections.abc import Callable
 from typing import Any
@@ -9,57 +9,68 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from hydra.api.errors import APIError, ollama_body, openai_body
+from hydra.api.config import APIConfig
+from hydra.api.dht import dht_blueprint
+from hydra.api.errors import APIError, from_error, hydra_body, ollama_body, openai_body
 from hydra.api.metrics import Metrics
 from hydra.api.ollama import ollama_blueprint
 from hydra.api.openai import openai_blueprint
 from hydra.api.ratelimit import SlidingWindowLimiter
 from hydra.api.service import GenerationService
-from hydra.config import APIConfig
 from hydra.coordinator.generation import Coordinator
-from hydra.dht.http_adapter import dht_blueprint, error_body
 from hydra.dht.kademlia import Dht
+from hydra.errors import HydraError
 from hydra.models.catalog import Catalog, ModelSpec
 
 MAX_BODY = 4 << 20  # a long chat history fits; anything larger is refused with 413
 EXEMPT = frozenset({"/health", "/readyz", "/metrics"})
 
+Gauges = dict[str, tuple[str, Callable[[], float]]]
+
 
 def create_app(
     dht: Dht,
     status: Callable[[], dict[str, Any]],
+    catalog: Catalog,
     coordinator: Coordinator | None = None,
-    catalog: Catalog | None = None,
     config: APIConfig = APIConfig(),
-    gauges: dict[str, tuple[str, Callable[[], float]]] | None = None,
+    gauges: Gauges | None = None,
 ) -> QuartTrio:
-    """A node passes its coordinator and catalog; a signpost (DHT only) passes neither."""
+    """A node passes its coordinator; a signpost (DHT only) does not."""
     app = QuartTrio("openhydra")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     # Quart stops sending a response after 60 s by default, which would cut long generations
     # off mid-stream (no finish_reason, no [DONE]); a client hanging up still cancels them.
     app.config["RESPONSE_TIMEOUT"] = None
-    app.register_blueprint(dht_blueprint(dht))
     metrics = Metrics(gauges or {})
-    limiter = SlidingWindowLimiter(config.rate_limit, config.rate_window)
+    app.register_blueprint(dht_blueprint(dht, catalog))
+    if coordinator is not None:
+        add_generation(app, GenerationService(coordinator, catalog, metrics), config)
+    add_status(app, status, metrics)
+    add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
+    add_error_shapes(app)
+    return app
 
-    if coordinator is not None and catalog is not None:
-        service = GenerationService(coordinator, catalog, metrics)
-        app.register_blueprint(openai_blueprint(service, config.default_max_tokens))
 
-        def loaded() -> list[ModelSpec]:
-            ids = set(coordinator.models) | ({coordinator.local.model_id} if coordinator.local else set())
-            return [s for s in catalog.models if s.id in ids]
+def add_generation(app: QuartTrio, service: GenerationService, config: APIConfig) -> None:
+    """The OpenAI and Ollama APIs and ``/readyz`` over the node's coordinator."""
+    coordinator, catalog = service.coordinator, service.catalog
 
-        app.register_blueprint(ollama_blueprint(service, config.default_max_tokens, loaded))
+    def loaded() -> list[ModelSpec]:
+        ids = set(coordinator.models) | ({coordinator.local.model_id} if coordinator.local else set())
+        return [s for s in catalog.models if s.id in ids]
 
-        @app.get("/readyz")
-        async def readyz() -> Any:
-            ready = await coordinator.route_available(catalog.default)
-            body = {"ready": ready, "model": catalog.default}
-            return body, 200 if ready else 503
+    app.register_blueprint(openai_blueprint(service, config.default_max_tokens))
+    app.register_blueprint(ollama_blueprint(service, config.default_max_tokens, loaded))
 
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        ready = await coordinator.route_available(catalog.default)
+        return {"ready": ready, "model": catalog.default}, 200 if ready else 503
+
+
+def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Metrics) -> None:
     @app.get("/health")
     async def health() -> Any:
         return {"status": "ok"}
@@ -72,6 +83,10 @@ def create_app(
     async def network_status() -> Any:
         return status()
 
+
+def add_rate_limit(app: QuartTrio, limiter: SlidingWindowLimiter, metrics: Metrics) -> None:
+    """Per client address, except health and metrics; every response counted by endpoint."""
+
     @app.before_request
     async def rate_limit() -> Any:
         if request.path in EXEMPT:
@@ -81,7 +96,7 @@ def create_app(
         if not decision.allowed:
             raise APIError(
                 429,
-                f"rate limit of {config.rate_limit} requests per {config.rate_window:g}s exceeded; "
+                f"rate limit of {limiter.limit} requests per {limiter.window:g}s exceeded; "
                 f"retry in {decision.reset_s}s",
                 type="rate_limit_exceeded",
                 code="rate_limit_exceeded",
@@ -98,31 +113,32 @@ def create_app(
         metrics.requests.labels(rule, str(response.status_code)).inc()
         return response
 
-    @app.errorhandler(APIError)
-    async def api_error(exc: APIError) -> Response:
-        return shaped(exc)
+
+def add_error_shapes(app: QuartTrio) -> None:
+    @app.errorhandler(HydraError)
+    async def refused(exc: HydraError) -> Response:
+        return shaped(app, from_error(exc))
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return shaped(APIError(exc.code or 500, exc.description or code, code=code))
+        return shaped(app, APIError(exc.code or 500, exc.description or code, code=code))
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
         app.logger.exception("unhandled error on %s", request.path)
-        return shaped(APIError(500, "internal error", type="server_error", code="internal"))
+        return shaped(app, APIError(500, "internal error", type="server_error", code="internal"))
 
-    def shaped(error: APIError) -> Response:
-        """OpenAI clients under /v1, Ollama clients under /api, our own shape elsewhere."""
-        if request.path.startswith("/v1/") and request.path != "/v1/network/status":
-            body = openai_body(error)
-        elif request.path.startswith("/api/"):
-            body = ollama_body(error)
-        else:
-            body = error_body(error.code or "error", error.message)
-        response = app.json.response(body)
-        response.status_code = error.status
-        response.headers.update(error.headers)
-        return response
 
-    return app
+def shaped(app: QuartTrio, error: APIError) -> Response:
+    """OpenAI clients under /v1, Ollama clients under /api, our own shape elsewhere."""
+    if request.path.startswith("/v1/") and request.path != "/v1/network/status":
+        body = openai_body(error)
+    elif request.path.startswith("/api/"):
+        body = ollama_body(error)
+    else:
+        body = hydra_body(error.code or "error", error.message)
+    response = app.json.response(body)
+    response.status_code = error.http_status
+    response.headers.update(error.headers)
+    return response

@@ -3,7 +3,7 @@ refusal a 400 naming the parameter, so no client input reaches the coordinator u
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from hydra.api.errors import bad_request
 
@@ -28,8 +28,16 @@ class Fields:
             raise bad_request(f"missing required parameter {self._name(name)!r}", self._name(name))
         return value
 
+    @overload
+    def string(self, name: str, *, required: Literal[True], max_length: int = ...) -> str: ...
+    @overload
+    def string(self, name: str, *, default: str, max_length: int = ...) -> str: ...
+    @overload
+    def string(self, name: str, *, max_length: int = ...) -> str | None: ...
+
     def string(self, name: str, *, required: bool = False, default: str | None = None,
                max_length: int = MAX_TEXT) -> str | None:
+        """A string field; ``required`` or a ``default`` make the result a ``str``."""
         value = self._get(name, required)
         if value is None:
             return default
@@ -39,7 +47,13 @@ class Fields:
             raise bad_request(f"{self._name(name)!r} is longer than {max_length}", self._name(name))
         return value
 
+    @overload
+    def integer(self, name: str, low: int, high: int, default: int) -> int: ...
+    @overload
+    def integer(self, name: str, low: int, high: int, default: None = None) -> int | None: ...
+
     def integer(self, name: str, low: int, high: int, default: int | None = None) -> int | None:
+        """An integer in [low, high]; ``default`` (which makes the result an ``int``) when absent."""
         value = self._get(name, False)
         if value is None:
             return default
@@ -50,7 +64,13 @@ class Fields:
                               self._name(name))
         return value
 
+    @overload
+    def number(self, name: str, low: float, high: float, default: float) -> float: ...
+    @overload
+    def number(self, name: str, low: float, high: float, default: None = None) -> float | None: ...
+
     def number(self, name: str, low: float, high: float, default: float | None = None) -> float | None:
+        """A finite number in [low, high]; ``default`` (which makes the result a ``float``) when absent."""
         value = self._get(name, False)
         if value is None:
             return default
@@ -101,7 +121,8 @@ class Fields:
             turn = Fields(item, f"{name}[{index}]")
             role = turn.string("role", required=True, max_length=32)
             if role not in ("system", "developer", "user", "assistant", "tool"):
-                raise bad_request(f"{name}[{index}].role {role!r} is not a chat role", f"{name}[{index}].role")
+                where = f"{name}[{index}].role"
+                raise bad_request(f"{where} {role!r} is not a chat role", where)
             turns.append({"role": "system" if role == "developer" else role,
                           "content": turn.content()})
         return tuple(turns)
@@ -115,10 +136,12 @@ class Fields:
         if isinstance(value, list):
             parts = []
             for part in value:
-                if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                is_text = isinstance(part, Mapping) and part.get("type") == "text"
+                text = part.get("text") if is_text else None
+                if not isinstance(text, str):
                     raise bad_request(f"{self._name('content')}: only text parts are supported",
                                       self._name("content"))
-                parts.append(part["text"])
+                parts.append(text)
             return "".join(parts)[:MAX_TEXT]
         raise bad_request(f"{self._name('content')!r} must be a string or a list of text parts",
                           self._name("content"))

@@ -11,22 +11,23 @@ begun is sent as an SSE ``error`` payload. ``presence_penalty``, ``frequency_pen
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
 from quart import Blueprint, Response
 
+from hydra.api.bodies import json_body
 from hydra.api.errors import APIError, bad_request, openai_body
 from hydra.api.fields import Fields
-from hydra.api.service import GenerationService, Resolved
-from hydra.coordinator.generation import Completion, Delta, GenerationRequest, TokenLogprob
-from hydra.coordinator.sampling import SamplingParams
-from hydra.dht.http_adapter import read_json
+from hydra.api.service import Events, GenerationService, Resolved
+from hydra.coordinator.generation import Completion, GenerationRequest, TokenLogprob
+from hydra.coordinator.params import SamplingParams
 
 MAX_TOKENS_LIMIT = 32768
 MAX_N = 8
+DONE = b"data: [DONE]\n\n"
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,10 @@ class OpenAIRequest:
     logprobs: bool
 
 
-async def json_body() -> Any:
-    body = await read_json()
-    if body is None:
-        raise bad_request("the request body must be valid JSON")
-    return body
+# --- request parsing (pure: unit-tested without a server) -----------------------------------
 
 
-def sampling(fields: Fields, default_max_tokens: int, logprob_field: str) -> tuple[SamplingParams, int | None]:
+def sampling(fields: Fields, default_max_tokens: int) -> SamplingParams:
     max_tokens = fields.integer("max_completion_tokens", 1, MAX_TOKENS_LIMIT)
     if max_tokens is None:
         max_tokens = fields.integer("max_tokens", 1, MAX_TOKENS_LIMIT, default_max_tokens)
@@ -55,36 +52,24 @@ def sampling(fields: Fields, default_max_tokens: int, logprob_field: str) -> tup
     top_p = fields.number("top_p", 0.0, 1.0, 1.0)
     if top_p == 0:
         raise bad_request("'top_p' must be above 0", "top_p")
-    params = SamplingParams(
-        max_tokens=max_tokens,  # type: ignore[arg-type]
-        temperature=fields.number("temperature", 0.0, 2.0, 1.0),  # type: ignore[arg-type]
-        top_p=top_p,  # type: ignore[arg-type]
-        top_k=fields.integer("top_k", 0, 1 << 20, 0),  # type: ignore[arg-type]
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=fields.number("temperature", 0.0, 2.0, 1.0),
+        top_p=top_p,
+        top_k=fields.integer("top_k", 0, 1 << 20, 0),
         seed=fields.integer("seed", -(1 << 63), (1 << 63) - 1),
-        repetition_penalty=fields.number("repetition_penalty", 0.01, 10.0, 1.0),  # type: ignore[arg-type]
+        repetition_penalty=fields.number("repetition_penalty", 0.01, 10.0, 1.0),
         stop=fields.stops("stop"),
     )
-    if logprob_field == "top_logprobs":  # chat: logprobs is a flag, top_logprobs a count
+
+
+def top_logprobs(fields: Fields, chat: bool) -> int | None:
+    """How many alternatives to report per token; None: no logprobs at all."""
+    if chat:  # chat: logprobs is a flag, top_logprobs a count
         wanted = fields.boolean("logprobs", False)
         top = fields.integer("top_logprobs", 0, 20, 0)
-        return params, (top if wanted else None)
-    return params, fields.integer("logprobs", 0, 5)  # completions: the count itself
-
-
-def parse(body: Any, chat: bool, default_max_tokens: int) -> OpenAIRequest:
-    fields = Fields(body)
-    model = fields.string("model", required=True, max_length=256)
-    params, top_logprobs = sampling(fields, default_max_tokens, "top_logprobs" if chat else "logprobs")
-    if chat:
-        generation = GenerationRequest(model, messages=fields.messages(), params=params,  # type: ignore[arg-type]
-                                       top_logprobs=top_logprobs)
-    else:
-        generation = GenerationRequest(model, params=params, top_logprobs=top_logprobs,  # type: ignore[arg-type]
-                                       **completion_prompt(body.get("prompt")))
-    stream = fields.boolean("stream", False)
-    include_usage = fields.nested("stream_options").boolean("include_usage", False)
-    n = fields.integer("n", 1, MAX_N, 1)
-    return OpenAIRequest(generation, n, stream, include_usage, chat, top_logprobs is not None)  # type: ignore[arg-type]
+        return top if wanted else None
+    return fields.integer("logprobs", 0, 5)  # completions: the count itself
 
 
 def completion_prompt(prompt: Any) -> dict[str, Any]:
@@ -99,11 +84,30 @@ def completion_prompt(prompt: Any) -> dict[str, Any]:
                       "prompt")
 
 
+def parse(body: Any, chat: bool, default_max_tokens: int) -> OpenAIRequest:
+    fields = Fields(body)
+    model = fields.string("model", required=True, max_length=256)
+    params = sampling(fields, default_max_tokens)
+    top = top_logprobs(fields, chat)
+    if chat:
+        generation = GenerationRequest(model, messages=fields.messages(), params=params, top_logprobs=top)
+    else:
+        prompt = completion_prompt(body.get("prompt"))
+        generation = GenerationRequest(model, params=params, top_logprobs=top, **prompt)
+    stream = fields.boolean("stream", False)
+    include_usage = fields.nested("stream_options").boolean("include_usage", False)
+    n = fields.integer("n", 1, MAX_N, 1)
+    return OpenAIRequest(generation, n, stream, include_usage, chat, top is not None)
+
+
 def choice_seed(params: SamplingParams, index: int) -> SamplingParams:
     """Choice ``index`` of ``n``: its own seed (derived from the request's when given)."""
     if index == 0:
         return params
     return replace(params, seed=None if params.seed is None else params.seed + index)
+
+
+# --- response shapes ----------------------------------------------------------------------
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict[str, Any]:
@@ -138,108 +142,152 @@ def sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
 
-def openai_blueprint(service: GenerationService, default_max_tokens: int) -> Blueprint:
-    bp = Blueprint("openai", __name__)
+def whole_choice(
+    req: OpenAIRequest, index: int, done: Completion, logprobs: list[TokenLogprob]
+) -> dict[str, Any]:
+    if req.chat:
+        return {"index": index, "message": {"role": "assistant", "content": done.text, "refusal": None},
+                "logprobs": chat_logprobs(logprobs) if req.logprobs else None,
+                "finish_reason": done.finish_reason}
+    return {"index": index, "text": done.text,
+            "logprobs": completion_logprobs(logprobs, 0) if req.logprobs else None,
+            "finish_reason": done.finish_reason}
 
+
+class ChunkWriter:
+    """The SSE chunks of one streamed response (all choices, one ``id``)."""
+
+    def __init__(self, req: OpenAIRequest, meta: dict[str, Any]) -> None:
+        self.req = req
+        self.meta = meta
+        self.object = "chat.completion.chunk" if req.chat else "text_completion"
+        self.extra = {"usage": None} if req.include_usage else {}
+
+    def chunk(self, index: int, content: str | None, finish: str | None = None,
+              logprobs: Any = None, role: bool = False) -> bytes:
+        if self.req.chat:
+            delta = {"role": "assistant", "content": ""} if role else (
+                {} if content is None else {"content": content})
+            choice: dict[str, Any] = {"index": index, "delta": delta}
+        else:
+            choice = {"index": index, "text": content or ""}
+        choice.update(logprobs=logprobs, finish_reason=finish)
+        return sse({**self.meta, "object": self.object, "choices": [choice], **self.extra})
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
+        return sse({**self.meta, "object": self.object, "choices": [],
+                    "usage": usage(prompt_tokens, completion_tokens)})
+
+    def logprobs(self, items: list[TokenLogprob], offset: int) -> Any:
+        if not self.req.logprobs:
+            return None
+        return chat_logprobs(items) if self.req.chat else completion_logprobs(items, offset)
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+class OpenAIEndpoints:
+    def __init__(self, service: GenerationService, default_max_tokens: int) -> None:
+        self.service = service
+        self.default_max_tokens = default_max_tokens
+
+    @staticmethod
     def model_card(spec_id: str) -> dict[str, Any]:
         return {"id": spec_id, "object": "model", "created": 0, "owned_by": "openhydra"}
 
-    @bp.get("/v1/models")
-    async def list_models() -> Any:
-        return {"object": "list", "data": [model_card(s.id) for s in service.catalog.models]}
+    async def list_models(self) -> Any:
+        return {"object": "list", "data": [self.model_card(s.id) for s in self.service.catalog.models]}
 
-    @bp.get("/v1/models/<path:name>")
-    async def get_model(name: str) -> Any:
-        return model_card(service.spec(name).id)
+    async def get_model(self, name: str) -> Any:
+        return self.model_card(self.service.spec(name).id)
 
-    @bp.post("/v1/chat/completions")
-    async def chat_completions() -> Any:
-        return await respond(parse(await json_body(), True, default_max_tokens))
+    async def chat_completions(self) -> Any:
+        return await self.respond(parse(await json_body(), True, self.default_max_tokens))
 
-    @bp.post("/v1/completions")
-    async def completions() -> Any:
-        return await respond(parse(await json_body(), False, default_max_tokens))
+    async def completions(self) -> Any:
+        return await self.respond(parse(await json_body(), False, self.default_max_tokens))
 
-    async def respond(req: OpenAIRequest) -> Any:
-        resolved = await service.resolve(req.generation.model)
-        base = service.with_model(req.generation, resolved)
+    async def respond(self, req: OpenAIRequest) -> Any:
+        resolved = await self.service.resolve(req.generation.model)
+        base = self.service.with_model(req.generation, resolved)
         kind = "chatcmpl" if req.chat else "cmpl"
         meta = {"id": f"{kind}-{secrets.token_hex(12)}", "created": int(time.time()),
                 "model": resolved.spec.id, "system_fingerprint": None}
         choices = [replace(base, params=choice_seed(base.params, i)) for i in range(req.n)]
         if req.stream:
-            events = await service.start(choices[0])
-            body = stream_body(req, meta, choices, events)
+            events = await self.service.start(choices[0], resolved.route)
+            body = self.stream_body(ChunkWriter(req, meta), choices, events)
             return Response(body, headers={**resolved.headers(), "Cache-Control": "no-cache"},
                             content_type="text/event-stream")
-        return await whole_response(req, meta, choices, resolved)
+        return await self.whole_response(req, meta, choices, resolved)
 
-    async def whole_response(req: OpenAIRequest, meta: dict[str, Any], choices: list[GenerationRequest],
-                             resolved: Resolved) -> Any:
-        results: list[Completion] = []
-        logprobs: list[list[TokenLogprob]] = []
-        for choice in choices:
-            collected: list[TokenLogprob] = []
-            async with aclosing(await service.start(choice)) as events:
-                async for event in events:
-                    if isinstance(event, Delta):
-                        collected.extend(event.logprobs)
-                    else:
-                        results.append(event)
-            logprobs.append(collected)
-        out = []
-        for index, (done, lp) in enumerate(zip(results, logprobs)):
-            if req.chat:
-                out.append({"index": index, "message": {"role": "assistant", "content": done.text, "refusal": None},
-                            "logprobs": chat_logprobs(lp) if req.logprobs else None,
-                            "finish_reason": done.finish_reason})
-            else:
-                out.append({"index": index, "text": done.text,
-                            "logprobs": completion_logprobs(lp, 0) if req.logprobs else None,
-                            "finish_reason": done.finish_reason})
+    async def whole_response(self, req: OpenAIRequest, meta: dict[str, Any],
+                             choices: list[GenerationRequest], resolved: Resolved) -> Any:
+        out, prompt_tokens, completion_tokens = [], 0, 0
+        for index, choice in enumerate(choices):
+            route = resolved.route if index == 0 else None  # later choices plan their own
+            done, logprobs = await self.collect(await self.service.start(choice, route))
+            out.append(whole_choice(req, index, done, logprobs))
+            prompt_tokens, completion_tokens = done.prompt_tokens, completion_tokens + done.completion_tokens
         body = {**meta, "object": "chat.completion" if req.chat else "text_completion", "choices": out,
-                "usage": usage(results[0].prompt_tokens, sum(r.completion_tokens for r in results))}
+                "usage": usage(prompt_tokens, completion_tokens)}
         return body, 200, resolved.headers()
 
-    async def stream_body(req: OpenAIRequest, meta: dict[str, Any], choices: list[GenerationRequest],
-                          events: AsyncGenerator[Delta | Completion, None]) -> AsyncIterator[bytes]:
-        obj = "chat.completion.chunk" if req.chat else "text_completion"
-        extra = {"usage": None} if req.include_usage else {}
+    @staticmethod
+    async def collect(events: Events) -> tuple[Completion, list[TokenLogprob]]:
+        logprobs: list[TokenLogprob] = []
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, Completion):
+                    return event, logprobs
+                logprobs.extend(event.logprobs)
+        raise AssertionError("generation ended without a completion")
 
-        def chunk(index: int, payload: dict[str, Any], finish: str | None = None,
-                  logprobs: Any = None) -> bytes:
-            choice = ({"index": index, "delta": payload} if req.chat
-                      else {"index": index, "text": payload.get("content", "")})
-            choice.update(logprobs=logprobs, finish_reason=finish)
-            return sse({**meta, "object": obj, "choices": [choice], **extra})
-
+    async def stream_body(self, out: ChunkWriter, choices: list[GenerationRequest],
+                          events: Events) -> AsyncIterator[bytes]:
         prompt_tokens, completion_tokens = 0, 0
         try:
             for index, choice in enumerate(choices):
                 if index:
                     await events.aclose()
-                    events = await service.start(choice)
-                if req.chat:
-                    yield chunk(index, {"role": "assistant", "content": ""})
-                offset = 0
-                async for event in events:
-                    if isinstance(event, Completion):
-                        prompt_tokens = event.prompt_tokens
-                        completion_tokens += event.completion_tokens
-                        yield chunk(index, {}, event.finish_reason)
-                    elif event.text or event.logprobs:
-                        lp = None
-                        if req.logprobs:
-                            lp = chat_logprobs(event.logprobs) if req.chat else completion_logprobs(event.logprobs, offset)
-                        offset += len(event.text)
-                        yield chunk(index, {"content": event.text}, None, lp)
-            if req.include_usage:
-                yield sse({**meta, "object": obj, "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
-            yield b"data: [DONE]\n\n"
+                    events = await self.service.start(choice)
+                async for item in self.choice_chunks(out, index, events):
+                    if isinstance(item, Completion):
+                        prompt_tokens = item.prompt_tokens
+                        completion_tokens += item.completion_tokens
+                    else:
+                        yield item
+            if out.req.include_usage:
+                yield out.usage(prompt_tokens, completion_tokens)
+            yield DONE
         except APIError as exc:
             yield sse(openai_body(exc))
         finally:
             await events.aclose()
 
-    return bp
+    @staticmethod
+    async def choice_chunks(
+        out: ChunkWriter, index: int, events: Events
+    ) -> AsyncIterator[bytes | Completion]:
+        """One choice's chunks, then its ``Completion`` (for the usage count)."""
+        if out.req.chat:
+            yield out.chunk(index, None, role=True)
+        offset = 0
+        async for event in events:
+            if isinstance(event, Completion):
+                yield out.chunk(index, None, event.finish_reason)
+                yield event
+            elif event.text or event.logprobs:
+                yield out.chunk(index, event.text, None, out.logprobs(event.logprobs, offset))
+                offset += len(event.text)
 
+
+def openai_blueprint(service: GenerationService, default_max_tokens: int) -> Blueprint:
+    endpoints = OpenAIEndpoints(service, default_max_tokens)
+    bp = Blueprint("openai", __name__)
+    bp.add_url_rule("/v1/models", view_func=endpoints.list_models, methods=["GET"])
+    bp.add_url_rule("/v1/models/<path:name>", view_func=endpoints.get_model, methods=["GET"])
+    bp.add_url_rule("/v1/chat/completions", view_func=endpoints.chat_completions, methods=["POST"])
+    bp.add_url_rule("/v1/completions", view_func=endpoints.completions, methods=["POST"])
+    return bp

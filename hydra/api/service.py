@@ -2,20 +2,26 @@
 with its errors mapped to HTTP, and metrics."""
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
-from hydra.api.errors import APIError
+from hydra.api.errors import APIError, from_error, no_route
 from hydra.api.metrics import Metrics
 from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
-from hydra.coordinator.routing import NoRoute
+from hydra.coordinator.routing import Candidate
+from hydra.errors import HydraError, UnknownModel
 from hydra.models.catalog import Catalog, ModelSpec
 
 DEGRADATION_HEADER = "X-OpenHydra-Degradation-Reason"
 
+Events = AsyncGenerator[Delta | Completion, None]
+
 
 @dataclass(frozen=True)
 class Resolved:
+    """The model a request will be served with, and the route planned for it on admission."""
+
     spec: ModelSpec
+    route: list[Candidate] = field(default_factory=list)
     degradation: str | None = None  # why a smaller model than requested is served
 
     def headers(self) -> dict[str, str]:
@@ -31,7 +37,7 @@ class GenerationService:
     def spec(self, name: str) -> ModelSpec:
         try:
             return self.catalog.resolve(name)
-        except KeyError:
+        except UnknownModel:
             known = ", ".join(s.id for s in self.catalog.models)
             raise APIError(
                 404,
@@ -41,35 +47,33 @@ class GenerationService:
             ) from None
 
     async def resolve(self, name: str) -> Resolved:
-        """The requested model if a complete route serves it, else the largest smaller model
+        """The requested model and its route if one covers it, else the largest smaller model
         of its family that has one (with the reason), else 503."""
         spec = self.spec(name)
-        if await self.coordinator.route_available(spec.id):
-            return Resolved(spec)
+        route = await self.coordinator.plan(spec.id)
+        if route is not None:
+            return Resolved(spec, route)
         smaller = sorted(
             (s for s in self.catalog.models if s.family == spec.family and s.parameters < spec.parameters),
             key=lambda s: s.parameters,
             reverse=True,
         )
         for fallback in smaller:
-            if await self.coordinator.route_available(fallback.id):
-                return Resolved(
-                    fallback,
-                    f"no complete route for {spec.id}; serving {fallback.id}, the largest smaller "
-                    f"{spec.family} model with one",
-                )
-        raise APIError(
-            503,
-            f"no peers currently cover all {spec.num_layers} blocks of {spec.id}; try again later",
-            type="service_unavailable",
-            code="no_route",
+            route = await self.coordinator.plan(fallback.id)
+            if route is not None:
+                reason = (f"no complete route for {spec.id}; serving {fallback.id}, the largest "
+                          f"smaller {spec.family} model with one")
+                return Resolved(fallback, route, reason)
+        raise no_route(
+            f"no peers currently cover all {spec.num_layers} blocks of {spec.id}; try again later"
         )
 
-    async def start(self, request: GenerationRequest) -> AsyncGenerator[Delta | Completion, None]:
-        """Begin a generation and wait for its first event, so errors that precede any output
-        (a prompt too long, no route) become HTTP errors instead of broken streams. Returns
-        all its events, the first included; close it (``aclosing``) to stop early."""
-        events = self.events(request)
+    async def start(self, request: GenerationRequest, route: list[Candidate] | None = None) -> Events:
+        """Begin a generation (along ``route`` when the request was just admitted on it) and
+        wait for its first event, so errors that precede any output (a prompt too long, no
+        route) become HTTP errors instead of broken streams. Returns all its events, the
+        first included; close it (``aclosing``) to stop early."""
+        events = self._events(request, route)
         try:
             first = await anext(events)
         except BaseException:
@@ -77,17 +81,15 @@ class GenerationService:
             raise
         return _chain(first, events)
 
-    async def events(self, request: GenerationRequest) -> AsyncGenerator[Delta | Completion, None]:
-        stream = self.coordinator.stream(request)
+    async def _events(self, request: GenerationRequest, route: list[Candidate] | None) -> Events:
+        stream = self.coordinator.stream(request, route)
         try:
             async for event in stream:
                 if isinstance(event, Completion):
                     self.metrics.observe(event)
                 yield event
-        except ValueError as exc:
-            raise APIError(400, str(exc)) from None
-        except NoRoute as exc:
-            raise APIError(503, str(exc), type="service_unavailable", code="no_route") from None
+        except HydraError as exc:
+            raise from_error(exc) from None
         finally:
             await stream.aclose()
 
@@ -95,9 +97,7 @@ class GenerationService:
         return replace(request, model=resolved.spec.id)
 
 
-async def _chain(
-    first: Delta | Completion, rest: AsyncGenerator[Delta | Completion, None]
-) -> AsyncGenerator[Delta | Completion, None]:
+async def _chain(first: Delta | Completion, rest: Events) -> Events:
     try:
         yield first
         if not isinstance(first, Completion):

@@ -17,22 +17,25 @@ from typing import Any
 import torch
 import trio
 from libp2p.abc import IHost
+from transformers.cache_utils import Cache
 
-from hydra.config import PrivacyConfig
+from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
-from hydra.coordinator.sampling import Sampler, SamplingParams
+from hydra.coordinator.sampling import Sampler
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import model_key
+from hydra.errors import ConfigError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
+from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import add_noise
 from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
-from hydra.stage.links import Link, LocalLink, RemoteLink
-from hydra.stage.server import StageConversation, StageServer
+from hydra.stage.links import Link, RemoteLink
+from hydra.stage.server import StageServer
 from protocols import inference
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,33 @@ class LoadedModel:
     prefixes: dict[int, StageBlocks] = field(default_factory=dict)  # first k blocks, run here
 
 
+@dataclass
+class LocalSteps:
+    """What happens to a step's activations before they leave this node: its first blocks run
+    here (``--local-layers``), then DP noise (``--dp-noise-sigma``), each step's noise tagged
+    so that whoever holds ``audit_key`` can verify it later."""
+
+    prefix: StageBlocks | None
+    sigma: float
+    cache: Cache | None = None
+    audit_key: bytes = b""
+    tags: list[bytes] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, prefix: StageBlocks | None, sigma: float) -> "LocalSteps":
+        """The state of one generation's local steps."""
+        cache = prefix.new_cache() if prefix is not None else None
+        return cls(prefix, sigma, cache, secrets.token_bytes(32) if sigma else b"")
+
+    async def apply(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
+        if self.prefix is not None:
+            hidden = await run_compute(self.prefix.forward, hidden, self.cache, position)
+        if self.sigma:
+            hidden, tag = add_noise(hidden, self.sigma, self.audit_key, position)
+            self.tags.append(tag)
+        return hidden
+
+
 class Coordinator:
     def __init__(
         self,
@@ -132,7 +162,6 @@ class Coordinator:
         self.models: dict[str, LoadedModel] = {}
         self._loading = trio.Lock()
         self.active_pipelines: set[Pipeline] = set()
-        self._lookups: dict[str, tuple[float, list[Candidate]]] = {}  # model -> (when, found)
 
     @property
     def peer_id(self) -> str:
@@ -140,24 +169,20 @@ class Coordinator:
 
     # --- the pipeline's view of the network ----------------------------------------------
 
-    async def candidates(self, model: str, reuse: float = 0.0) -> list[Candidate]:
-        """Peers serving blocks of ``model``: this node's own stage, and those the DHT
-        lists, from a lookup at most ``reuse`` seconds old (a fresh one by default)."""
+    async def candidates(self, model: str) -> list[Candidate]:
+        """Peers serving blocks of ``model`` now: this node's own stage, and those a fresh DHT
+        lookup finds (their round-trip times measured on the way)."""
         spec = self.catalog.resolve(model)
-        found = await self._remote_candidates(spec, reuse) if self.dht is not None else []
+        found = await self._remote_candidates(spec) if self.dht is not None else []
         if self.local is not None and self.local.model_id == spec.id:
-            blocks = self.local.blocks
-            kx = self.local.kx
+            blocks, kx = self.local.blocks, self.local.kx
             addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
-            found.append(Candidate(self.peer_id, addrs, blocks.start, blocks.end, local=True,
-                                   kx_key=kx.public, kx_signature=kx.signature))
+            hop = inference.Hop(self.peer_id, addrs, blocks.layer_start, blocks.layer_end)
+            found.append(Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature))
         return found
 
-    async def _remote_candidates(self, spec: ModelSpec, reuse: float) -> list[Candidate]:
+    async def _remote_candidates(self, spec: ModelSpec) -> list[Candidate]:
         assert self.dht is not None
-        looked = self._lookups.get(spec.id)
-        if looked is not None and time.monotonic() - looked[0] <= reuse:
-            return list(looked[1])
         entries = await self.dht.get(model_key(spec.id))
         found = [
             c
@@ -165,24 +190,25 @@ class Coordinator:
             if c.peer_id != self.peer_id
         ]
         await self.rtt_table.measure(found)
-        self._lookups[spec.id] = (time.monotonic(), found)
-        return list(found)
+        return found
 
-    async def route_available(self, model: str) -> bool:
+    async def plan(self, model: str, exclude: frozenset[str] = frozenset()) -> list[Candidate] | None:
+        """The cheapest route now over the peers serving ``model``, avoiding ``exclude``; None
+        when they do not cover its blocks. A request plans once, at admission, and opens its
+        pipeline along that route (``stream(request, route)``); only a failover plans again."""
         spec = self.catalog.resolve(model)
         candidates = await self.candidates(spec.id)
-        first = self.privacy.local_layers
-        return plan_route(candidates, spec.num_layers, self.rtt(), first=first) is not None
+        first = self.privacy.local_layers  # blocks this coordinator runs itself
+        return plan_route(candidates, spec.num_layers, self.rtt_table.values, exclude, first)
 
-    def rtt(self) -> Mapping[str, float]:
-        return self.rtt_table.values
+    async def route_available(self, model: str) -> bool:
+        return await self.plan(model) is not None
 
     async def link(self, candidate: Candidate, timeout: float) -> Link:
         if candidate.local:
             assert self.local is not None
-            return LocalLink(self.peer_id, StageConversation(self.local, self.peer_id))
-        hop = inference.Hop(candidate.peer_id, candidate.addrs, candidate.start, candidate.end)
-        return await RemoteLink.open(self.host, hop, timeout)
+            return self.local.local_link(self.peer_id)
+        return await RemoteLink.open(self.host, candidate.hop, timeout)
 
     # --- models ----------------------------------------------------------------------------
 
@@ -218,7 +244,7 @@ class Coordinator:
         if not k:
             return None
         if k >= model.spec.num_layers:
-            raise ValueError(f"--local-layers {k}: {model.spec.id} has {model.spec.num_layers} blocks")
+            raise ConfigError(f"--local-layers {k}: {model.spec.id} has {model.spec.num_layers} blocks")
         if k not in model.prefixes:
             model.prefixes[k] = await trio.to_thread.run_sync(
                 load_stage, model.path, 0, k, self.dtype, self.device
@@ -229,21 +255,27 @@ class Coordinator:
         if request.prompt_ids:
             vocab = model.head.config.vocab_size
             if not all(0 <= i < vocab for i in request.prompt_ids):
-                raise ValueError(f"prompt token ids must be in [0, {vocab})")
+                raise InvalidRequest(f"prompt token ids must be in [0, {vocab})")
             return list(request.prompt_ids)
         if request.messages:
+            if not getattr(model.tokenizer, "chat_template", None):
+                raise InvalidRequest(
+                    f"{model.spec.id} has no chat template: send a plain prompt (/v1/completions)"
+                )
             rendered = model.tokenizer.apply_chat_template(
                 [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
             )
             return model.tokenizer(rendered, add_special_tokens=False)["input_ids"]
         if request.prompt is None:
-            raise ValueError("give a prompt or messages")
+            raise InvalidRequest("give a prompt or messages")
         return model.tokenizer(request.prompt)["input_ids"]
 
     # --- generation --------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> Completion:
-        events = self.stream(request)
+    async def generate(
+        self, request: GenerationRequest, route: list[Candidate] | None = None
+    ) -> Completion:
+        events = self.stream(request, route)
         try:
             async for event in events:
                 if isinstance(event, Completion):
@@ -252,47 +284,40 @@ class Coordinator:
             await events.aclose()
         raise AssertionError("stream ended without a completion")
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[Delta | Completion]:
-        """Yield text deltas as tokens are decided, then the ``Completion``."""
+    async def stream(
+        self, request: GenerationRequest, route: list[Candidate] | None = None
+    ) -> AsyncIterator[Delta | Completion]:
+        """Yield text deltas as tokens are decided, then the ``Completion``. ``route``: the
+        route ``plan`` chose when the request was admitted (planned here when not given)."""
         started = time.perf_counter()
         model = await self.load(request.model)
         params = request.params
         prompt = self.prompt_ids(model, request)
         if not prompt:
-            raise ValueError("the prompt is empty")
+            raise InvalidRequest("the prompt is empty")
         max_length = min(len(prompt) + params.max_tokens, model.max_positions, inference.MAX_LENGTH)
         if len(prompt) >= max_length:
-            raise ValueError(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
+            raise InvalidRequest(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
         sampler = Sampler(params)
         text = TextAssembler(model.tokenizer, params.stop)
         privacy = self.privacy
         config = PipelineConfig(
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
-            protect=privacy.protect, first_layer=privacy.local_layers,
+            protect=privacy.protect,
         )
-        prefix = await self.prefix(model)
-        prefix_cache = prefix.new_cache() if prefix else None
-        audit_key = secrets.token_bytes(32) if privacy.dp_noise_sigma else b""
-        dp_tags: list[bytes] = []
+        local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
         logits_seen: list[torch.Tensor] = []
         token_seconds: list[float] = []
         ttft = 0.0
         finish = "length"
-        async with Pipeline(self, config) as pipeline:
+        async with Pipeline(self, config, route) as pipeline:
             self.active_pipelines.add(pipeline)
             try:
                 inputs = prompt
                 context = list(prompt)
                 last_token_at = 0.0
                 while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
-                    hidden = await self._embed(model, inputs)
-                    if prefix is not None:
-                        hidden = await run_compute(prefix.forward, hidden, prefix_cache, pipeline.position)
-                    if privacy.dp_noise_sigma:
-                        hidden, tag = add_noise(
-                            hidden, privacy.dp_noise_sigma, audit_key, pipeline.position
-                        )
-                        dp_tags.append(tag)
+                    hidden = await local.apply(await self._embed(model, inputs), pipeline.position)
                     output = await pipeline.forward(hidden)
                     row = await run_compute(model.head.next_logits, output)
                     if request.record_logits:
@@ -336,8 +361,8 @@ class Coordinator:
                 token_seconds=token_seconds,
                 hop_seconds=list(pipeline.hop_seconds),
                 logits=logits_seen,
-                dp_audit_key=audit_key,
-                dp_tags=dp_tags,
+                dp_audit_key=local.audit_key,
+                dp_tags=local.tags,
             )
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
@@ -349,7 +374,7 @@ def token_logprob(tokenizer: Any, logits: torch.Tensor, token: int, top: int) ->
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     best = torch.topk(logprobs, top) if top else None
     alternatives = (
-        tuple((tokenizer.decode([int(i)]), float(v)) for v, i in zip(best.values, best.indices))
+        tuple((tokenizer.decode([int(i)]), float(v)) for v, i in zip(best.values, best.indices, strict=True))
         if best is not None
         else ()
     )

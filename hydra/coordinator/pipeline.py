@@ -8,16 +8,17 @@ lost one) and retry the step: the generation continues with the output it would 
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import trio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from hydra.coordinator.routing import Candidate, NoRoute, plan_route
+from hydra.coordinator.routing import Candidate, NoRoute
 from hydra.privacy.keys import UnboundKey, verify_kx
-from hydra.privacy.onion import RouteHop, WrappedRoute, open_tensor, seal_tensor, wrap_route
+from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.privacy.sealing import SealError
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.links import HopFailed, Link, downstream_budget
@@ -29,17 +30,14 @@ log = logging.getLogger(__name__)
 
 FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes, and the seal's tag
 CHUNK_BYTES = 9  # a replayed step's chunk size in its ``chunks`` list (the largest msgpack int)
-# A new pipeline may plan on a DHT lookup this recent (the route check that admitted its
-# request just made one); after a failure it always looks again.
-LOOKUP_REUSE_S = 2.0
 
 
 class Network(Protocol):
     """What a pipeline needs from its coordinator."""
 
-    async def candidates(self, model: str, reuse: float = 0.0) -> list[Candidate]: ...
-
-    def rtt(self) -> Mapping[str, float]: ...
+    async def plan(self, model: str, exclude: frozenset[str] = frozenset()) -> list[Candidate] | None:
+        """The best route now over the peers serving ``model`` (a fresh DHT lookup)."""
+        ...
 
     async def link(self, candidate: Candidate, timeout: float) -> Link: ...
 
@@ -53,13 +51,16 @@ class PipelineConfig:
     step_timeout: float = 30.0
     max_failovers: int = 3
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
-    first_layer: int = 0  # blocks below this run at the coordinator (--local-layers)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
 class Pipeline:
+    """Open with ``async with``: the session opens along ``planned`` when given (the route the
+    request was admitted on), else along a route planned now."""
+
     network: Network
     config: PipelineConfig
+    planned: list[Candidate] | None = None
     route: list[Candidate] = field(default_factory=list)
     position: int = 0
     failovers: int = 0
@@ -72,7 +73,7 @@ class Pipeline:
 
     async def __aenter__(self) -> "Pipeline":
         try:
-            await self._build()
+            await self._build(self.planned)
         except BaseException:  # cancelled or failed mid-open: __aexit__ will not run
             await self.close()
             raise
@@ -115,27 +116,18 @@ class Pipeline:
     ) -> torch.Tensor:
         assert self._link is not None and self._wrapped is not None
         wrapped = self._wrapped
-        tensor = to_wire(hidden, self.config.dtype)
-        if wrapped.to_first is None:
-            payload: dict = {"hidden": tensor}
-        else:
-            payload = {"sealed": seal_tensor(wrapped.to_first, tensor, wrapped.open.session_id, position)}
-        step = inference.Step(position=position, chunks=chunks, return_all=return_all, **payload)
+        sent, sealed = wrapped.to_first.wrap(to_wire(hidden, self.config.dtype), position)
+        step = inference.Step(position, sent, sealed, chunks, return_all)
         started = trio.current_time()
         reply = await self._link.call(step, self.config.step_timeout)
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
         if not isinstance(reply, inference.Hidden):
             raise self._failure(reply)
         last = self.route[-1].peer_id
-        if wrapped.from_last is None:
-            if reply.hidden is None:
-                raise HopFailed(last, "sealed output on an unprotected session")
-            output = reply.hidden
-        else:
-            try:
-                output = open_tensor(wrapped.from_last, reply.sealed, wrapped.return_aad, position)
-            except (SealError, ProtocolError) as exc:  # altered on the way back
-                raise HopFailed(last, f"returned output rejected: {exc}") from None
+        try:
+            output = wrapped.from_last.unwrap(reply.hidden, reply.sealed, position)
+        except (SealError, ProtocolError) as exc:  # altered on the way back
+            raise HopFailed(last, f"returned output rejected: {exc}") from None
         expected = (1, hidden.shape[1] if return_all else 1, hidden.shape[2])
         if tuple(output.shape) != expected or output.dtype != self.config.dtype:
             raise HopFailed(last, f"returned a {output.dtype} {list(output.shape)} tensor, "
@@ -164,18 +156,12 @@ class Pipeline:
             except HopFailed as again:
                 exc = again
 
-    async def _build(self) -> None:
-        """Plan a route avoiding excluded peers and open a session along it."""
+    async def _build(self, planned: list[Candidate] | None = None) -> None:
+        """Open a session along ``planned``, or along a route planned now that avoids the
+        excluded peers; on a failed open, exclude the peer at fault and plan again."""
         while True:
-            reuse = 0.0 if self.excluded else LOOKUP_REUSE_S
-            candidates = await self.network.candidates(self.config.model, reuse)
-            route = plan_route(
-                candidates,
-                self.config.num_layers,
-                self.network.rtt(),
-                frozenset(self.excluded),
-                self.config.first_layer,
-            )
+            route = planned or await self.network.plan(self.config.model, frozenset(self.excluded))
+            planned = None
             if route is None:
                 raise NoRoute(
                     f"no chain of peers covers {self.config.model}'s {self.config.num_layers} blocks"
@@ -199,28 +185,26 @@ class Pipeline:
         timeouts = [self.config.step_timeout]
         for _ in route[1:]:
             timeouts.append(downstream_budget(timeouts[-1]))
+        kx_keys = [self._kx_key(c) for c in route] if self.config.protect else None
         self._wrapped = wrap_route(
-            [self._route_hop(c) for c in route],
+            [c.hop for c in route],
+            kx_keys,
             self.config.model,
             self.config.max_length,
             self.config.dtype,
             timeouts,
-            self.config.protect,
         )
         self._link = await self.network.link(route[0], self.config.step_timeout)
         reply = await self._link.call(self._wrapped.open, self.config.step_timeout)
         if not isinstance(reply, inference.SessionOpened):
             raise self._failure(reply)
 
-    def _route_hop(self, candidate: Candidate) -> RouteHop:
-        """A hop to wrap the route for; its X25519 key must be signed by its identity."""
-        key = None
-        if self.config.protect:
-            try:
-                key = verify_kx(candidate.peer_id, candidate.kx_key, candidate.kx_signature)
-            except UnboundKey as exc:
-                raise HopFailed(candidate.peer_id, str(exc)) from None
-        return RouteHop(candidate.peer_id, candidate.addrs, candidate.start, candidate.end, key)
+    def _kx_key(self, candidate: Candidate) -> X25519PublicKey:
+        """The key to seal ``candidate``'s header for; it must be signed by its identity."""
+        try:
+            return verify_kx(candidate.peer_id, candidate.kx_key, candidate.kx_signature)
+        except UnboundKey as exc:
+            raise HopFailed(candidate.peer_id, str(exc)) from None
 
     async def _replay(self) -> None:
         """Rebuild the new route's caches from the history, in the original chunk shapes,

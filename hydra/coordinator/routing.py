@@ -11,6 +11,8 @@ on the same scale and wins when hops cost more than they save.
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hydra.errors import Unavailable
+from protocols.inference import Hop
 from protocols.records import PeerRecord
 
 HOP_COST_S = 0.002  # serialisation and framing per hop, before the network round trip
@@ -18,35 +20,33 @@ DEFAULT_RTT_S = 0.05  # a peer we have not measured
 DEFAULT_BLOCK_S = 0.002  # per block and token, for a peer that announces no throughput
 
 
-class NoRoute(Exception):
+class NoRoute(Unavailable):
     """No chain of reachable peers covers the model's blocks (after any failovers)."""
 
 
 @dataclass(frozen=True)
 class Candidate:
-    peer_id: str
-    addrs: tuple[str, ...]
-    start: int
-    end: int
+    """A peer that can be one hop of a route, and what route planning knows about it. ``hop``
+    (who, where, which blocks) is the type the onion headers and the wire carry too."""
+
+    hop: Hop
     throughput: float = 0.0  # tokens/s through the whole span, as announced
     local: bool = False  # this process serves it: no network hop
     kx_key: bytes = b""  # its identity-signed X25519 key (checked again before use)
     kx_signature: bytes = b""
 
+    @property
+    def peer_id(self) -> str:
+        return self.hop.peer_id
+
     @classmethod
     def from_record(cls, record: PeerRecord) -> "Candidate":
-        return cls(
-            record.peer_id,
-            record.addrs,
-            record.layer_start,
-            record.layer_end,
-            record.throughput,
-            kx_key=record.kx_key,
-            kx_signature=record.kx_signature,
-        )
+        hop = Hop(record.peer_id, record.addrs, record.layer_start, record.layer_end)
+        return cls(hop, record.throughput, kx_key=record.kx_key, kx_signature=record.kx_signature)
 
     def cost(self, rtt: Mapping[str, float]) -> float:
-        compute = 1.0 / self.throughput if self.throughput > 0 else DEFAULT_BLOCK_S * (self.end - self.start)
+        blocks = self.hop.layer_end - self.hop.layer_start
+        compute = 1.0 / self.throughput if self.throughput > 0 else DEFAULT_BLOCK_S * blocks
         if self.local:
             return compute
         return HOP_COST_S + rtt.get(self.peer_id, DEFAULT_RTT_S) + compute
@@ -67,7 +67,7 @@ def coverage(candidates: Iterable[Candidate], num_layers: int) -> list[int]:
     """How many peers serve each block."""
     counts = [0] * num_layers
     for c in candidates:
-        for layer in range(c.start, min(c.end, num_layers)):
+        for layer in range(c.hop.layer_start, min(c.hop.layer_end, num_layers)):
             counts[layer] += 1
     return counts
 
@@ -84,8 +84,8 @@ def plan_route(
     rtt = rtt or {}
     by_start: dict[int, list[Candidate]] = {}
     for c in candidates:
-        if c.peer_id not in exclude and first <= c.start < c.end <= num_layers:
-            by_start.setdefault(c.start, []).append(c)
+        if c.peer_id not in exclude and first <= c.hop.layer_start < c.hop.layer_end <= num_layers:
+            by_start.setdefault(c.hop.layer_start, []).append(c)
     best: dict[int, tuple[float, list[Candidate]]] = {first: (0.0, [])}
     for boundary in range(first, num_layers):  # spans only go forward: one pass suffices
         if boundary not in best:
@@ -93,6 +93,7 @@ def plan_route(
         cost, chain = best[boundary]
         for c in sorted(by_start.get(boundary, []), key=lambda c: c.peer_id):
             total = cost + c.cost(rtt)
-            if c.end not in best or total < best[c.end][0]:
-                best[c.end] = (total, chain + [c])
+            end = c.hop.layer_end
+            if end not in best or total < best[end][0]:
+                best[end] = (total, [*chain, c])
     return best[num_layers][1] if num_layers in best else None

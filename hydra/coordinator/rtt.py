@@ -38,7 +38,7 @@ class RttTable:
         assert self.dht is not None
         started = time.perf_counter()
         try:
-            await self.dht.call(Contact(candidate.peer_id, candidate.addrs), kad.Ping())
+            await self.dht.call(Contact(candidate.peer_id, candidate.hop.addrs), kad.Ping())
             sample = time.perf_counter() - started
         except PeerUnreachable:
             sample = UNREACHABLE_S

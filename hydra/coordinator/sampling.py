@@ -4,34 +4,10 @@ Seeded sampling draws from a ``torch.Generator`` owned by the request, so the sa
 the same tokens whatever the pipeline split, as long as the logits agree."""
 
 import secrets
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    max_tokens: int = 256
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0: no limit
-    seed: int | None = None
-    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the context
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError("top_k must be >= 0")
-        if self.repetition_penalty <= 0:
-            raise ValueError("repetition_penalty must be > 0")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
+from hydra.coordinator.params import SamplingParams
 
 
 class Sampler:

@@ -13,7 +13,6 @@ Every record from the network is re-validated here: no node is trusted to filter
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import trio
 from libp2p.abc import IHost
@@ -22,6 +21,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from hydra.dht.config import DiscoveryConfig
 from hydra.dht.keyspace import distance, key_position, peer_key
 from hydra.dht.routing import Contact, RoutingTable
 from hydra.dht.store import Entry, RecordStore
@@ -44,19 +44,8 @@ from protocols.records import SignedRecord
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DhtConfig:
-    k: int = 20  # replication factor and bucket size
-    alpha: int = 3  # parallel queries per lookup round
-    quorum: int = 3  # value holders to hear from before a lookup may stop
-    rpc_timeout: float = 2.0
-    work_bits: int = 0  # proof of work demanded of every record (the node's config sets it)
-    peer_rate: float = 200.0  # requests per second one remote peer may make, sustained
-    peer_burst: float = 400.0
-
-
 class Dht:
-    def __init__(self, host: IHost, config: DhtConfig = DhtConfig()) -> None:
+    def __init__(self, host: IHost, config: DiscoveryConfig) -> None:
         self.host = host
         self.config = config
         self.peer_id = host.get_id().to_base58()
@@ -114,44 +103,16 @@ class Dht:
         return reply
 
     async def _lookup(self, key: str, want_values: bool) -> tuple[list[Contact], dict[str, Entry]]:
-        target = key_position(key)
-        shortlist = {c.peer_id: c for c in self.routing.closest(target)}
-        queried: set[str] = set()
-        answered: list[Contact] = []
-        found: dict[str, Entry] = {}
-        holders = 0
         make = kad.FindValue if want_values else kad.FindNode
-        query = make(key=key, sender_addrs=self.own_addrs())
-
-        async def ask(contact: Contact) -> None:
-            nonlocal holders
-            try:
-                reply = await self.call(contact, query)
-            except (PeerUnreachable, RemoteError):
-                return
-            if not isinstance(reply, kad.Nodes):
-                return
-            answered.append(contact)
-            for c in reply.contacts:
-                if c.peer_id != self.peer_id and c.peer_id not in shortlist:
-                    shortlist[c.peer_id] = Contact(c.peer_id, c.addrs)
-            if reply.records:
-                holders += 1
-                _merge(found, reply.records, self.store)
-
-        def by_distance(c: Contact) -> int:
-            return distance(c.position, target)
-
+        lookup = _Lookup(self, key_position(key), make(key=key, sender_addrs=self.own_addrs()))
         while True:
-            nearest = sorted(shortlist.values(), key=by_distance)[: self.config.k]
-            pending = [c for c in nearest if c.peer_id not in queried][: self.config.alpha]
-            if not pending or (want_values and holders >= self.config.quorum):
+            pending = lookup.next_round()
+            if not pending or (want_values and lookup.holders >= self.config.quorum):
                 break
-            queried.update(c.peer_id for c in pending)
             async with trio.open_nursery() as nursery:
                 for contact in pending:
-                    nursery.start_soon(ask, contact)
-        return sorted(answered, key=by_distance)[: self.config.k], found
+                    nursery.start_soon(lookup.ask, contact)
+        return lookup.closest_answered(), lookup.found
 
     # --- public API --------------------------------------------------------------------------
 
@@ -228,6 +189,49 @@ class Dht:
         """Look ourselves up: learns the contacts nearest us and tells them we exist."""
         if len(self.routing):
             await self._lookup(peer_key(self.peer_id), want_values=False)
+
+
+class _Lookup:
+    """The state of one iterative lookup: who is known near the target, who was asked, who
+    answered, and the records found on the way."""
+
+    def __init__(self, dht: Dht, target: int, query: Message) -> None:
+        self.dht = dht
+        self.target = target
+        self.query = query
+        self.shortlist = {c.peer_id: c for c in dht.routing.closest(target)}
+        self.queried: set[str] = set()
+        self.answered: list[Contact] = []
+        self.found: dict[str, Entry] = {}
+        self.holders = 0  # contacts that replied with records
+
+    def by_distance(self, contact: Contact) -> int:
+        return distance(contact.position, self.target)
+
+    def next_round(self) -> list[Contact]:
+        """The ``alpha`` nearest known contacts not asked yet, marked as asked."""
+        nearest = sorted(self.shortlist.values(), key=self.by_distance)[: self.dht.config.k]
+        pending = [c for c in nearest if c.peer_id not in self.queried][: self.dht.config.alpha]
+        self.queried.update(c.peer_id for c in pending)
+        return pending
+
+    async def ask(self, contact: Contact) -> None:
+        try:
+            reply = await self.dht.call(contact, self.query)
+        except (PeerUnreachable, RemoteError):
+            return
+        if not isinstance(reply, kad.Nodes):
+            return
+        self.answered.append(contact)
+        for c in reply.contacts:
+            if c.peer_id != self.dht.peer_id and c.peer_id not in self.shortlist:
+                self.shortlist[c.peer_id] = Contact(c.peer_id, c.addrs)
+        if reply.records:
+            self.holders += 1
+            _merge(self.found, reply.records, self.dht.store)
+
+    def closest_answered(self) -> list[Contact]:
+        return sorted(self.answered, key=self.by_distance)[: self.dht.config.k]
 
 
 def _merge(found: dict[str, Entry], records: Iterable[SignedRecord], store: RecordStore) -> None:

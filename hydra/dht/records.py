@@ -71,7 +71,7 @@ def _unpack_body(body: bytes) -> dict:
 def _public_key(peer_id: str) -> Ed25519PublicKey:
     try:
         key = ID.from_base58(peer_id).extract_public_key()
-    except Exception:
+    except Exception:  # noqa: BLE001 - any undecodable peer id: refused below
         key = None
     if not isinstance(key, Ed25519PublicKey):
         raise _invalid(f"peer id {peer_id[:64]!r} does not embed an Ed25519 key")

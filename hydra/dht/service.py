@@ -21,8 +21,9 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 import hydra
-from hydra.config import DiscoveryConfig
-from hydra.dht.kademlia import Dht, DhtConfig
+from hydra.dht.config import DiscoveryConfig
+from hydra.dht.kademlia import Dht
+from hydra.errors import ConfigError
 from hydra.p2p.addresses import dialable
 from hydra.p2p.host import build_host, running_host
 from hydra.p2p.identity import KEY_FILE, load_or_create
@@ -37,8 +38,8 @@ def parse_bootstrap(addrs: tuple[str, ...]) -> list[Multiaddr]:
         try:
             ma = Multiaddr(text)
             info_from_p2p_addr(ma)
-        except Exception:
-            raise ValueError(
+        except Exception:  # noqa: BLE001 - multiaddr raises many types for bad text
+            raise ConfigError(
                 f"bad --bootstrap {text!r}: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID"
             ) from None
         parsed.append(ma)
@@ -98,11 +99,7 @@ async def open_dht_peer(
     keypair = load_or_create(home / KEY_FILE) if home is not None else create_new_key_pair()
     host = build_host(keypair)
     async with running_host(host, listen_host, port), trio.open_nursery() as nursery:
-        dht = Dht(host, DhtConfig(
-            work_bits=discovery.work_bits,
-            peer_rate=discovery.peer_rate,
-            peer_burst=discovery.peer_burst,
-        ))
+        dht = Dht(host, discovery)
         peer = DhtPeer(keypair, host, dht, signposts, discovery)
         if signposts:
             peer.signposts_answered = await peer.dht.bootstrap(signposts)

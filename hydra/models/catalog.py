@@ -8,6 +8,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import UnknownModel
+
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models.catalog.json"
 
 
@@ -45,13 +47,14 @@ class Catalog:
     models: tuple[ModelSpec, ...]
 
     def resolve(self, name: str) -> ModelSpec:
-        """The entry whose id or alias is ``name`` (case-insensitive); KeyError lists choices."""
+        """The entry whose id or alias is ``name`` (case-insensitive); ``UnknownModel`` lists
+        the choices."""
         wanted = name.lower()
         for spec in self.models:
             if wanted == spec.id or wanted in spec.aliases:
                 return spec
         known = ", ".join(s.id for s in self.models)
-        raise KeyError(f"unknown model {name!r}; the catalog has: {known}")
+        raise UnknownModel(f"unknown model {name!r}; the catalog has: {known}")
 
 
 @cache

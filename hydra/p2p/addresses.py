@@ -13,7 +13,7 @@ WILDCARD = "/ip4/0.0.0.0/"
 def interface_ipv4() -> tuple[str, ...]:
     """This machine's IPv4 addresses, loopback last (dialable only from here)."""
     found = {str(ip.ip) for adapter in ifaddr.get_adapters() for ip in adapter.ips if ip.is_IPv4}
-    return tuple(sorted(found - {"127.0.0.1"})) + ("127.0.0.1",)
+    return (*sorted(found - {"127.0.0.1"}), "127.0.0.1")
 
 
 def dialable(addrs: list[str]) -> list[str]:

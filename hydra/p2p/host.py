@@ -1,12 +1,12 @@
 """The one place a libp2p host is built and run, with py-libp2p 0.8.1's rough edges handled.
 
-Workarounds (numbers refer to shared/notes/libp2p.md):
- 1. fast dial: ``max_connections_per_peer=1`` skips the fixed 250 ms happy-eyeballs wait;
- 5. no auto-redial: the swarm's auto connector would re-dial departed peers forever, so
-    connections are made only on demand (``hydra.p2p.streams``);
- 6. port check: a second host can bind a busy port through SO_REUSEPORT, so we test first;
- 8. Noise only: no plaintext, secio or TLS is offered;
- 9. clean close: ``host.close()`` before ``run()`` exits, so no socket stays in LISTEN/CLOSE-WAIT.
+Workarounds:
+ - fast dial: ``max_connections_per_peer=1`` skips the fixed 250 ms happy-eyeballs wait;
+ - no auto-redial: the swarm's auto connector would re-dial departed peers forever, so
+   connections are made only on demand (``hydra.p2p.streams``);
+ - port check: a second host can bind a busy port through SO_REUSEPORT, so we test first;
+ - Noise only: no plaintext, secio or TLS is offered;
+ - clean close: ``host.close()`` before ``run()`` exits, so no socket stays in LISTEN/CLOSE-WAIT.
 """
 
 import errno
@@ -24,11 +24,13 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from multiaddr import Multiaddr
 
+from hydra.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
-class PortInUseError(OSError):
-    pass
+class PortInUseError(ConfigError):
+    """The port a node or signpost should listen on is taken."""
 
 
 def build_host(keypair: KeyPair) -> IHost:
@@ -61,8 +63,8 @@ def ensure_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(exc.errno, f"{host}:{port} is already in use") from None
-            raise
+                raise PortInUseError(f"{host}:{port} is already in use") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def listen_multiaddr(host: str, port: int) -> Multiaddr:

@@ -11,11 +11,13 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.errors import ConfigError
+
 KEY_FILE = "identity.key"
 SEED_BYTES = 32
 
 
-class IdentityError(Exception):
+class IdentityError(ConfigError):
     """The identity key cannot be used (unsafe permissions, corrupt, unreadable)."""
 
 
@@ -25,6 +27,13 @@ def default_home() -> Path:
 
 def load_or_create(path: Path) -> KeyPair:
     """Load the key at ``path``, or create it (0600, parent 0700) if it does not exist."""
+    try:
+        return _load_or_create(path)
+    except OSError as exc:  # an unwritable home, a directory where the key should be, ...
+        raise IdentityError(f"cannot use identity key {path}: {exc.strerror or exc}") from None
+
+
+def _load_or_create(path: Path) -> KeyPair:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         seed = Ed25519PrivateKey.new().to_bytes()

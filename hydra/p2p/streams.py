@@ -1,13 +1,15 @@
 """Framed message streams over libp2p, dialing on demand, and a safe request/reply server loop.
 
-``read_exactly`` is ours because libp2p.io.utils.read_exactly gives up after 100 partial reads
-(notes, rough edge 4). ``serve`` wraps every handler so an exception resets one stream and is
-logged instead of escaping through ``host.run`` and killing the host (rough edge 2).
+``read_exactly`` is ours because py-libp2p 0.8.1's ``libp2p.io.utils.read_exactly`` gives up
+after 100 partial reads, which a large activation frame can take. ``serve`` wraps every handler
+so an exception resets one stream and is logged: in py-libp2p 0.8.1 a handler's exception
+escapes through ``host.run`` and kills the host.
 """
 
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -18,6 +20,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
+from hydra.errors import HydraError, PeerError
 from hydra.p2p.limits import PeerRateLimiter
 from protocols.codec import Error, Message, Schema, encode
 from protocols.errors import ErrorCode, ProtocolError
@@ -26,11 +29,11 @@ from protocols.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, decode_header, enc
 log = logging.getLogger(__name__)
 
 
-class PeerUnreachable(Exception):
+class PeerUnreachable(PeerError):
     """Dialing a peer or opening a stream to it failed or timed out."""
 
 
-class RemoteError(Exception):
+class RemoteError(PeerError):
     """The remote peer answered with a typed ``Error`` message."""
 
     def __init__(self, error: Error) -> None:
@@ -38,6 +41,10 @@ class RemoteError(Exception):
         self.code = error.code
         self.message = error.message
         self.peer = error.peer
+
+    @property
+    def protocol_code(self) -> str:  # type: ignore[override]
+        return self.code
 
 
 class FramedStream:
@@ -84,7 +91,7 @@ class FramedStream:
     async def close(self) -> None:
         try:
             await self.stream.close()
-        except Exception:  # closing a stream the peer already reset is not our problem
+        except Exception:  # noqa: BLE001 - closing a stream the peer already reset is not our problem
             pass
 
     async def abort(self, grace: float = 1.0) -> None:
@@ -107,7 +114,7 @@ class FramedStream:
     async def reset(self) -> None:
         try:
             await self.stream.reset()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the stream is being thrown away either way
             pass
 
 
@@ -122,7 +129,7 @@ async def open_stream(
             return await host.new_stream(peer, [TProtocol(protocol)])
     except trio.TooSlowError:
         raise PeerUnreachable(f"{peer} did not answer within {timeout:.1f}s") from None
-    except Exception as exc:  # libp2p raises many unrelated types for a failed dial
+    except Exception as exc:  # noqa: BLE001 - libp2p raises many unrelated types for a failed dial
         raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from None
 
 
@@ -162,7 +169,8 @@ class Stateless:
         pass
 
 
-# Errors after which the byte stream is still in sync, so the peer may send another request.
+# Errors after which the byte stream is out of sync (a frame was cut short or left unread),
+# so nothing more can be parsed from it: the stream is aborted after the error reply.
 _UNRECOVERABLE = {ErrorCode.BAD_FRAME, ErrorCode.FRAME_TOO_LARGE}
 
 
@@ -178,50 +186,69 @@ def serve(
     """A libp2p stream handler answering requests one by one until the peer closes.
 
     Give ``handle`` for stateless request/reply, or ``conversation`` to keep state per
-    stream. A message-level error gets an ``Error`` reply and the loop continues; a
-    frame-level error (oversized or truncated frame) gets an ``Error`` reply, then the stream
-    is aborted, since it can no longer be parsed. A stream silent for ``idle_timeout`` seconds
-    is closed. A peer over ``limiter``'s rate gets ``overloaded`` errors until it slows down.
-    No exception ever leaves the handler."""
-    if (handle is None) == (conversation is None):
+    stream. A refused message (any ``HydraError``) gets an ``Error`` reply with its code and
+    the loop continues; a frame-level error (oversized or truncated frame) gets an ``Error``
+    reply, then the stream is aborted, since it can no longer be parsed. A stream silent for
+    ``idle_timeout`` seconds is closed. A peer over ``limiter``'s rate gets ``overloaded``
+    errors until it slows down. No exception ever leaves the handler."""
+    if conversation is None:
+        if handle is None:
+            raise TypeError("give exactly one of handle and conversation")
+        stateless = handle
+        conversation = lambda remote: Stateless(stateless, remote)  # noqa: E731
+    elif handle is not None:
         raise TypeError("give exactly one of handle and conversation")
-    make = conversation or (lambda remote: Stateless(handle, remote))  # type: ignore[arg-type]
+    return _StreamServer(requests, conversation, max_frame, idle_timeout, limiter).handler
 
-    async def handler(raw: INetStream) -> None:
-        stream = FramedStream(raw, max_frame)
-        talk = make(stream.remote_peer)
+
+@dataclass(frozen=True)
+class _StreamServer:
+    requests: Schema
+    conversation: Callable[[ID], Conversation]
+    max_frame: int
+    idle_timeout: float | None
+    limiter: PeerRateLimiter | None
+
+    async def handler(self, raw: INetStream) -> None:
+        stream = FramedStream(raw, self.max_frame)
+        talk = self.conversation(stream.remote_peer)
         peer = str(stream.remote_peer)  # base58 once, not per message
         try:
-            while True:
-                try:
-                    with trio.fail_after(idle_timeout or math.inf):
-                        payload = await stream.receive_payload()
-                    if payload is None:
-                        break
-                    if limiter is not None and not limiter.allow(peer):
-                        raise ProtocolError(ErrorCode.OVERLOADED, "request rate limit exceeded")
-                    reply = await talk.handle(requests.decode(payload))
-                except trio.TooSlowError:
-                    log.info("closing a stream from %s idle for %ss", stream.remote_peer, idle_timeout)
-                    break
-                except ProtocolError as exc:
-                    log.info("rejected message from %s: %s", stream.remote_peer, exc)
-                    await stream.send(Error(code=exc.code, message=exc.message))
-                    if exc.code in _UNRECOVERABLE:
-                        await stream.abort()
-                        return
-                    continue
-                except Exception:  # a bug in a handler: answer, log, keep serving others
-                    log.exception("handler failed on a message from %s", stream.remote_peer)
-                    await stream.send(Error(code=ErrorCode.INTERNAL, message="internal error"))
-                    continue
-                await stream.send(reply)
-            await stream.close()
-        except Exception:
+            while await self._answer(stream, talk, peer):
+                pass
+        except Exception:  # whatever broke, only this stream may suffer
             log.exception("stream handler failed; resetting the stream")
             await stream.reset()
         finally:
             with trio.CancelScope(shield=True):
                 await talk.aclose()
 
-    return handler
+    async def _answer(self, stream: FramedStream, talk: Conversation, peer: str) -> bool:
+        """Read one request and answer it; False once the stream has ended (closed by the
+        peer, idle too long, or no longer parseable)."""
+        try:
+            with trio.fail_after(self.idle_timeout or math.inf):
+                payload = await stream.receive_payload()
+            if payload is None:
+                await stream.close()
+                return False
+            if self.limiter is not None and not self.limiter.allow(peer):
+                raise ProtocolError(ErrorCode.OVERLOADED, "request rate limit exceeded")
+            reply = await talk.handle(self.requests.decode(payload))
+        except trio.TooSlowError:
+            log.info("closing a stream from %s idle for %ss", peer, self.idle_timeout)
+            await stream.close()
+            return False
+        except HydraError as exc:  # refused: the peer gets the typed error
+            log.info("rejected message from %s: %s", peer, exc)
+            await stream.send(Error(code=exc.protocol_code, message=exc.message))
+            if exc.protocol_code in _UNRECOVERABLE:
+                await stream.abort()
+                return False
+            return True
+        except Exception:  # a bug in a handler: answer, log, keep serving others
+            log.exception("handler failed on a message from %s", peer)
+            await stream.send(Error(code=ErrorCode.INTERNAL, message="internal error"))
+            return True
+        await stream.send(reply)
+        return True

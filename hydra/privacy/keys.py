@@ -9,10 +9,12 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.errors import PeerError
+
 KX_DOMAIN = b"openhydra/kx-key/v1\x00"
 
 
-class UnboundKey(Exception):
+class UnboundKey(PeerError):
     """An X25519 key whose signature does not verify against the claimed peer's identity."""
 
 
@@ -40,6 +42,6 @@ def verify_kx(peer_id: str, public: bytes, signature: bytes) -> X25519PublicKey:
             and identity.verify(KX_DOMAIN + public, signature)
         ):
             return X25519PublicKey.from_public_bytes(public)
-    except Exception:  # malformed peer id or key: not bound either way
+    except Exception:  # noqa: BLE001 - malformed peer id or key: not bound either way
         pass
     raise UnboundKey(f"the X25519 key presented for {peer_id[:64]} is not signed by its identity")

@@ -12,6 +12,7 @@ relays the last stage's sealed output without being able to read it.
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -19,31 +20,20 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from hydra.privacy.channel import RETURN_LABEL, ActivationChannel
 from hydra.privacy.keys import KxKey
-from hydra.privacy.sealing import KEY_BYTES, SealedChannel, derive_key
+from hydra.privacy.sealing import KEY_BYTES, derive_key
 from protocols import inference
 from protocols.codec import Schema, encode
 from protocols.errors import ErrorCode, ProtocolError
 
 HEADER_INFO = b"openhydra/onion-header/v1"
 HEADER_NONCE = b"\x00" * 12  # each header key seals exactly one message
-STEP_LABEL = b"step"
-RETURN_LABEL = b"back"
 # A header opens a session within this long of being sealed; stages remember the sealed
 # headers they accepted until then, so none opens two sessions (see ReplayGuard).
 HEADER_LIFETIME_S = 60.0
 CLOCK_SKEW_S = 60.0  # tolerated difference between a coordinator's clock and a stage's
 _HEADERS = Schema([inference.HopHeader])
-_TENSORS = Schema([inference.Tensor])
-
-
-@dataclass(frozen=True)
-class RouteHop:
-    peer_id: str
-    addrs: tuple[str, ...]
-    start: int
-    end: int
-    kx_public: X25519PublicKey | None  # None only for an unprotected session
 
 
 @dataclass(frozen=True)
@@ -51,63 +41,61 @@ class WrappedRoute:
     """What the coordinator needs to drive a session over a wrapped route."""
 
     open: inference.OpenSession  # to send to the first hop
-    to_first: SealedChannel | None  # seals the coordinator's steps
-    from_last: SealedChannel | None  # opens the last stage's output
-    return_aad: bytes  # the last hop's session id, bound into every returned message
+    to_first: ActivationChannel  # carries the coordinator's steps to the first stage
+    from_last: ActivationChannel  # carries the last stage's output back
 
 
 def wrap_route(
-    route: list[RouteHop],
+    hops: Sequence[inference.Hop],
+    kx_keys: Sequence[X25519PublicKey] | None,
     model: str,
     max_length: int,
     dtype: str,
-    timeouts: list[float],
-    protect: bool,
+    timeouts: Sequence[float],
 ) -> WrappedRoute:
-    """Build the nested headers, innermost (last stage) first."""
-    session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in route]
-    keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(route) + 1)]
+    """Build the nested headers, innermost (last stage) first. ``kx_keys``: each hop's
+    identity-checked X25519 key, or None for an unprotected session (nothing sealed)."""
+    session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
+    protect = kx_keys is not None
+    keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(hops) + 1)]
     sealed_header, ephemeral = b"", b""
     expires_at = time.time() + HEADER_LIFETIME_S
-    for i in range(len(route) - 1, -1, -1):
-        following = route[i + 1] if i + 1 < len(route) else None
+    for i in range(len(hops) - 1, -1, -1):
+        following = hops[i + 1] if i + 1 < len(hops) else None
         header = inference.HopHeader(
-            layer_start=route[i].start,
-            layer_end=route[i].end,
+            layer_start=hops[i].layer_start,
+            layer_end=hops[i].layer_end,
             max_length=max_length,
             dtype=dtype,
             step_timeout=timeouts[i],
             expires_at=expires_at,
             key_in=keys[i],
             key_out=keys[i + 1],
-            next_hop=None if following is None else inference.Hop(
-                following.peer_id, following.addrs, following.start, following.end
-            ),
+            next_hop=following,
             next_session_id=b"" if following is None else session_ids[i + 1],
             next_ephemeral=ephemeral,
             next_header=sealed_header,
         )
-        sealed_header, ephemeral = seal_header(header, route[i], session_ids[i], protect)
+        kx = None if kx_keys is None else kx_keys[i]
+        sealed_header, ephemeral = seal_header(header, kx, session_ids[i])
     first = inference.OpenSession(session_ids[0], model, sealed_header, ephemeral)
     return WrappedRoute(
         first,
-        SealedChannel(keys[0], STEP_LABEL) if protect else None,
-        SealedChannel(keys[-1], RETURN_LABEL) if protect else None,
-        session_ids[-1],
+        ActivationChannel(keys[0], session_ids[0]),
+        ActivationChannel(keys[-1], session_ids[-1], RETURN_LABEL),
     )
 
 
 def seal_header(
-    header: inference.HopHeader, hop: RouteHop, session_id: bytes, protect: bool
+    header: inference.HopHeader, kx_public: X25519PublicKey | None, session_id: bytes
 ) -> tuple[bytes, bytes]:
-    """``(header bytes, ephemeral public key)``: sealed for ``hop`` or, unprotected, plain."""
+    """``(header bytes, ephemeral public key)``: sealed for the holder of ``kx_public``, or
+    plain when it is None (an unprotected session)."""
     plain = encode(header)
-    if not protect:
+    if kx_public is None:
         return plain, b""
-    if hop.kx_public is None:
-        raise ValueError(f"{hop.peer_id} announced no X25519 key")
     ephemeral = X25519PrivateKey.generate()
-    key = derive_key(ephemeral.exchange(hop.kx_public), session_id, HEADER_INFO)
+    key = derive_key(ephemeral.exchange(kx_public), session_id, HEADER_INFO)
     sealed = AESGCM(key).encrypt(HEADER_NONCE, plain, session_id)
     return sealed, ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
@@ -121,7 +109,8 @@ def open_header(request: inference.OpenSession, kx: KxKey) -> inference.HopHeade
             key = derive_key(shared, request.session_id, HEADER_INFO)
             plain = AESGCM(key).decrypt(HEADER_NONCE, request.header, request.session_id)
         except (InvalidTag, ValueError):
-            raise ProtocolError(ErrorCode.BAD_ONION, "the session header is not sealed for this peer") from None
+            not_ours = "the session header is not sealed for this peer"
+            raise ProtocolError(ErrorCode.BAD_ONION, not_ours) from None
     try:
         header = _HEADERS.decode(plain)
     except ProtocolError as exc:
@@ -153,20 +142,3 @@ class ReplayGuard:
         if request.ephemeral_key in self.accepted:
             raise ProtocolError(ErrorCode.BAD_ONION, "this session header was already used")
         self.accepted[request.ephemeral_key] = header.expires_at + CLOCK_SKEW_S
-
-
-def step_aad(session_id: bytes, position: int) -> bytes:
-    """Bind a sealed step to its session and position (a message moved elsewhere fails)."""
-    return session_id + position.to_bytes(8, "big")
-
-
-def seal_tensor(channel: SealedChannel, tensor: inference.Tensor, session_id: bytes, position: int) -> bytes:
-    return channel.seal(encode(tensor), step_aad(session_id, position))
-
-
-def open_tensor(channel: SealedChannel, sealed: bytes, session_id: bytes, position: int) -> inference.Tensor:
-    """The activations in ``sealed``; ``SealError`` if it fails authentication, a typed
-    ``ProtocolError`` if what was sealed is not a valid tensor message."""
-    tensor = _TENSORS.decode(channel.open(sealed, step_aad(session_id, position)))
-    assert isinstance(tensor, inference.Tensor)
-    return tensor

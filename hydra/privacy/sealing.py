@@ -9,11 +9,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from hydra.errors import PeerError
+
 KEY_BYTES = 32
 TAG_BYTES = 16
 
 
-class SealError(Exception):
+class SealError(PeerError):
     """A sealed message failed authentication (tampered, replayed, reordered or misrouted)."""
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from hydra.errors import ConfigError
+
 _LAYER_KEY = re.compile(r"^(?P<prefix>.*?)layers\.(?P<index>\d+)\.")
 
 
@@ -32,7 +34,7 @@ class Checkpoint:
             match = _LAYER_KEY.match(key)
             if match and "visual" not in key and "vision" not in key:
                 return match["prefix"]
-        raise ValueError(f"{self.path}: no transformer layers found in the checkpoint")
+        raise ConfigError(f"{self.path}: no transformer layers found in the checkpoint")
 
     def has(self, key: str) -> bool:
         return key in self.files

@@ -21,13 +21,14 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from transformers.cache_utils import Cache, DynamicCache
 
+from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
 
 
-class UnsupportedModel(ValueError):
-    pass
+class UnsupportedModel(ConfigError):
+    """A checkpoint of a model family the runtime cannot slice."""
 
 
 def text_config(checkpoint_dir: Path) -> PretrainedConfig:
@@ -62,17 +63,17 @@ def _materialize(module: nn.Module, tensors: dict[str, torch.Tensor], device: to
     on_device = {name: moved[id(tensor)] for name, tensor in tensors.items()}
     missing, unexpected = module.load_state_dict(on_device, strict=False, assign=True)
     if missing or unexpected:
-        raise ValueError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ConfigError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
 @dataclass
 class StageBlocks:
-    """Transformer blocks [start, end) of one model, ready to run on hidden states."""
+    """Transformer blocks [layer_start, layer_end) of one model, ready to run on hidden states."""
 
     model: nn.Module
     config: PretrainedConfig
-    start: int
-    end: int
+    layer_start: int
+    layer_end: int
     dtype: torch.dtype
     device: torch.device
 
@@ -125,7 +126,7 @@ def load_stage(
 ) -> StageBlocks:
     config = text_config(checkpoint_dir)
     if not 0 <= start < end <= config.num_hidden_layers:
-        raise ValueError(f"layers {start}:{end} outside 0:{config.num_hidden_layers}")
+        raise ConfigError(f"layers {start}:{end} outside 0:{config.num_hidden_layers}")
     sliced = slice_config(config, start, end)
     base = _meta_causal_lm(sliced).model
     base.embed_tokens = None  # stages receive hidden states, never token ids

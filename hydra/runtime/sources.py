@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra.errors import Unavailable
 from hydra.models.catalog import ModelSpec, PackagedWeights
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_MARKER = "config.json"
 
 
-class ModelSourceError(Exception):
+class ModelSourceError(Unavailable):
     """No source could provide the weights; the message says what to install or pass."""
 
 
@@ -67,7 +68,7 @@ def package_dir(package: PackagedWeights) -> Path | None:
     found = importlib.util.find_spec(package.module)
     if found is None or not found.submodule_search_locations:
         return None
-    path = Path(list(found.submodule_search_locations)[0])
+    path = Path(next(iter(found.submodule_search_locations)))
     return path if (path / package.file).is_file() else None
 
 
@@ -115,7 +116,7 @@ def download_from_hub(hub_id: str, target: Path) -> Path:
             hub_id,
             allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"],
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - offline, no such repo, no auth: all say the same
         raise ModelSourceError(
             f"could not download {hub_id} ({type(exc).__name__}: {exc}); pass a local "
             "checkpoint directory, or use the embedded default model offline"

@@ -10,6 +10,7 @@ from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+from hydra.errors import PeerError
 from hydra.p2p.streams import Conversation, FramedStream, PeerUnreachable, open_stream
 from protocols import inference
 from protocols.codec import Error, Message
@@ -19,7 +20,7 @@ from protocols.ids import INFERENCE
 log = logging.getLogger(__name__)
 
 
-class HopFailed(Exception):
+class HopFailed(PeerError):
     """The stage ``peer_id`` died, stalled, or broke the protocol."""
 
     def __init__(self, peer_id: str, reason: str) -> None:
@@ -59,7 +60,7 @@ class RemoteLink:
             raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
         except ProtocolError as exc:
             raise HopFailed(self.peer_id, f"broken stream: {exc}") from None
-        except Exception as exc:  # libp2p stream errors of many kinds: the peer is gone
+        except Exception as exc:  # noqa: BLE001 - libp2p stream errors of many kinds: the peer is gone
             raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
         if reply is None:
             raise HopFailed(self.peer_id, "closed the stream")

@@ -4,6 +4,7 @@ otherwise the window of blocks the swarm covers least (as Petals' servers do).""
 import os
 from pathlib import Path
 
+from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec
 
 MEMORY_SHARE = 0.6  # of the memory available now, what a node may fill with blocks
@@ -42,3 +43,12 @@ def least_covered_window(coverage: list[int], size: int) -> tuple[int, int]:
         range(len(coverage) - size + 1), key=lambda start: sum(coverage[start : start + size])
     )
     return best_start, best_start + size
+
+
+def shard_layers(index: int, total: int, num_layers: int) -> tuple[int, int]:
+    """Layers of shard ``index`` of ``total`` equal shards (earlier shards take the remainder)."""
+    if not 0 <= index < total or total > num_layers:
+        raise ConfigError(f"shard {index} of {total} is impossible for {num_layers} layers")
+    base, extra = divmod(num_layers, total)
+    start = index * base + min(index, extra)
+    return start, start + base + (1 if index < extra else 0)

@@ -16,25 +16,21 @@ from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from transformers.cache_utils import Cache
 
-from hydra.config import StageLimits
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import serve
+from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, ActivationChannel
 from hydra.privacy.keys import KxKey
-from hydra.privacy.onion import (
-    RETURN_LABEL,
-    STEP_LABEL,
-    ReplayGuard,
-    open_header,
-    open_tensor,
-    seal_tensor,
-)
-from hydra.privacy.sealing import SealedChannel, SealError
+from hydra.privacy.onion import ReplayGuard, open_header
+from hydra.privacy.sealing import SealError
 from hydra.runtime.compute import run_compute
+from hydra.runtime.memory import cache_bytes_per_token, session_state_bytes
 from hydra.runtime.shard import StageBlocks
 from hydra.runtime.wire import from_wire, to_wire
+from hydra.stage.limits import StageLimits
 from hydra.stage.links import (
     HopFailed,
     Link,
+    LocalLink,
     RemoteLink,
     attributed,
     downstream_budget,
@@ -52,43 +48,17 @@ log = logging.getLogger(__name__)
 class Session:
     id: bytes  # key in the stage's table
     owner: str  # the peer that opened it (its share of slots and cache is capped)
-    hop_id: bytes  # the session id this hop was opened with (bound into its sealed steps)
-    next_hop_id: bytes  # the successor's (bound into the steps sent to it)
     cache: Cache
     max_length: int
     dtype: str
     reserved_bytes: int
     step_timeout: float
-    inbound: SealedChannel | None = None  # opens steps from the predecessor
-    outbound: SealedChannel | None = None  # seals output for the successor or the coordinator
+    inbound: ActivationChannel  # steps from the predecessor
+    outbound: ActivationChannel  # output to the successor or, from the last stage, the coordinator
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
     opened_at: float = field(default_factory=time.monotonic)
-
-
-def cache_bytes_per_token(blocks: StageBlocks) -> int:
-    """KV bytes one token costs in this span (recurrent blocks hold a fixed-size state)."""
-    config = blocks.config
-    kinds = getattr(config, "layer_types", None) or ["full_attention"] * (blocks.end - blocks.start)
-    attention_blocks = sum(1 for kind in kinds if kind != "linear_attention")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    itemsize = torch.tensor([], dtype=blocks.dtype).element_size()
-    return 2 * attention_blocks * config.num_key_value_heads * head_dim * itemsize
-
-
-def session_state_bytes(blocks: StageBlocks) -> int:
-    """Fixed bytes a session holds in this span's recurrent (linear-attention) blocks, whatever
-    its length: a convolution window and a per-head state matrix, counted as float32."""
-    config = blocks.config
-    linear = sum(1 for kind in getattr(config, "layer_types", None) or () if kind == "linear_attention")
-    if not linear:
-        return 0
-    key_dim = config.linear_num_key_heads * config.linear_key_head_dim
-    value_dim = config.linear_num_value_heads * config.linear_value_head_dim
-    conv = (2 * key_dim + value_dim) * config.linear_conv_kernel_dim
-    state = config.linear_num_value_heads * config.linear_key_head_dim * config.linear_value_head_dim
-    return linear * (conv + state) * 4
 
 
 class StageServer:
@@ -107,8 +77,8 @@ class StageServer:
         self.blocks = blocks
         self.limits = limits
         self.sessions: dict[bytes, Session] = {}
-        self.per_token = max(1, cache_bytes_per_token(blocks))
-        self.per_session = session_state_bytes(blocks)
+        self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype))
+        self.per_session = session_state_bytes(blocks.config)
         self.steps_served = 0
 
     def attach(self, host: IHost) -> None:
@@ -123,6 +93,11 @@ class StageServer:
                 limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
             ),
         )
+
+    def local_link(self, owner: str) -> Link:
+        """A session on this stage for a coordinator in the same process: the same messages
+        and checks as over a stream, without one."""
+        return LocalLink(owner, StageConversation(self, owner))
 
     @property
     def reserved_bytes(self) -> int:
@@ -150,7 +125,7 @@ class StageServer:
     def status(self) -> dict[str, object]:
         return {
             "model": self.model_id,
-            "layers": [self.blocks.start, self.blocks.end],
+            "layers": [self.blocks.layer_start, self.blocks.layer_end],
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,
@@ -166,10 +141,6 @@ class StageServer:
             outputs.append(self.blocks.forward(piece, cache, position + offset))
             offset += size
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-
-
-class Tampered(Exception):
-    """A sealed step from the predecessor failed authentication."""
 
 
 class StageConversation:
@@ -199,12 +170,12 @@ class StageConversation:
         server.replays.admit(request, header)
         blocks = server.blocks
         if request.model != server.model_id or (header.layer_start, header.layer_end) != (
-            blocks.start,
-            blocks.end,
+            blocks.layer_start,
+            blocks.layer_end,
         ):
             raise ProtocolError(
                 ErrorCode.WRONG_LAYERS,
-                f"this peer serves {server.model_id} blocks {blocks.start}:{blocks.end}, not "
+                f"this peer serves {server.model_id} blocks {blocks.layer_start}:{blocks.layer_end}, not "
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
         reserve = header.max_length * server.per_token + server.per_session
@@ -213,18 +184,16 @@ class StageConversation:
         session = Session(
             id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
             owner=self.remote,
-            hop_id=request.session_id,
-            next_hop_id=header.next_session_id,
             cache=blocks.new_cache(),
             max_length=header.max_length,
             dtype=header.dtype,
             reserved_bytes=reserve,
             step_timeout=header.step_timeout,
-            inbound=SealedChannel(header.key_in, STEP_LABEL) if header.key_in else None,
-            outbound=(
-                SealedChannel(header.key_out, RETURN_LABEL if last else STEP_LABEL)
-                if header.key_out
-                else None
+            inbound=ActivationChannel(header.key_in, request.session_id),
+            outbound=(  # the last stage's output returns to the coordinator
+                ActivationChannel(header.key_out, request.session_id, RETURN_LABEL)
+                if last
+                else ActivationChannel(header.key_out, header.next_session_id, STEP_LABEL)
             ),
         )
         server.sessions[session.id] = session
@@ -257,29 +226,6 @@ class StageConversation:
             return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
         return inference.SessionOpened(hops=reply.hops + 1)
 
-    def _input(self, session: Session, step: inference.Step) -> inference.Tensor:
-        """The step's activations, opened if the session is sealed (then it must be)."""
-        if session.inbound is None:
-            if step.hidden is None:
-                raise ProtocolError(ErrorCode.SEAL_FAILED, "this session's steps are not sealed")
-            return step.hidden
-        if step.hidden is not None:
-            raise ProtocolError(ErrorCode.SEAL_FAILED, "this session's steps must be sealed")
-        try:
-            tensor = open_tensor(session.inbound, step.sealed, session.hop_id, step.position)
-        except SealError as exc:
-            session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
-            raise Tampered(str(exc)) from None
-        if step.chunks and sum(step.chunks) != tensor.shape[1]:
-            raise ProtocolError(ErrorCode.BAD_FIELD, "chunks must sum to the tokens")
-        return tensor
-
-    def _output(self, session: Session, tensor: inference.Tensor, aad_id: bytes, position: int) -> dict:
-        """``hidden=`` or ``sealed=`` for the message carrying this stage's output."""
-        if session.outbound is None:
-            return {"hidden": tensor}
-        return {"sealed": seal_tensor(session.outbound, tensor, aad_id, position)}
-
     async def _step(self, step: inference.Step) -> Message:
         session = self.session
         if session is None:
@@ -291,9 +237,25 @@ class StageConversation:
                 ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
             )
         try:
-            tensor = self._input(session, step)
-        except Tampered as exc:  # the sender (our predecessor) is at fault, not us
+            tensor = session.inbound.unwrap(step.hidden, step.sealed, step.position)
+        except SealError as exc:  # the sender (our predecessor) is at fault, not us
+            session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
             return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
+        self._check_input(session, step, tensor)
+        started = time.monotonic()
+        output = await run_compute(
+            self.server.run_chunks, from_wire(tensor), step.chunks, session.cache, step.position
+        )
+        session.position += tensor.shape[1]
+        self.server.steps_served += 1
+        if session.downstream is None:
+            kept = to_wire(output if step.return_all else output[:, -1:], session.dtype)
+            return inference.Hidden(step.position, *session.outbound.wrap(kept, step.position))
+        return await self._pass_on(session, step, output, started)
+
+    def _check_input(self, session: Session, step: inference.Step, tensor: inference.Tensor) -> None:
+        if step.chunks and sum(step.chunks) != tensor.shape[1]:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "chunks must sum to the tokens")
         tokens, width = tensor.shape[1], tensor.shape[2]
         if width != self.server.blocks.hidden_size:
             raise ProtocolError(
@@ -305,23 +267,15 @@ class StageConversation:
                 ErrorCode.MAX_LENGTH_EXCEEDED,
                 f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
             )
-        started = time.monotonic()
-        output = await run_compute(
-            self.server.run_chunks, from_wire(tensor), step.chunks, session.cache, step.position
-        )
-        session.position += tokens
-        self.server.steps_served += 1
-        if session.downstream is None:
-            kept = to_wire(output if step.return_all else output[:, -1:], session.dtype)
-            return inference.Hidden(
-                position=step.position, **self._output(session, kept, session.hop_id, step.position)
-            )
-        forward = inference.Step(
-            position=step.position,
-            chunks=step.chunks,
-            return_all=step.return_all,
-            **self._output(session, to_wire(output, session.dtype), session.next_hop_id, step.position),
-        )
+
+    async def _pass_on(
+        self, session: Session, step: inference.Step, output: torch.Tensor, started: float
+    ) -> Message:
+        """Send this stage's output to the next hop; its reply (the last stage's output,
+        or an error naming the peer at fault) goes back upstream."""
+        assert session.downstream is not None
+        hidden, sealed = session.outbound.wrap(to_wire(output, session.dtype), step.position)
+        forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all)
         try:
             # the rest of the route gets what is left of this step's time, so a stall further
             # down is reported (and blamed on the right peer) before our predecessor gives up

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from hydra.coordinator.generation import Coordinator, GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
@@ -51,7 +51,8 @@ async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
     assert over_http.choices[0].text == direct.text
     assert over_http.usage.completion_tokens == direct.completion_tokens
     served_after = [stage(p)["steps_served"] for p in nodes]
-    assert all(after > before for before, after in zip(served_before, served_after)), "not 3 hops"
+    pairs = zip(served_before, served_after, strict=True)
+    assert all(after > before for before, after in pairs), "not 3 hops"
 
 
 def test_hydra_generate_joins_the_swarm_and_prints_the_greedy_text(pipeline, tmp_path):

@@ -194,7 +194,8 @@ def test_health_readyz_and_metrics_move(api):
 
     def tokens() -> float:
         families = text_string_to_metric_families(httpx.get(f"{api}/metrics").text)
-        samples = {s.name: s.value for f in families for s in f.samples if not s.labels or "model" in s.labels}
+        samples = {s.name: s.value for f in families for s in f.samples
+                   if not s.labels or "model" in s.labels}
         return samples.get("hydra_tokens_generated_total", 0.0)
 
     before = tokens()
@@ -206,14 +207,15 @@ def test_health_readyz_and_metrics_move(api):
             "hydra_layers_served", "hydra_active_generations"} <= names
 
 
+USER_X = b'[{"role": "user", "content": "x"}]'
 HOSTILE = [
     ("/v1/chat/completions", b"{not json"),
     ("/v1/chat/completions", b'{"model": "smollm2", "messages": "hi"}'),
     ("/v1/chat/completions", b'{"model": 7, "messages": []}'),
     ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "wizard", "content": "x"}]}'),
-    ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": -5}'),
-    ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1e300}'),
-    ("/v1/chat/completions", b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "n": 1000}'),
+    ("/v1/chat/completions", b'{"model": "smollm2", "messages": ' + USER_X + b', "max_tokens": -5}'),
+    ("/v1/chat/completions", b'{"model": "smollm2", "messages": ' + USER_X + b', "max_tokens": 1e300}'),
+    ("/v1/chat/completions", b'{"model": "smollm2", "messages": ' + USER_X + b', "n": 1000}'),
     ("/v1/completions", b'{"model": "smollm2", "prompt": [99999999]}'),
     ("/v1/completions", b'{"model": "smollm2", "prompt": ""}'),
     ("/v1/completions", b'{"model": "smollm2", "prompt": "x", "stop": ["", "a"]}'),

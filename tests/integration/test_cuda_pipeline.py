@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydra.config import PrivacyConfig
 from hydra.coordinator.generation import GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
+from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import verify_noise
 from tests.integration.test_pipeline_exactness import assert_pipeline_matches
 from tests.peers import Compute, spec_for, swarm

@@ -6,9 +6,9 @@ import pytest
 import trio
 from libp2p.custom_types import TProtocol
 
-from hydra.config import StageLimits
 from hydra.coordinator.generation import GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
+from hydra.stage.limits import StageLimits
 from protocols import inference
 from protocols.codec import Error
 from protocols.framing import encode_frame

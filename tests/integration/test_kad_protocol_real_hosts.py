@@ -9,7 +9,8 @@ import msgpack
 import pytest
 import trio
 
-from hydra.dht.kademlia import Dht, DhtConfig
+from hydra.dht.config import DiscoveryConfig
+from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import model_key
 from hydra.p2p.host import build_host, running_host
 from hydra.p2p.streams import RemoteError, request
@@ -29,7 +30,7 @@ async def swarm():
         for _ in range(5):
             host = build_host(keypair())
             await stack.enter_async_context(running_host(host, "127.0.0.1", 0))
-            dhts.append(Dht(host))
+            dhts.append(Dht(host, DiscoveryConfig(work_bits=0)))
         for dht in dhts[1:]:
             assert await dht.bootstrap(dhts[0].host.get_addrs()) == 1
         yield dhts
@@ -41,7 +42,7 @@ def addr(dht: Dht) -> str:
 
 async def test_records_put_on_one_host_are_found_from_every_host(swarm):
     kps = [keypair() for _ in range(3)]
-    for kp, dht in zip(kps, swarm[1:]):
+    for kp, dht in zip(kps, swarm[1:4], strict=True):
         assert await dht.put(model_key("m"), signed(kp, model="m")) >= 3
     expected = sorted(signed_peer(kp) for kp in kps)
     for dht in swarm:
@@ -148,7 +149,8 @@ async def test_a_node_whose_records_the_swarm_refuses_is_told(caplog):
         hosts = [build_host(keypair()) for _ in range(2)]
         for host in hosts:
             await stack.enter_async_context(running_host(host, "127.0.0.1", 0))
-        strict, lax = Dht(hosts[0], DhtConfig(work_bits=30)), Dht(hosts[1])
+        strict = Dht(hosts[0], DiscoveryConfig(work_bits=30))
+        lax = Dht(hosts[1], DiscoveryConfig(work_bits=0))
         assert await lax.bootstrap(strict.host.get_addrs()) == 1
         with caplog.at_level(logging.WARNING, logger="hydra.dht.kademlia"):
             stored = await lax.put(model_key("m"), signed(keypair(), model="m"))

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
 from tests.peers import CPU, Compute, spec_for, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
 

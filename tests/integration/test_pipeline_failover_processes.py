@@ -9,7 +9,7 @@ from contextlib import aclosing
 import pytest
 
 from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog

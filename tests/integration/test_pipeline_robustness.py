@@ -11,13 +11,13 @@ import torch
 import trio
 
 from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.routing import NoRoute
-from hydra.coordinator.sampling import SamplingParams
 from hydra.models.catalog import Catalog
 from hydra.runtime.wire import to_wire
 from hydra.stage.server import StageConversation
 from protocols import inference
-from tests.peers import replace_handler, spec_for, stage_peer, swarm
+from tests.peers import MisbehavingOutput, replace_handler, spec_for, stage_peer, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 SPEC = spec_for("tiny-llama", 6)
@@ -38,12 +38,14 @@ class NeverOpens(StageConversation):
         return await super().handle(message)
 
 
-class WrongShape(StageConversation):
+class WrongShape(MisbehavingOutput):
     """A last stage that seals a tensor of the wrong width in place of its output."""
 
-    def _output(self, session, tensor, aad_id, position):
-        bad = to_wire(torch.zeros(1, 1, 7), tensor.dtype)
-        return super()._output(session, bad, aad_id, position)
+    last_only = True
+
+    @staticmethod
+    def wrap(channel, tensor, position):
+        return channel.wrap(to_wire(torch.zeros(1, 1, 7), tensor.dtype), position)
 
 
 @asynccontextmanager

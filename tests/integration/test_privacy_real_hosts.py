@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydra.config import PrivacyConfig
 from hydra.coordinator.generation import GenerationRequest
+from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.routing import NoRoute
-from hydra.coordinator.sampling import SamplingParams
 from hydra.dht.records import sign, validate
+from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, step_aad
+from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.keys import KxKey, UnboundKey, verify_kx
-from hydra.privacy.onion import RETURN_LABEL, STEP_LABEL, open_header, open_tensor, seal_tensor
+from hydra.privacy.onion import open_header
 from hydra.privacy.sealing import SealedChannel, SealError
 from hydra.runtime.wire import to_wire
 from hydra.stage.server import StageConversation
@@ -23,7 +24,7 @@ from protocols.codec import Error
 from protocols.errors import ErrorCode, ProtocolError
 from tests.factories import keypair, record
 from tests.integration.test_stage_protocol_real_hosts import HIDDEN, link_to, wrapped
-from tests.peers import replace_handler, spec_for, stage_peer, swarm
+from tests.peers import MisbehavingOutput, replace_handler, spec_for, stage_peer, swarm
 from tests.rawpeer import client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -90,7 +91,7 @@ async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpo
             channel.count = index
             for session_id in (opened.session_id, header.next_session_id):
                 with pytest.raises(SealError):
-                    open_tensor(channel, output.sealed, session_id, output.position)
+                    channel.open(output.sealed, step_aad(session_id, output.position))
 
 
 async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):
@@ -103,8 +104,8 @@ async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):
             sender = route.to_first
 
             def sealed(position: int) -> bytes:
-                tensor = to_wire(torch.randn(1, 1, HIDDEN), "float32")
-                return seal_tensor(sender, tensor, route.open.session_id, position)
+                _, payload = sender.wrap(to_wire(torch.randn(1, 1, HIDDEN), "float32"), position)
+                return payload
 
             return link, sealed
 
@@ -136,16 +137,15 @@ async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):
 
 
 async def test_a_tampering_stage_is_routed_around(checkpoint):
-    class Tampering(StageConversation):
-        def _output(self, session, tensor, aad_id, position):
-            out = super()._output(session, tensor, aad_id, position)
-            if session.downstream is not None:
-                flipped = bytearray(out["sealed"])
-                flipped[0] ^= 0x80
-                out["sealed"] = bytes(flipped)
-            return out
+    class Tampering(MisbehavingOutput):
+        """Seals what it sends on as it should, then flips a bit of every sealed message."""
 
-    async with swarm(SPEC, checkpoint, SPANS + [(2, 4)]) as (peers, coordinator):
+        @staticmethod
+        def wrap(channel, tensor, position):
+            hidden, sealed = channel.wrap(tensor, position)
+            return hidden, bytes([sealed[0] ^ 0x80]) + sealed[1:]
+
+    async with swarm(SPEC, checkpoint, [*SPANS, (2, 4)]) as (peers, coordinator):
         honest = await coordinator.generate(request())
         used = honest.route[1]
         culprit = next(p for p in peers if p.peer_id == used)
@@ -167,7 +167,7 @@ async def test_a_stage_cannot_replay_its_successors_session_open(checkpoint):
             return await super().handle(message)
 
     async with swarm(SPEC, checkpoint, SPANS) as (peers, coordinator):
-        first, middle, last = peers
+        _, middle, last = peers
         replace_handler(middle, Recording)
         await coordinator.generate(request())
         header = open_header(opens[0], middle.stage.kx)
@@ -208,9 +208,9 @@ async def test_the_coordinator_refuses_a_candidate_with_an_unbound_key(checkpoin
         peers[0].stage.kx = stranger  # it now presents (and would open with) a foreign key
         original = coordinator.candidates
 
-        async def lying_candidates(model, reuse=0.0):
+        async def lying_candidates(model):
             return [replace(c, kx_key=stranger.public, kx_signature=stranger.signature)
-                    for c in await original(model, reuse)]
+                    for c in await original(model)]
 
         coordinator.candidates = lying_candidates
         with pytest.raises(NoRoute) as info:
@@ -221,7 +221,7 @@ async def test_the_coordinator_refuses_a_candidate_with_an_unbound_key(checkpoin
 async def test_local_layers_keep_the_output_and_keep_embeddings_home(checkpoint):
     """With the first 2 blocks at the coordinator, the route starts at block 2 and the
     tokens are those of the plain pipeline."""
-    async with swarm(SPEC, checkpoint, SPANS + [(2, 6)]) as (peers, coordinator):
+    async with swarm(SPEC, checkpoint, [*SPANS, (2, 6)]) as (peers, coordinator):
         plain = await coordinator.generate(request(24))
         coordinator.privacy = PrivacyConfig(local_layers=2)
         local = await coordinator.generate(request(24))

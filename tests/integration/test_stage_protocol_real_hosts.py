@@ -9,12 +9,12 @@ import pytest
 import torch
 import trio
 
-from hydra.config import StageLimits
 from hydra.coordinator.generation import GenerationRequest
-from hydra.coordinator.sampling import SamplingParams
+from hydra.coordinator.params import SamplingParams
 from hydra.privacy.keys import verify_kx
-from hydra.privacy.onion import RouteHop, WrappedRoute, wrap_route
+from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.runtime.wire import to_wire
+from hydra.stage.limits import StageLimits
 from hydra.stage.links import RemoteLink
 from protocols import inference
 from protocols.codec import Error, encode
@@ -33,17 +33,19 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
 
 
-def route_hop(peer: StagePeer, layers: tuple[int, int] | None = None) -> RouteHop:
+def hop_of(peer: StagePeer, layers: tuple[int, int] | None = None) -> inference.Hop:
     blocks = peer.stage.blocks
-    kx = verify_kx(peer.peer_id, peer.stage.kx.public, peer.stage.kx.signature)
-    return RouteHop(peer.peer_id, (peer.multiaddr,), *(layers or (blocks.start, blocks.end)), kx)
+    start, end = layers or (blocks.layer_start, blocks.layer_end)
+    return inference.Hop(peer.peer_id, (peer.multiaddr,), start, end)
 
 
 def wrapped(peers: list[StagePeer], max_length: int = 16, protect: bool = False,
             model: str = SPEC.id, layers: tuple[int, int] | None = None,
             step_timeout: float = 10.0) -> WrappedRoute:
-    hops = [route_hop(peers[0], layers)] + [route_hop(p) for p in peers[1:]]
-    return wrap_route(hops, model, max_length, "float32", [step_timeout] * len(hops), protect)
+    hops = [hop_of(peers[0], layers)] + [hop_of(p) for p in peers[1:]]
+    keys = [verify_kx(p.peer_id, p.stage.kx.public, p.stage.kx.signature) for p in peers]
+    timeouts = [step_timeout] * len(hops)
+    return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts)
 
 
 def open_request(peer: StagePeer, max_length: int = 16, **kw) -> inference.OpenSession:
@@ -56,8 +58,7 @@ def step(position: int, tokens: int = 1, width: int = HIDDEN) -> inference.Step:
 
 
 async def link_to(host, peer: StagePeer) -> RemoteLink:
-    hop = inference.Hop(peer.peer_id, (peer.multiaddr,), peer.stage.blocks.start, peer.stage.blocks.end)
-    return await RemoteLink.open(host, hop, 5.0)
+    return await RemoteLink.open(host, hop_of(peer), 5.0)
 
 
 async def expect_error(link: RemoteLink, message, code: ErrorCode) -> Error:

@@ -10,22 +10,20 @@ Errors: ``{"error": {"code": ..., "message": ...}}`` with a 4xx status.
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from quart import Blueprint, request
 
+from hydra.api.bodies import read_json
+from hydra.api.errors import APIError
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.dht.store import Entry
-from hydra.models.catalog import load_catalog
+from hydra.errors import UnknownModel
+from hydra.models.catalog import Catalog
 from protocols.errors import ProtocolError
 from protocols.kad import MAX_KEY
 from protocols.records import SignedRecord
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
@@ -52,58 +50,60 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     }
 
 
+def bad_request(message: str, code: str = "bad_request") -> APIError:
+    return APIError(400, message, code=code)
+
+
 def signed_from_json(data: Any) -> SignedRecord:
+    """The ``SignedRecord`` a client posted; a 400 saying what is wrong with it."""
     if not isinstance(data, dict) or set(data) != {"body", "signature"}:
-        raise ValueError('expected {"body": base64, "signature": base64}')
+        raise bad_request('expected {"body": base64, "signature": base64}')
     try:
         body, signature = (base64.b64decode(data[k], validate=True) for k in ("body", "signature"))
     except (binascii.Error, TypeError, ValueError):
-        raise ValueError("body and signature must be base64 strings") from None
-    return SignedRecord.from_wire({"body": body, "signature": signature})
-
-
-async def read_json() -> Any:
-    """The request body as JSON, or None if it is not UTF-8 JSON (never an exception)."""
-    raw = await request.get_data(as_text=False)
+        raise bad_request("body and signature must be base64 strings") from None
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
+        return SignedRecord.from_wire({"body": body, "signature": signature})
+    except ProtocolError as exc:
+        raise bad_request(exc.message, exc.code) from None
 
 
-def dht_blueprint(dht: Dht) -> Blueprint:
-    bp = Blueprint("dht", __name__)
-    catalog = load_catalog()  # so /lookup takes aliases, as the APIs do
+class DhtEndpoints:
+    def __init__(self, dht: Dht, catalog: Catalog) -> None:
+        self.dht = dht
+        self.catalog = catalog  # so /lookup takes aliases, as the APIs do
 
-    @bp.post("/announce")
-    async def announce() -> Any:
-        data = await read_json()
+    async def announce(self) -> Any:
+        signed = signed_from_json(await read_json())
         try:
-            signed = signed_from_json(data)
-            record = dht.store.validate(signed)
+            record = self.dht.store.validate(signed)
         except ProtocolError as exc:
-            return error_body(exc.code, exc.message), 400
-        except ValueError as exc:
-            return error_body("bad_request", str(exc)), 400
-        stored = await dht.put(model_key(record.model), signed)
-        await dht.put(SWARM_KEY, signed)
+            raise bad_request(exc.message, exc.code) from None
+        stored = await self.dht.put(model_key(record.model), signed)
+        await self.dht.put(SWARM_KEY, signed)
         return {"peer_id": record.peer_id, "model": record.model, "stored_on": stored}
 
-    @bp.get("/lookup")
-    async def lookup() -> Any:
+    async def lookup(self) -> Any:
         model = request.args.get("model", "")
         if not model or len(model_key(model)) > MAX_KEY:
-            return error_body("bad_request", f"query parameter ?model= is required (at most {MAX_KEY - 6} characters)"), 400
+            longest = MAX_KEY - len(model_key(""))
+            raise bad_request(f"query parameter ?model= is required (at most {longest} characters)")
         try:
-            model = catalog.resolve(model).id
-        except KeyError:
+            model = self.catalog.resolve(model).id
+        except UnknownModel:
             pass  # not in our catalog: the swarm may still know it by this id
-        entries = await dht.get(model_key(model))
+        entries = await self.dht.get(model_key(model))
         return {"model": model, "peers": [entry_json(e) for e in entries]}
 
-    @bp.get("/peers")
-    async def peers() -> Any:
-        entries = await dht.get(SWARM_KEY)
-        return {"peers": [entry_json(e) for e in entries], "routing_table": len(dht.routing)}
+    async def peers(self) -> Any:
+        entries = await self.dht.get(SWARM_KEY)
+        return {"peers": [entry_json(e) for e in entries], "routing_table": len(self.dht.routing)}
 
+
+def dht_blueprint(dht: Dht, catalog: Catalog) -> Blueprint:
+    endpoints = DhtEndpoints(dht, catalog)
+    bp = Blueprint("dht", __name__)
+    bp.add_url_rule("/announce", view_func=endpoints.announce, methods=["POST"])
+    bp.add_url_rule("/lookup", view_func=endpoints.lookup, methods=["GET"])
+    bp.add_url_rule("/peers", view_func=endpoints.peers, methods=["GET"])
     return bp

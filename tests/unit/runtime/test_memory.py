@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hydra.runtime.memory import cache_bytes_per_token, session_state_bytes
 from hydra.runtime.shard import load_stage
-from hydra.stage.server import cache_bytes_per_token, session_state_bytes
 from tests.tiny_models import save_tiny_model, tiny_qwen35_config
 
 TOKENS = 12
@@ -30,7 +30,8 @@ def test_the_reservation_covers_the_cache(tmp_path: Path, span: tuple[int, int])
     cache = blocks.new_cache()
     blocks.forward(torch.randn(1, TOKENS - 1, blocks.hidden_size), cache, 0)
     blocks.forward(torch.randn(1, 1, blocks.hidden_size), cache, TOKENS - 1)
-    reserved = TOKENS * cache_bytes_per_token(blocks) + session_state_bytes(blocks)
+    per_token = cache_bytes_per_token(blocks.config, blocks.dtype)
+    reserved = TOKENS * per_token + session_state_bytes(blocks.config)
     held = held_bytes(cache)
     assert held > 0 and reserved >= held, f"reserved {reserved} bytes, the cache holds {held}"
     assert reserved <= 2 * held  # and not wildly more

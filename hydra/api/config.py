@@ -1,0 +1,10 @@
+"""What the HTTP API allows each client, and its defaults for requests that do not say."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class APIConfig:
+    rate_limit: int = 120  # requests per window per client address (health and metrics exempt)
+    rate_window: float = 60.0
+    default_max_tokens: int = 512  # when a request does not say

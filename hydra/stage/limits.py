@@ -1,0 +1,15 @@
+"""What one node's stage grants to all sessions together, and to any one remote peer."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageLimits:
+    max_sessions: int = 64
+    cache_bytes: int = 1 << 30  # KV cache reserved across sessions (max_length x per-token)
+    idle_timeout: float = 120.0  # a session with no message for this long is closed
+    # One remote peer (a coordinator, or the stage before us relaying many coordinators'
+    # sessions) may hold at most this share of the slots and cache, at this message rate.
+    peer_share: float = 0.5
+    peer_rate: float = 2000.0  # messages per second, sustained
+    peer_burst: float = 4000.0

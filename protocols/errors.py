@@ -34,12 +34,8 @@ class ProtocolError(HydraError):
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
-        self.code = code
+        self.code = self.protocol_code = code
         self.message = message
-
-    @property
-    def protocol_code(self) -> str:  # type: ignore[override]
-        return self.code
 
 
 def require(condition: bool, what: str) -> None:

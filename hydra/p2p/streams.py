@@ -38,13 +38,9 @@ class RemoteError(PeerError):
 
     def __init__(self, error: Error) -> None:
         super().__init__(f"remote error {error.code}: {error.message}")
-        self.code = error.code
+        self.code = self.protocol_code = error.code
         self.message = error.message
         self.peer = error.peer
-
-    @property
-    def protocol_code(self) -> str:  # type: ignore[override]
-        return self.code
 
 
 class FramedStream:

@@ -3,12 +3,16 @@ DHT lookup costs ~10-25 ms of time to first token); only a failover looks again.
 
 from pathlib import Path
 
+import httpx
 import trio
 
+from hydra.api.app import create_app
+from hydra.api.server import serve_http
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.keyspace import model_key
 from tests.peers import spec_for, stage_peer, swarm
+from tests.swarm import free_port
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 SPANS = [(0, 3), (3, 6)]
@@ -42,6 +46,24 @@ async def test_a_request_plans_once_and_opens_along_that_route(tmp_path: Path) -
         again = await coordinator.generate(request)  # no route given: planned at the start
         assert len(lookups) == 2
         assert again.token_ids == first.token_ids
+
+
+async def test_an_api_request_makes_one_lookup(tmp_path: Path) -> None:
+    """Over real HTTP: the API's admission check plans the route the generation then uses."""
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny-llama")
+    spec = spec_for("tiny-llama", 6)
+    async with swarm(spec, path, SPANS) as (_, coordinator), trio.open_nursery() as nursery:
+        port = free_port()
+        app = create_app(coordinator.dht, dict, coordinator.catalog, coordinator)
+        await nursery.start(serve_http, app, "127.0.0.1", port)
+        lookups = counting_lookups(coordinator)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            reply = await client.post("/v1/completions", json={
+                "model": spec.id, "prompt": "Hello", "max_tokens": 4, "temperature": 0})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["usage"]["completion_tokens"] == 4
+        assert lookups == [model_key(spec.id)], "one DHT lookup for the whole request"
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_failover_looks_again(tmp_path: Path) -> None:

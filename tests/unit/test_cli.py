@@ -1,8 +1,13 @@
 """hydra.cli: flag parsing, and how a command reports what went wrong."""
 
+import subprocess
+import sys
+
 import pytest
 
-from hydra.cli import parse_layers
+from hydra import cli
+from hydra.cli import build_parser, main, parse_layers
+from hydra.config import NODE, SIGNPOST
 from hydra.errors import ConfigError
 
 
@@ -11,3 +16,49 @@ def test_parse_layers():
     for bad in ("10", "5:5", "a:b", "-1:3", "3:1"):
         with pytest.raises(ConfigError):
             parse_layers(bad)
+
+
+def test_a_hydra_error_prints_one_line_and_exits_with_its_code(tmp_path, capsys):
+    assert main(["id", "--home", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hydra: error: no identity at") and "\n" not in err
+
+
+def test_a_hydra_error_inside_a_nursery_is_reported_the_same(monkeypatch, capsys):
+    def fails_in_a_nursery(args):
+        raise ExceptionGroup("nursery", [ConfigError("bad --thing")])
+
+    monkeypatch.setattr(cli, "cmd_id", fails_in_a_nursery)
+    assert main(["id"]) == 2
+    assert capsys.readouterr().err.strip() == "hydra: error: bad --thing"
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """A ``KeyError`` from a bug is not a user error: it must not print as one."""
+
+    def buggy(args):
+        return {}["missing"]
+
+    monkeypatch.setattr(cli, "cmd_id", buggy)
+    with pytest.raises(KeyError):
+        main(["id"])
+
+
+def test_flag_defaults_come_from_the_config():
+    run = build_parser().parse_args(["run"])
+    assert (run.port, run.api_port, run.host) == (NODE.port, NODE.api_port, NODE.host)
+    assert run.cache_gb * 2**30 == NODE.stage_limits.cache_bytes
+    assert run.max_sessions == NODE.stage_limits.max_sessions
+    assert (run.rate_limit, run.default_max_tokens) == (NODE.api.rate_limit, NODE.api.default_max_tokens)
+    discovery = NODE.discovery
+    assert (run.work_bits, run.announce_interval) == (discovery.work_bits, discovery.announce_interval)
+    signpost = build_parser().parse_args(["signpost"])
+    assert (signpost.port, signpost.http_port) == (SIGNPOST.port, SIGNPOST.http_port)
+
+
+def test_dht_only_commands_never_load_torch():
+    """``hydra id``, ``keygen``, ``status`` and ``signpost`` start in a moment: importing the
+    CLI (and parsing its defaults) must not pull in torch."""
+    code = "import sys, hydra.cli; hydra.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -30,8 +30,11 @@ async def relay_service(host: IHost, enabled: bool) -> AsyncIterator[None]:
 async def run_signpost(
     config: SignpostConfig,
     on_ready: Callable[[dict[str, Any]], None] = lambda status: None,
+    stopping: trio.Event | None = None,
 ) -> None:
-    ensure_port_free(config.http_host, config.http_port)
+    """Run until ``stopping`` is set or until cancelled."""
+    ensure_port_free(config.host, config.port, "--port")
+    ensure_port_free(config.http_host, config.http_port, "--http-port")
     async with (
         open_dht_peer(config.home, config.host, config.port, config.discovery) as peer,
         relay_service(peer.host, config.relay),
@@ -49,3 +52,5 @@ async def run_signpost(
         app = create_app(peer.dht, status, load_catalog())
         await nursery.start(serve_http, app, config.http_host, config.http_port)
         on_ready(status())
+        await (trio.Event() if stopping is None else stopping).wait()
+        nursery.cancel_scope.cancel()

@@ -1,19 +1,35 @@
 """``hydra chat``: a terminal chat with a running node, streaming tokens as they arrive.
 
 It speaks the node's OpenAI-compatible API, so it also works against any such server. The
-conversation is kept client-side and sent whole each turn. ``/exit`` (or Ctrl-D) leaves,
-``/reset`` forgets the conversation."""
+conversation is kept client-side and sent whole each turn. Commands start with ``/`` and
+never reach the model (``/help`` lists them). Ctrl-C during a reply cancels that reply;
+Ctrl-C or Ctrl-D at the prompt leaves."""
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import httpx
 
+HELP = """commands:
+  /help    this list
+  /reset   forget the conversation (keeps the system prompt)
+  /exit    leave (also /quit, /bye, Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C while a reply streams cancels that reply."""
+EXIT = ("/exit", "/quit", "/bye")
+CUT_MARK = " […]"
 
-def stream_reply(client: httpx.Client, api: str, body: dict[str, Any], out: TextIO) -> str:
+
+@dataclass
+class Reply:
+    text: str
+    finish_reason: str | None
+
+
+def stream_reply(client: httpx.Client, api: str, body: dict[str, Any], out: TextIO) -> Reply:
     """POST one streaming chat completion; print and return the assistant's text."""
-    reply = []
+    reply, finish = [], None
     with client.stream("POST", f"{api}/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             response.read()
@@ -26,11 +42,11 @@ def stream_reply(client: httpx.Client, api: str, body: dict[str, Any], out: Text
                 raise RuntimeError(chunk["error"].get("message", "error"))
             for choice in chunk.get("choices", []):
                 text = choice.get("delta", {}).get("content") or ""
+                finish = choice.get("finish_reason") or finish
                 reply.append(text)
                 out.write(text)
                 out.flush()
-    out.write("\n")
-    return "".join(reply)
+    return Reply("".join(reply), finish)
 
 
 def _error_message(text: str, status: int) -> str:
@@ -38,6 +54,58 @@ def _error_message(text: str, status: int) -> str:
         return f"{status}: {json.loads(text)['error']['message']}"
     except (ValueError, KeyError, TypeError):
         return f"{status}: {text[:200]}"
+
+
+def default_model(client: httpx.Client, api: str) -> str | None:
+    """The model the node runs by default (its ``/readyz`` names it); None if none answers."""
+    try:
+        return client.get(f"{api}/readyz").json()["model"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"no OpenHydra node answers at {api} ({exc}); start one with "
+                         "`hydra run`, or pass --api\n")
+        return None
+
+
+class Chat:
+    def __init__(self, client: httpx.Client, api: str, model: str, system: str | None,
+                 params: dict[str, Any], out: TextIO) -> None:
+        self.client, self.api, self.model, self.params, self.out = client, api, model, params, out
+        self.start: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        self.history = list(self.start)
+
+    def command(self, text: str) -> bool:
+        """Handle a ``/command`` locally; False when it asks to leave."""
+        if text in EXIT:
+            return False
+        if text == "/reset":
+            self.history = list(self.start)
+            self.out.write("[conversation reset]\n")
+        elif text == "/help":
+            self.out.write(HELP + "\n")
+        else:
+            self.out.write(f"[unknown command {text.split()[0]}; /help lists the commands]\n")
+        return True
+
+    def ask(self, text: str) -> None:
+        """One turn: stream the reply; Ctrl-C cancels it and forgets the question."""
+        self.history.append({"role": "user", "content": text})
+        body = {"model": self.model, "messages": self.history, "stream": True, **self.params}
+        try:
+            reply = stream_reply(self.client, self.api, body, self.out)
+        except KeyboardInterrupt:
+            self.history.pop()
+            self.out.write("\n[reply cancelled]\n")
+            return
+        except (RuntimeError, httpx.HTTPError) as exc:
+            self.history.pop()
+            self.out.write(f"\n[error: {exc}]\n")
+            return
+        if reply.finish_reason == "length":
+            limit = self.params.get("max_tokens")
+            self.out.write(f"{CUT_MARK}\n[reply cut at --max-tokens {limit}]\n")
+        else:
+            self.out.write("\n")
+        self.history.append({"role": "assistant", "content": reply.text})
 
 
 def run_chat(
@@ -50,35 +118,24 @@ def run_chat(
 ) -> int:
     api = api.rstrip("/")
     with httpx.Client(timeout=httpx.Timeout(10.0, read=300.0)) as client:
-        if model is None:  # the model the node runs by default (its /readyz names it)
-            try:
-                model = client.get(f"{api}/readyz").json()["model"]
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                sys.stderr.write(f"no OpenHydra node answers at {api} ({exc}); start one with "
-                                 "`hydra run`, or pass --api\n")
-                return 1
-        out.write(f"chatting with {model} at {api} (/exit to leave, /reset to start over)\n")
-        history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        model = model or default_model(client, api)
+        if model is None:
+            return 1
+        out.write(f"chatting with {model} at {api} (/help for commands, /exit to leave)\n")
+        chat = Chat(client, api, model, system, params, out)
         while True:
             out.write(">>> ")
             out.flush()
-            line = stdin.readline()
+            try:
+                line = stdin.readline()
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: leave quietly
+                line = ""
             if not line:
                 out.write("\n")
                 return 0
             text = line.strip()
-            if text in ("/exit", "/quit", "/bye"):
-                return 0
-            if text == "/reset":
-                history = history[:1] if system else []
-                out.write("[conversation reset]\n")
-                continue
-            if not text:
-                continue
-            history.append({"role": "user", "content": text})
-            body = {"model": model, "messages": history, "stream": True, **params}
-            try:
-                history.append({"role": "assistant", "content": stream_reply(client, api, body, out)})
-            except (RuntimeError, httpx.HTTPError) as exc:
-                history.pop()
-                out.write(f"\n[error: {exc}]\n")
+            if text.startswith("/"):
+                if not chat.command(text):
+                    return 0
+            elif text:
+                chat.ask(text)

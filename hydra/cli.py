@@ -25,7 +25,7 @@ from hydra.config import (
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.errors import ConfigError, HydraError
-from hydra.p2p.identity import KEY_FILE, IdentityError, default_home
+from hydra.p2p.home import KEY_FILE, default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
 
@@ -79,25 +79,46 @@ def _print_ready(title: str, status: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def _until_signal(main: Callable[[], Awaitable[None]]) -> None:
-    """Run ``main`` until it returns or SIGINT/SIGTERM arrives; then shut down in order."""
+SHUTDOWN_GRACE_S = 6.0  # after the first signal; the test harness allows 10
+
+
+async def _until_signal(main: Callable[[trio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stopping)`` until it returns. The first SIGINT/SIGTERM sets ``stopping``, on
+    which ``main`` finishes what is in flight (live streams get their terminator) and returns;
+    a second signal, or ``main`` still running ``SHUTDOWN_GRACE_S`` later, cancels it."""
+    stopping = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
+                    if stopping.is_set():
+                        nursery.cancel_scope.cancel()
+                        return
                     log.info("%s received: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
+                    stopping.set()
+                    nursery.start_soon(give_up)
+
+        async def give_up() -> None:
+            await trio.sleep(SHUTDOWN_GRACE_S)
+            nursery.cancel_scope.cancel()
 
         async def run_main() -> None:
-            await main()
+            await main(stopping)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch)
         nursery.start_soon(run_main)
 
 
+def _starting(what: str, args: argparse.Namespace) -> None:
+    """The first output, before the imports that take seconds (libp2p, torch)."""
+    print(f"hydra: starting {what}", file=sys.stderr, flush=True)
+    configure_libp2p_logging(args.log_level)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _starting("a node: loading libp2p, torch and the model (a few seconds)", args)
     from hydra.models.catalog import load_catalog
     from hydra.node import run_node
     from hydra.stage.placement import shard_layers
@@ -131,11 +152,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         privacy=_privacy(args),
         discovery=_discovery(args),
     )
-    trio.run(_until_signal, lambda: run_node(config, lambda s: _print_ready("OpenHydra node ready", s)))
+    ready = lambda s: _print_ready("OpenHydra node ready", s)  # noqa: E731
+    trio.run(_until_signal, lambda stopping: run_node(config, ready, stopping))
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    _starting("a one-shot coordinator: loading libp2p, torch and the model", args)
     from hydra.generate import run_generate
 
     sampling = SamplingParams(
@@ -175,10 +198,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
     params = {"max_tokens": args.max_tokens, "temperature": args.temperature}
     if args.seed is not None:
         params["seed"] = args.seed
-    return run_chat(args.api, args.model, args.system, params)
+    return run_chat(with_scheme(args.api), args.model, args.system, params)
 
 
 def cmd_signpost(args: argparse.Namespace) -> int:
+    _starting("a signpost: loading libp2p", args)
     from bootstrap.signpost import run_signpost
 
     config = SignpostConfig(
@@ -191,7 +215,7 @@ def cmd_signpost(args: argparse.Namespace) -> int:
         discovery=_discovery(args),
     )
     ready = lambda s: _print_ready("OpenHydra signpost ready", s)  # noqa: E731
-    trio.run(_until_signal, lambda: run_signpost(config, ready))
+    trio.run(_until_signal, lambda stopping: run_signpost(config, ready, stopping))
     return 0
 
 
@@ -208,7 +232,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_id(args: argparse.Namespace) -> int:
-    from hydra.p2p.identity import load, peer_id
+    from hydra.p2p.identity import IdentityError, load, peer_id
 
     path = _home(args) / KEY_FILE
     if not path.exists():
@@ -217,14 +241,21 @@ def cmd_id(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_scheme(url: str) -> str:
+    """``127.0.0.1:8080`` as ``http://127.0.0.1:8080`` (people leave the scheme out)."""
+    url = url.rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     import httpx
     from rich.console import Console
     from rich.table import Table
 
+    api = with_scheme(args.api)
     try:
-        status = httpx.get(f"{args.api.rstrip('/')}/v1/network/status", timeout=5).json()
-        peers = httpx.get(f"{args.api.rstrip('/')}/peers", timeout=10).json()["peers"]
+        status = httpx.get(f"{api}/v1/network/status", timeout=5).json()
+        peers = httpx.get(f"{api}/peers", timeout=10).json()["peers"]
     except httpx.HTTPError as exc:
         print(f"no node answers at {args.api}: {exc}", file=sys.stderr)
         return 1
@@ -387,17 +418,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # py-libp2p's logger does not propagate and has no handler: its warnings would be lost.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class RoutineDialFailures(logging.Filter):
+    """py-libp2p logs an ERROR for every failed dial and handshake (a peer that left, a
+    wrong address); OpenHydra reports those itself, once, in its own words."""
+
+    ROUTINE = ("Failed to open TCP stream", "failed to upgrade security", "Failed to open stream",
+               "MultiselectClient handshake")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.ROUTINE)
+
+
+def configure_libp2p_logging(level: str) -> None:
+    """Importing libp2p resets its logger (no handler, no propagation): call this after the
+    import, or its warnings go to Python's bare last-resort handler."""
+    import libp2p  # noqa: F401 - the import is what resets its logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    debug = level.upper() == "DEBUG"
+    if not debug:
+        handler.addFilter(RoutineDialFailures())
     libp2p_log = logging.getLogger("libp2p")
     libp2p_log.addHandler(handler)
-    libp2p_log.setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    libp2p_log.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _hydra_error(exc: BaseException) -> HydraError | None:
@@ -414,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling: leave quietly
+        print(file=sys.stderr)
+        return 130
     except BaseException as exc:
         error = _hydra_error(exc)
         if error is None:

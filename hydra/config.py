@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hydra.api.config import APIConfig
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
-from hydra.p2p.identity import default_home
+from hydra.p2p.home import default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
 

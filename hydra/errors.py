@@ -24,10 +24,15 @@ class ConfigError(HydraError):
 
 
 class InvalidRequest(HydraError):
-    """A request that cannot be served as asked (an empty prompt, a prompt too long)."""
+    """A request that cannot be served as asked (an empty prompt, a prompt too long);
+    ``param`` names the request field at fault when one is."""
 
     http_status = 400
     protocol_code = "bad_field"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownModel(InvalidRequest):

@@ -107,11 +107,14 @@ def describe(
 async def run_node(
     config: NodeConfig,
     on_ready: Callable[[dict[str, Any]], None] = lambda status: None,
+    stopping: trio.Event | None = None,
 ) -> None:
-    """Run until cancelled. ``on_ready`` receives the first status once everything listens."""
+    """Run until ``stopping`` is set (then drain live streams and return) or until cancelled.
+    ``on_ready`` receives the first status once everything listens."""
     catalog = load_catalog()
     spec = catalog.resolve(config.model or catalog.default)
-    ensure_port_free(config.api_host, config.api_port)  # fail before joining the swarm
+    ensure_port_free(config.host, config.port, "--port")  # fail before loading anything
+    ensure_port_free(config.api_host, config.api_port, "--api-port")
     discovery = config.discovery
     dtype, device = WIRE_DTYPES[config.dtype], config.torch_device()
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
@@ -159,3 +162,6 @@ async def run_node(
             await nursery.start(announcer.run)
             await nursery.start(serve_http, app, config.api_host, config.api_port)
             on_ready(status())
+            await (trio.Event() if stopping is None else stopping).wait()
+            await app.extensions["openhydra.generation"].drain()
+            nursery.cancel_scope.cancel()

@@ -46,8 +46,11 @@ def create_app(
     metrics = Metrics(gauges or {})
     app.register_blueprint(dht_blueprint(dht, catalog))
     if coordinator is not None:
-        add_generation(app, GenerationService(coordinator, catalog, metrics), config)
+        service = GenerationService(coordinator, catalog, metrics)
+        app.extensions["openhydra.generation"] = service  # the node drains it before stopping
+        add_generation(app, service, config)
     add_status(app, status, metrics)
+    add_planned(app)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
     add_error_shapes(app)
     return app
@@ -82,6 +85,20 @@ def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Me
     @app.get("/v1/network/status")
     async def network_status() -> Any:
         return status()
+
+
+PLANNED = ("/v1/account/balance", "/v1/hydra/stake", "/v1/hydra/channels/open")
+"""Endpoints of the product's economy that do not exist yet: a clear 501, not a 404."""
+
+
+def add_planned(app: QuartTrio) -> None:
+    async def not_yet() -> Any:
+        raise APIError(501, f"{request.path} is part of OpenHydra's economy (credits, the HYDRA "
+                            "token, state channels), which this version does not have yet",
+                       type="not_implemented", code="not_implemented")
+
+    for path in PLANNED:
+        app.add_url_rule(path, f"planned:{path}", not_yet, methods=["GET", "POST"])
 
 
 def add_rate_limit(app: QuartTrio, limiter: SlidingWindowLimiter, metrics: Metrics) -> None:
@@ -122,7 +139,10 @@ def add_error_shapes(app: QuartTrio) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
-        return shaped(app, APIError(exc.code or 500, exc.description or code, code=code))
+        message = exc.description or code
+        if exc.code == 413:
+            message = f"the request body is larger than this node's limit of {MAX_BODY >> 20} MiB"
+        return shaped(app, APIError(exc.code or 500, message, code=code))
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:

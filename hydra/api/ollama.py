@@ -3,6 +3,7 @@
 counts are real token counts."""
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -67,17 +68,42 @@ def tag(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+TEMPLATE_VARIABLE = re.compile(r"\{\{-?\s*(\.\w+)\s*-?\}\}")
+TEMPLATE_ACTION = re.compile(r"\{\{.*?\}\}", re.S)
+
+
 def generate_request(body: Fields, default_max_tokens: int, model: str) -> GenerationRequest | None:
-    """What ``/api/generate`` asks for; None for Ollama's load-only request (no prompt)."""
+    """What ``/api/generate`` asks for, with Ollama's template semantics: ``raw`` sends the
+    prompt as it is; a request ``template`` is filled in and sent as it is; otherwise the
+    model's chat template wraps ``system`` and ``prompt`` (a model without one gets them as
+    plain text, as Ollama's default ``{{ .Prompt }}`` template would). None for Ollama's
+    load-only request (no prompt)."""
     prompt = body.string("prompt", default="")
     system = body.string("system")
+    template = body.string("template")
     params = options(body, default_max_tokens)
     if not prompt:
         return None
-    if body.boolean("raw", False) or system is None:
+    if body.boolean("raw", False):
         return GenerationRequest(model, prompt=prompt, params=params)
-    turns = ({"role": "system", "content": system}, {"role": "user", "content": prompt})
-    return GenerationRequest(model, messages=turns, params=params)
+    if template:
+        return GenerationRequest(model, prompt=fill_template(template, prompt, system), params=params)
+    turns = ({"role": "system", "content": system},) if system else ()
+    turns += ({"role": "user", "content": prompt},)
+    return GenerationRequest(model, messages=turns, params=params, plain_without_template=True)
+
+
+def fill_template(template: str, prompt: str, system: str | None) -> str:
+    """An Ollama (Go) template with ``{{ .System }}``, ``{{ .Prompt }}`` and ``{{ .Response }}``
+    filled in; other template actions (conditions, loops) are refused with a 400."""
+    values = {".System": system or "", ".Prompt": prompt, ".Response": ""}
+    filled = TEMPLATE_VARIABLE.sub(lambda m: values.get(m[1], m[0]), template)
+    unsupported = TEMPLATE_ACTION.search(filled)
+    if unsupported:
+        raise bad_request(
+            f"template action {unsupported[0][:40]!r} is not supported: only "
+            "{{ .System }}, {{ .Prompt }} and {{ .Response }}", "template")
+    return filled
 
 
 def piece(model: str, text: str, chat: bool) -> dict[str, Any]:
@@ -89,8 +115,11 @@ def piece(model: str, text: str, chat: bool) -> dict[str, Any]:
     return out
 
 
-def final(model: str, done: Completion, started: float, chat: bool, text: str) -> dict[str, Any]:
+def final(model: str, done: Completion, started: float, chat: bool, text: str,
+          degradation: str | None = None) -> dict[str, Any]:
+    """The last object of a reply; ``degradation_reason`` when a smaller model answered."""
     return {
+        **({"degradation_reason": degradation} if degradation else {}),
         **piece(model, text, chat),
         "done": True,
         "done_reason": done.finish_reason,
@@ -108,16 +137,17 @@ def line(payload: dict[str, Any]) -> bytes:
     return (json.dumps(payload, ensure_ascii=False) + "\n").encode()
 
 
-async def ndjson(model: str, events: Events, started: float, chat: bool) -> AsyncIterator[bytes]:
+async def ndjson(model: str, events: Events, started: float, chat: bool,
+                 degradation: str | None) -> AsyncIterator[bytes]:
     try:
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, Completion):
-                    yield line(final(model, event, started, chat, ""))
+                    yield line(final(model, event, started, chat, "", degradation))
                 elif event.text:
                     yield line({**piece(model, event.text, chat), "done": False})
-    except APIError as exc:
-        yield line(ollama_body(exc))
+    except APIError as exc:  # after the stream began: the error ends it (done, so clients stop)
+        yield line({**ollama_body(exc), "done": True, "done_reason": "error"})
 
 
 def show_body(spec: ModelSpec) -> dict[str, Any]:
@@ -150,7 +180,10 @@ class OllamaEndpoints:
         return {"version": OLLAMA_API_VERSION}
 
     async def tags(self) -> Any:
-        return {"models": [tag(spec) for spec in self.service.catalog.models]}
+        """Every catalog model, those with a route now first, each saying whether it has one."""
+        routable = await self.service.coordinator.routable()
+        specs = sorted(self.service.catalog.models, key=lambda s: s.id not in routable)
+        return {"models": [{**tag(spec), "routable": spec.id in routable} for spec in specs]}
 
     async def ps(self) -> Any:
         return {"models": [
@@ -190,12 +223,13 @@ class OllamaEndpoints:
         events = await self.service.start(request, resolved.route)
         headers = resolved.headers()
         if stream:
-            return Response(ndjson(request.model, events, started, chat), headers=headers,
-                            content_type="application/x-ndjson")
+            body = ndjson(request.model, events, started, chat, resolved.degradation)
+            return Response(body, headers=headers, content_type="application/x-ndjson")
         async with aclosing(events):
             async for event in events:
                 if isinstance(event, Completion):
-                    return final(request.model, event, started, chat, event.text), 200, headers
+                    answer = final(request.model, event, started, chat, event.text, resolved.degradation)
+                    return answer, 200, headers
         raise AssertionError("generation ended without a completion")
 
 

@@ -193,14 +193,20 @@ class OpenAIEndpoints:
         self.default_max_tokens = default_max_tokens
 
     @staticmethod
-    def model_card(spec_id: str) -> dict[str, Any]:
-        return {"id": spec_id, "object": "model", "created": 0, "owned_by": "openhydra"}
+    def model_card(spec_id: str, routable: bool) -> dict[str, Any]:
+        """OpenAI's model object; ``routable``: a complete route serves it now."""
+        return {"id": spec_id, "object": "model", "created": 0, "owned_by": "openhydra",
+                "routable": routable}
 
     async def list_models(self) -> Any:
-        return {"object": "list", "data": [self.model_card(s.id) for s in self.service.catalog.models]}
+        """Every catalog model, those with a route now first."""
+        routable = await self.service.coordinator.routable()
+        specs = sorted(self.service.catalog.models, key=lambda s: s.id not in routable)
+        return {"object": "list", "data": [self.model_card(s.id, s.id in routable) for s in specs]}
 
     async def get_model(self, name: str) -> Any:
-        return self.model_card(self.service.spec(name).id)
+        spec = self.service.spec(name)
+        return self.model_card(spec.id, spec.id in await self.service.coordinator.routable())
 
     async def chat_completions(self) -> Any:
         return await self.respond(parse(await json_body(), True, self.default_max_tokens))
@@ -261,8 +267,9 @@ class OpenAIEndpoints:
             if out.req.include_usage:
                 yield out.usage(prompt_tokens, completion_tokens)
             yield DONE
-        except APIError as exc:
+        except APIError as exc:  # after the stream began: an error event, then the terminator
             yield sse(openai_body(exc))
+            yield DONE
         finally:
             await events.aclose()
 

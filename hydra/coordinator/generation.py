@@ -26,7 +26,7 @@ from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
-from hydra.dht.keyspace import model_key
+from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.errors import ConfigError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.config import PrivacyConfig
@@ -49,6 +49,9 @@ class GenerationRequest:
     params: SamplingParams = SamplingParams()
     prompt_ids: tuple[int, ...] = ()  # token ids instead of text (OpenAI accepts these)
     top_logprobs: int | None = None  # report each token's logprob and this many alternatives
+    # a model without a chat template gets ``messages`` as plain text instead of a refusal
+    # (Ollama's /api/generate, whose default template is the prompt itself)
+    plain_without_template: bool = False
     record_logits: bool = False  # keep every step's logits (tests)
 
 
@@ -174,11 +177,27 @@ class Coordinator:
         lookup finds (their round-trip times measured on the way)."""
         spec = self.catalog.resolve(model)
         found = await self._remote_candidates(spec) if self.dht is not None else []
-        if self.local is not None and self.local.model_id == spec.id:
-            blocks, kx = self.local.blocks, self.local.kx
-            addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
-            hop = inference.Hop(self.peer_id, addrs, blocks.layer_start, blocks.layer_end)
-            found.append(Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature))
+        return found + self._local_candidates(spec)
+
+    def _local_candidates(self, spec: ModelSpec) -> list[Candidate]:
+        if self.local is None or self.local.model_id != spec.id:
+            return []
+        blocks, kx = self.local.blocks, self.local.kx
+        addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
+        hop = inference.Hop(self.peer_id, addrs, blocks.layer_start, blocks.layer_end)
+        return [Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature)]
+
+    async def routable(self) -> set[str]:
+        """The catalog models a complete route serves now, from one lookup of the swarm
+        directory (every announcing peer's latest record), for listings and degradation."""
+        entries = await self.dht.get(SWARM_KEY) if self.dht is not None else []
+        records = [e.record for e in entries if e.record.peer_id != self.peer_id]
+        found = set()
+        for spec in self.catalog.models:
+            candidates = candidates_for(records, spec.id, spec.num_layers) + self._local_candidates(spec)
+            first = self.privacy.local_layers
+            if plan_route(candidates, spec.num_layers, self.rtt_table.values, first=first):
+                found.add(spec.id)
         return found
 
     async def _remote_candidates(self, spec: ModelSpec) -> list[Candidate]:
@@ -257,11 +276,13 @@ class Coordinator:
             if not all(0 <= i < vocab for i in request.prompt_ids):
                 raise InvalidRequest(f"prompt token ids must be in [0, {vocab})")
             return list(request.prompt_ids)
-        if request.messages:
-            if not getattr(model.tokenizer, "chat_template", None):
+        if request.messages and not getattr(model.tokenizer, "chat_template", None):
+            if not request.plain_without_template:
                 raise InvalidRequest(
                     f"{model.spec.id} has no chat template: send a plain prompt (/v1/completions)"
                 )
+            return model.tokenizer("\n\n".join(m["content"] for m in request.messages))["input_ids"]
+        if request.messages:
             rendered = model.tokenizer.apply_chat_template(
                 [dict(m) for m in request.messages], add_generation_prompt=True, tokenize=False
             )
@@ -297,7 +318,11 @@ class Coordinator:
             raise InvalidRequest("the prompt is empty")
         max_length = min(len(prompt) + params.max_tokens, model.max_positions, inference.MAX_LENGTH)
         if len(prompt) >= max_length:
-            raise InvalidRequest(f"the prompt ({len(prompt)} tokens) leaves no room to generate")
+            raise InvalidRequest(
+                f"the prompt ({len(prompt)} tokens) leaves no room to generate: {model.spec.id} "
+                f"reads at most {min(model.max_positions, inference.MAX_LENGTH)} tokens in all",
+                "messages" if request.messages else "prompt",
+            )
         sampler = Sampler(params)
         text = TextAssembler(model.tokenizer, params.stop)
         privacy = self.privacy

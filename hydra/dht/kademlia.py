@@ -96,9 +96,12 @@ class Dht:
                     reply = await request(stream, message, kad.REPLIES)
             finally:
                 await stream.close()
-        except (PeerUnreachable, ProtocolError, trio.TooSlowError, ValueError) as exc:
+        except PeerUnreachable:
             self.routing.failed(contact.peer_id)
-            raise PeerUnreachable(f"{contact.peer_id}: {exc}") from None
+            raise
+        except (ProtocolError, trio.TooSlowError, ValueError) as exc:
+            self.routing.failed(contact.peer_id)
+            raise PeerUnreachable(contact.peer_id, str(exc) or type(exc).__name__) from None
         self.routing.seen(contact.peer_id, contact.addrs)
         return reply
 
@@ -176,8 +179,11 @@ class Dht:
             try:
                 await self.call(contact, kad.Ping(sender_addrs=self.own_addrs()))
                 answered += 1
-            except (PeerUnreachable, RemoteError) as exc:
-                log.info("bootstrap peer %s did not answer: %s", contact.peer_id, exc)
+            except PeerUnreachable as exc:
+                log.warning("signpost %s/p2p/%s did not answer: %s", contact.addrs[0],
+                            contact.peer_id, exc.reason)
+            except RemoteError as exc:
+                log.warning("signpost %s refused the ping: %s", contact.peer_id, exc)
 
         async with trio.open_nursery() as nursery:
             for contact in contacts:

@@ -25,8 +25,9 @@ from hydra.dht.config import DiscoveryConfig
 from hydra.dht.kademlia import Dht
 from hydra.errors import ConfigError
 from hydra.p2p.addresses import dialable
+from hydra.p2p.home import KEY_FILE
 from hydra.p2p.host import build_host, running_host
-from hydra.p2p.identity import KEY_FILE, load_or_create
+from hydra.p2p.identity import load_or_create
 
 log = logging.getLogger(__name__)
 

@@ -49,8 +49,9 @@ def build_host(keypair: KeyPair) -> IHost:
     return host
 
 
-def ensure_port_free(host: str, port: int) -> None:
-    """Raise ``PortInUseError`` if a socket listens on ``host:port`` (port 0 always passes).
+def ensure_port_free(host: str, port: int, flag: str = "") -> None:
+    """Raise ``PortInUseError`` if a socket listens on ``host:port`` (port 0 always passes);
+    ``flag`` names the option that chooses another port, for the message.
 
     SO_REUSEADDR lets the probe ignore TIME_WAIT leftovers of our own last run (a restart must
     not wait minutes) while still failing on a live listener, SO_REUSEPORT ones included."""
@@ -63,7 +64,8 @@ def ensure_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(f"{host}:{port} is already in use") from None
+                hint = f": another process listens there; choose another port with {flag}" if flag else ""
+                raise PortInUseError(f"{host}:{port} is already in use{hint}") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
@@ -75,7 +77,7 @@ def listen_multiaddr(host: str, port: int) -> Multiaddr:
 @asynccontextmanager
 async def running_host(host: IHost, listen_host: str, port: int) -> AsyncIterator[IHost]:
     """Listen on ``listen_host:port`` (after checking it is free) and close cleanly on exit."""
-    ensure_port_free(listen_host, port)
+    ensure_port_free(listen_host, port, "--port")
     async with host.run(listen_addrs=[listen_multiaddr(listen_host, port)]):
         try:
             yield host

@@ -13,16 +13,11 @@ from libp2p.peer.id import ID
 
 from hydra.errors import ConfigError
 
-KEY_FILE = "identity.key"
 SEED_BYTES = 32
 
 
 class IdentityError(ConfigError):
     """The identity key cannot be used (unsafe permissions, corrupt, unreadable)."""
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("HYDRA_HOME", Path.home() / ".openhydra")).expanduser()
 
 
 def load_or_create(path: Path) -> KeyPair:

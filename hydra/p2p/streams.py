@@ -30,7 +30,12 @@ log = logging.getLogger(__name__)
 
 
 class PeerUnreachable(PeerError):
-    """Dialing a peer or opening a stream to it failed or timed out."""
+    """Dialing a peer or opening a stream to it failed or timed out; ``reason`` says how."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
 
 
 class RemoteError(PeerError):
@@ -124,9 +129,25 @@ async def open_stream(
                 await host.connect(PeerInfo(peer, list(addrs)))
             return await host.new_stream(peer, [TProtocol(protocol)])
     except trio.TooSlowError:
-        raise PeerUnreachable(f"{peer} did not answer within {timeout:.1f}s") from None
+        raise PeerUnreachable(str(peer), f"no answer within {timeout:.1f}s") from None
     except Exception as exc:  # noqa: BLE001 - libp2p raises many unrelated types for a failed dial
-        raise PeerUnreachable(f"{peer}: {type(exc).__name__}: {exc}") from None
+        raise PeerUnreachable(str(peer), dial_failure(exc)) from None
+
+
+def dial_failure(exc: BaseException) -> str:
+    """A failed dial in words; py-libp2p wraps the cause (a refused connection, a handshake
+    with a different peer) in several layers of generic errors."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            break
+        if "failed to upgrade security" in str(cause):
+            return ("a peer answers at that address but the secure handshake failed: it is not "
+                    "this peer ID (check the /p2p/ part of the address)")
+        if "fail to open connection" in str(cause) or "Failed to open TCP stream" in str(cause):
+            return "nothing accepts connections at that address"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def request(stream: FramedStream, message: Message, replies: Schema) -> Message:

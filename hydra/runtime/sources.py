@@ -18,10 +18,12 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import Unavailable
 from hydra.models.catalog import ModelSpec, PackagedWeights
@@ -75,22 +77,34 @@ def package_dir(package: PackagedWeights) -> Path | None:
 def convert_packaged_gguf(package: PackagedWeights, target: Path) -> None:
     """Dequantize the packaged GGUF once into an fp32 safetensors checkpoint (loads in ~1 s
     afterwards instead of ~15 s)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    source = package_dir(package)
-    assert source is not None
-    _progress(f"converting the embedded model {package.file} (one time, ~15 s)")
+    _progress(f"converting the embedded model {package.file}: one time, 20-45 s on 2 cores")
     started = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=package.file)
-    # GgufConfig(dequantize=True): without it transformers may try to fetch GGUF kernels.
-    loaded = AutoModelForCausalLM.from_pretrained(
-        source,
-        gguf_file=package.file,
-        dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),
-    )
-    _progress("dequantized; writing safetensors")
+    with _heartbeat(started):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        source = package_dir(package)
+        assert source is not None
+        _progress("step 1/3: reading its tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=package.file)
+        _progress("step 2/3: dequantizing its weights to float32")
+        # GgufConfig(dequantize=True): without it transformers may try to fetch GGUF kernels.
+        loaded = AutoModelForCausalLM.from_pretrained(
+            source,
+            gguf_file=package.file,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        _progress("step 3/3: writing safetensors")
+        _save_plain(loaded, tokenizer, target)
+    _progress(f"cached at {target} in {time.monotonic() - started:.1f}s")
+
+
+def _save_plain(loaded: Any, tokenizer: Any, target: Path) -> None:
+    """Save a dequantized GGUF model as a plain checkpoint, appearing at ``target`` at once."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     # save_pretrained refuses a GGUF-quantized model: rebuild a plain one from its config.
     config = loaded.config
     config.quantization_config = None
@@ -103,7 +117,24 @@ def convert_packaged_gguf(package: PackagedWeights, target: Path) -> None:
     plain.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     partial.rename(target)
-    _progress(f"cached at {target} in {time.monotonic() - started:.1f}s")
+
+
+@contextmanager
+def _heartbeat(started: float, every: float = 5.0) -> Iterator[None]:
+    """Say every few seconds that the work goes on, so a long step never looks like a hang."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every):
+            _progress(f"still converting ({time.monotonic() - started:.0f}s)")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def download_from_hub(hub_id: str, target: Path) -> Path:

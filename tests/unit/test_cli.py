@@ -62,3 +62,8 @@ def test_dht_only_commands_never_load_torch():
     code = "import sys, hydra.cli; hydra.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_urls_without_a_scheme_get_http():
+    assert cli.with_scheme("127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert cli.with_scheme("https://node.example/") == "https://node.example"

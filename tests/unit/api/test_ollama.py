@@ -4,7 +4,7 @@ import pytest
 
 from hydra.api.errors import APIError
 from hydra.api.fields import Fields
-from hydra.api.ollama import generate_request, options
+from hydra.api.ollama import fill_template, generate_request, options
 
 
 def test_ollama_defaults_and_options():
@@ -29,10 +29,25 @@ def test_generate_without_a_prompt_only_loads_the_model():
     assert generate_request(Fields({"model": "m"}), 512, "m") is None
 
 
-def test_generate_with_a_system_prompt_is_a_chat_unless_raw():
+def test_generate_wraps_the_prompt_in_the_chat_template_unless_raw():
     chat = generate_request(Fields({"prompt": "hi", "system": "be brief"}), 512, "m")
     assert chat is not None and [t["role"] for t in chat.messages] == ["system", "user"]
+    assert chat.plain_without_template  # a model without a template gets the text as is
+    plain = generate_request(Fields({"prompt": "hi"}), 512, "m")
+    assert plain is not None and plain.messages == ({"role": "user", "content": "hi"},)
     raw = generate_request(Fields({"prompt": "hi", "system": "be brief", "raw": True}), 512, "m")
     assert raw is not None and raw.prompt == "hi" and not raw.messages
-    plain = generate_request(Fields({"prompt": "hi"}), 512, "m")
-    assert plain is not None and plain.prompt == "hi"
+
+
+def test_a_request_template_is_filled_in_and_sent_as_it_is():
+    body = {"prompt": "hi", "system": "be brief",
+            "template": "<s>{{ .System }}</s>\n{{- .Prompt -}}\n{{.Response}}"}
+    request = generate_request(Fields(body), 512, "m")
+    assert request is not None and request.prompt == "<s>be brief</s>\nhi\n"
+    assert fill_template("{{ .Prompt }}", "x", None) == "x"
+
+
+def test_template_actions_beyond_the_variables_are_refused():
+    with pytest.raises(APIError) as info:
+        fill_template("{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}", "x", "s")
+    assert info.value.param == "template" and "if .System" in info.value.message

@@ -3,6 +3,7 @@ catalog): the seed project's README examples, Ollama's prompt templates, the lis
 quick start, ``hydra chat`` in a real pseudo-terminal, and a shutdown that ends live streams
 properly."""
 
+import io
 import json
 import signal
 import subprocess
@@ -102,12 +103,19 @@ def test_commands_answer_quickly(api):
     assert first_s < 3.0 and status_s < 3.0, (first_s, status_s)  # seconds, generous for CI
 
 
-def test_hydra_chat_in_a_terminal(api):
-    chat = pexpect.spawn(sys.executable, ["-m", "hydra.cli", "chat", "--api", api.url,
-                                          "--max-tokens", "3", "--temperature", "0"],
+def chat_in_a_terminal(api, *flags: str) -> tuple[pexpect.spawn, io.StringIO]:
+    """``hydra chat`` in a real pseudo-terminal; everything it prints is kept in the log."""
+    log = io.StringIO()
+    chat = pexpect.spawn(sys.executable, ["-m", "hydra.cli", "chat", "--api", api.url, *flags],
                          encoding="utf-8", timeout=120)
+    chat.logfile_read = log
+    chat.expect(">>> ")
+    return chat, log
+
+
+def test_hydra_chat_in_a_terminal(api):
+    chat, log = chat_in_a_terminal(api, "--max-tokens", "3", "--temperature", "0")
     try:
-        chat.expect(">>> ")
         chat.sendline("/help")
         chat.expect("Ctrl-C while a reply streams cancels that reply")
         chat.sendline("/nonsense")
@@ -119,15 +127,12 @@ def test_hydra_chat_in_a_terminal(api):
         chat.expect(pexpect.EOF)
     finally:
         chat.close()
-    assert "Traceback" not in chat.before and chat.exitstatus == 0
+    assert "Traceback" not in log.getvalue() and chat.exitstatus == 0
 
 
 def test_ctrl_c_cancels_a_reply_in_progress(api):
-    chat = pexpect.spawn(sys.executable, ["-m", "hydra.cli", "chat", "--api", api.url,
-                                          "--max-tokens", "400", "--temperature", "0.7"],
-                         encoding="utf-8", timeout=120)
+    chat, log = chat_in_a_terminal(api, "--max-tokens", "400", "--temperature", "0.7")
     try:
-        chat.expect(">>> ")
         chat.sendline("Write a long story about a dragon who learns to count.")
         chat.expect("count.\r\n")  # the terminal's echo of the question
         chat.expect(r"\w+ \w+ \w+")  # the reply has begun streaming
@@ -136,10 +141,9 @@ def test_ctrl_c_cancels_a_reply_in_progress(api):
         chat.expect(">>> ")
         chat.sendline("/exit")
         chat.expect(pexpect.EOF)
-        output = chat.before
     finally:
         chat.close()
-    assert "Traceback" not in output and chat.exitstatus == 0
+    assert "Traceback" not in log.getvalue() and chat.exitstatus == 0
 
 
 def test_a_stream_open_at_sigterm_gets_its_terminator(tmp_path, smollm2_checkpoint):

@@ -79,23 +79,41 @@ def _print_ready(title: str, status: dict[str, Any]) -> None:
     print("\n".join(lines), flush=True)
 
 
+class ReadyLine:
+    """Prints the ready summary once a node or signpost serves, and remembers that it did."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.done = False
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        _print_ready(self.title, status)
+        self.done = True
+
+    def printed(self) -> bool:
+        return self.done
+
+
 SHUTDOWN_GRACE_S = 6.0  # after the first signal; the test harness allows 10
 
 
-async def _until_signal(main: Callable[[trio.Event], Awaitable[None]]) -> None:
+async def _until_signal(
+    main: Callable[[trio.Event], Awaitable[None]], serving: Callable[[], bool]
+) -> None:
     """Run ``main(stopping)`` until it returns. The first SIGINT/SIGTERM sets ``stopping``, on
     which ``main`` finishes what is in flight (live streams get their terminator) and returns;
-    a second signal, or ``main`` still running ``SHUTDOWN_GRACE_S`` later, cancels it."""
+    a second signal, or ``main`` still running ``SHUTDOWN_GRACE_S`` later, cancels it. Before
+    ``serving()`` there is nothing in flight: a signal cancels at once."""
     stopping = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def watch() -> None:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
-                    if stopping.is_set():
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    if stopping.is_set() or not serving():
                         nursery.cancel_scope.cancel()
                         return
-                    log.info("%s received: shutting down", signal.Signals(signum).name)
                     stopping.set()
                     nursery.start_soon(give_up)
 
@@ -152,8 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         privacy=_privacy(args),
         discovery=_discovery(args),
     )
-    ready = lambda s: _print_ready("OpenHydra node ready", s)  # noqa: E731
-    trio.run(_until_signal, lambda stopping: run_node(config, ready, stopping))
+    ready = ReadyLine("OpenHydra node ready")
+    trio.run(_until_signal, lambda stopping: run_node(config, ready, stopping), ready.printed)
     return 0
 
 
@@ -214,8 +232,8 @@ def cmd_signpost(args: argparse.Namespace) -> int:
         relay=args.relay,
         discovery=_discovery(args),
     )
-    ready = lambda s: _print_ready("OpenHydra signpost ready", s)  # noqa: E731
-    trio.run(_until_signal, lambda stopping: run_signpost(config, ready, stopping))
+    ready = ReadyLine("OpenHydra signpost ready")
+    trio.run(_until_signal, lambda stopping: run_signpost(config, ready, stopping), ready.printed)
     return 0
 
 

@@ -10,6 +10,7 @@ class HydraError(Exception):
     exit_code: int = 2
     http_status: int = 500
     protocol_code: str = "internal"  # a ``protocols.errors.ErrorCode`` value
+    param: str | None = None  # the request field at fault, when there is one
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

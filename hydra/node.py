@@ -10,7 +10,7 @@ import torch
 import trio
 
 import hydra
-from hydra.api.app import create_app
+from hydra.api.app import create_app, generation_service
 from hydra.api.server import serve_http
 from hydra.config import NodeConfig
 from hydra.coordinator.generation import Coordinator
@@ -163,5 +163,5 @@ async def run_node(
             await nursery.start(serve_http, app, config.api_host, config.api_port)
             on_ready(status())
             await (trio.Event() if stopping is None else stopping).wait()
-            await app.extensions["openhydra.generation"].drain()
+            await generation_service(app).drain()
             nursery.cancel_scope.cancel()

@@ -26,6 +26,12 @@ MAX_BODY = 4 << 20  # a long chat history fits; anything larger is refused with 
 EXEMPT = frozenset({"/health", "/readyz", "/metrics"})
 
 Gauges = dict[str, tuple[str, Callable[[], float]]]
+GENERATION = "openhydra.generation"  # where a node's app keeps its GenerationService
+
+
+def generation_service(app: QuartTrio) -> GenerationService:
+    """The app's generation service (a node drains it before stopping)."""
+    return app.extensions[GENERATION]
 
 
 def create_app(
@@ -47,7 +53,7 @@ def create_app(
     app.register_blueprint(dht_blueprint(dht, catalog))
     if coordinator is not None:
         service = GenerationService(coordinator, catalog, metrics)
-        app.extensions["openhydra.generation"] = service  # the node drains it before stopping
+        app.extensions[GENERATION] = service
         add_generation(app, service, config)
     add_status(app, status, metrics)
     add_planned(app)

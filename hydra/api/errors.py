@@ -45,9 +45,8 @@ def from_error(exc: HydraError) -> APIError:
         return no_route(str(exc))
     status = exc.http_status
     kind = "invalid_request_error" if status < 500 else "server_error"
-    param = getattr(exc, "param", None)
     return APIError(status, str(exc), type="service_unavailable" if status == 503 else kind,
-                    param=param, code="invalid_value" if param else None)
+                    param=exc.param, code="invalid_value" if exc.param else None)
 
 
 def openai_body(error: APIError) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from hydra.coordinator.generation import Completion, Coordinator, Delta, Generat
 from hydra.coordinator.routing import NoRoute
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
-from hydra.privacy.keys import KxKey
 from hydra.runtime.device import resolve_device
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
@@ -42,7 +41,7 @@ async def run_generate(
             blocks = await trio.to_thread.run_sync(
                 load_stage, path, first, spec.num_layers, dtype, device
             )
-            local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
+            local = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
             privacy=config.privacy,

@@ -22,7 +22,6 @@ from hydra.dht.work import solve
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
-from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
@@ -63,7 +62,7 @@ async def start_stage(
     start, end = layers
     log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
     blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device)
-    stage = StageServer(peer.host, spec.id, blocks, limits, KxKey.create(peer.keypair))
+    stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair)
     stage.attach(peer.host)
     throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
     log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
@@ -101,6 +100,7 @@ def describe(
         kx_signature=stage.kx.signature,
         region=peer.discovery.region,
         work_nonce=work_nonce,
+        model_hash=stage.blocks.model_hash,
     )
 
 

@@ -24,6 +24,9 @@ class ErrorCode(StrEnum):
     NEXT_HOP_FAILED = "next_hop_failed"  # the stage after the sender died or stalled
     BAD_ONION = "bad_onion"  # a session header this peer cannot open (wrong key, tampered)
     SEAL_FAILED = "seal_failed"  # a sealed step failed authentication: tampered, replayed, reordered
+    # verification
+    BAD_RECEIPT = "bad_receipt"  # the predecessor's signed receipt does not match its activations
+    NOT_FOR_ROUTE = "not_for_route"  # a challenge that no stage of the route can open
     INTERNAL = "internal"
 
 

@@ -8,6 +8,11 @@ pushes each step's output there, and relays the last stage's ``Hidden`` reply up
 activations travel stage to stage, never back through the coordinator between hops. Only
 hidden states cross the wire, sealed per hop; token ids stay at the coordinator.
 
+Every step's reply carries one commitment per stage (``protocols.verify``), each encrypted
+for the coordinator alone: a stage prepends its own to those its successor relayed. A stage
+also hands its successor a signed ``receipt`` for the activations it sends, so a stage can
+prove what it was given.
+
 A ``Step`` may carry several chunks (``chunks`` sums to the sequence length). Chunks run one
 after another, so a replacement peer rebuilding its cache from a replayed history computes
 with exactly the shapes of the original run, and its cache is bit-identical.
@@ -27,6 +32,8 @@ MAX_HEADER: Final = 64 << 10  # a whole route's nested headers, sealed
 KEY_BYTES: Final = 32
 MAX_LENGTH: Final = 1 << 17  # longest session a peer will consider, in tokens
 SESSION_ID_BYTES: Final = 16
+SIGNATURE_BYTES: Final = 64  # Ed25519
+MAX_COMMITMENT: Final = 256  # one stage's encrypted commitment for one step
 TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -81,6 +88,7 @@ class HopHeader(Message):
     expires_at: float  # unix time after which this header opens no session (replays expire)
     key_in: bytes = b""  # opens steps from the predecessor; empty: activations in the clear
     key_out: bytes = b""  # seals this stage's output for its successor (or, last, the coordinator)
+    key_report: bytes = b""  # encrypts this stage's commitments and reveals for the coordinator
     next_hop: Hop | None = None  # None: this stage is the last
     next_session_id: bytes = b""
     next_ephemeral: bytes = b""
@@ -95,6 +103,7 @@ class HopHeader(Message):
         require(len(self.key_in) in (0, KEY_BYTES) and len(self.key_out) in (0, KEY_BYTES),
                 f"keys are {KEY_BYTES} bytes")
         require(bool(self.key_in) == bool(self.key_out), "keys come in pairs")
+        require(len(self.key_report) == KEY_BYTES, f"the report key is {KEY_BYTES} bytes")
         if self.next_hop is not None:
             require(len(self.next_session_id) == SESSION_ID_BYTES, "next hop needs a session id")
             require(len(self.next_ephemeral) in (0, KEY_BYTES), f"ephemeral key is {KEY_BYTES} bytes")
@@ -130,9 +139,11 @@ class Step(Message):
     sealed: bytes = b""
     chunks: tuple[int, ...] = ()  # run in pieces of these lengths; empty = one piece
     return_all: bool = False  # reply with every position's output, not only the last one
+    receipt: bytes = b""  # the sending stage's signature over these activations (none from the coordinator)
 
     def check(self) -> None:
         require(self.position >= 0, "negative position")
+        require(len(self.receipt) in (0, SIGNATURE_BYTES), f"a receipt is {SIGNATURE_BYTES} bytes")
         require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
         require(all(c > 0 for c in self.chunks), "chunk lengths must be positive")
         if self.hidden is not None and self.chunks:
@@ -159,9 +170,12 @@ class Hidden(Message):
     position: int
     hidden: Tensor | None = None
     sealed: bytes = b""
+    commitments: tuple[bytes, ...] = ()  # one per stage from the replying one on, route order
 
     def check(self) -> None:
         require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
+        require(len(self.commitments) <= MAX_HOPS, f"at most {MAX_HOPS} commitments")
+        require(all(len(c) <= MAX_COMMITMENT for c in self.commitments), "commitment too large")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ class PeerRecord(Message):
     kx_signature: bytes = b""  # Ed25519 over the kx key by the peer's identity (checked everywhere)
     region: str = ""  # where the peer claims to be (e.g. "eu-west"); bound into its work
     work_nonce: int = 0  # proof of work over peer id and region (see hydra.dht.work)
+    model_hash: bytes = b""  # digest of the served span's weights as loaded; commitments name it
 
     def check(self) -> None:
         texts = (self.peer_id, self.version, self.model, self.dtype, self.quantization)
@@ -52,6 +53,7 @@ class PeerRecord(Message):
         require(self.issued_at < self.expires_at, "record expires before it is issued")
         require(len(self.kx_key) in (0, 32) and len(self.kx_signature) in (0, 64), "bad kx key")
         require(len(self.region) <= 64 and 0 <= self.work_nonce < 1 << 64, "bad region or work")
+        require(len(self.model_hash) <= 64, "model hash too long")
 
     @property
     def layers(self) -> range:

@@ -39,7 +39,6 @@ from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
-from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.limits import StageLimits
@@ -62,7 +61,7 @@ async def bench_direct(clients: int, tokens: int) -> tuple[float, float, float]:
     path = resolve_checkpoint(spec)
     blocks = load_stage(path, 0, spec.num_layers, torch.float32, torch.device("cpu"))
     async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig()) as peer:
-        local = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
+        local = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)
         coordinator = Coordinator(peer.host, None, catalog, local=local, checkpoints={spec.id: path})
 
         async def one(seed: int, ttfts: list[float], counts: list[int]) -> None:

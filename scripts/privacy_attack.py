@@ -36,7 +36,6 @@ from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
 from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import add_noise
-from hydra.privacy.keys import KxKey
 from hydra.runtime.shard import ClientHead, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.limits import StageLimits
@@ -133,7 +132,7 @@ async def generations(checkpoint, privacy: PrivacyConfig, prompts: list[str], to
     spec = catalog.resolve("smollm2")
     blocks = load_stage(checkpoint, privacy.local_layers, spec.num_layers, torch.float32, torch.device("cpu"))
     async with open_dht_peer(None, "127.0.0.1", 0, DiscoveryConfig()) as peer:
-        stage = StageServer(None, spec.id, blocks, StageLimits(), KxKey.create(peer.keypair))
+        stage = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)
         coordinator = Coordinator(peer.host, None, catalog, local=stage, privacy=privacy,
                                   checkpoints={spec.id: checkpoint})
         outputs = []

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 import trio
 from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
 from transformers.cache_utils import Cache
 
+from hydra.coordinator.audit import Auditor
 from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
@@ -34,8 +36,11 @@ from hydra.privacy.dp import add_noise
 from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
-from hydra.stage.links import Link, RemoteLink
+from hydra.stage.audit import VerifyConversation
+from hydra.stage.links import VERIFY_LINK, Link, LocalLink, RemoteLink
 from hydra.stage.server import StageServer
+from hydra.verification.config import VerificationConfig
+from hydra.verification.reputation import NEUTRAL, Reputation
 from protocols import inference
 
 log = logging.getLogger(__name__)
@@ -151,6 +156,8 @@ class Coordinator:
         step_timeout: float = 30.0,
         checkpoints: Mapping[str, Path] | None = None,
         privacy: PrivacyConfig = PrivacyConfig(),
+        verification: VerificationConfig = VerificationConfig(),
+        reputation: Reputation | None = None,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -161,7 +168,10 @@ class Coordinator:
         self.step_timeout = step_timeout
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
-        self.rtt_table = RttTable(dht)
+        self.verification = verification
+        self.reputation = reputation or Reputation()
+        self.auditor = Auditor(self, verification, self.reputation)
+        self.rtt_table = RttTable(dht, on_sample=self.reputation.record_latency)
         self.models: dict[str, LoadedModel] = {}
         self._loading = trio.Lock()
         self.active_pipelines: set[Pipeline] = set()
@@ -169,6 +179,14 @@ class Coordinator:
     @property
     def peer_id(self) -> str:
         return self.host.get_id().to_base58()
+
+    @property
+    def identity(self) -> KeyPair:
+        return KeyPair(self.host.get_private_key(), self.host.get_public_key())
+
+    def admissible(self, peer_id: str) -> bool:
+        """Whether ``peer_id``'s reputation lets new routes (and audits) use it."""
+        return self.reputation.score(peer_id).total >= self.verification.min_reputation
 
     # --- the pipeline's view of the network ----------------------------------------------
 
@@ -185,7 +203,9 @@ class Coordinator:
         blocks, kx = self.local.blocks, self.local.kx
         addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
         hop = inference.Hop(self.peer_id, addrs, blocks.layer_start, blocks.layer_end)
-        return [Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature)]
+        dtype = str(blocks.dtype).removeprefix("torch.")
+        return [Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature,
+                          model_hash=blocks.model_hash, dtype=dtype)]
 
     async def routable(self) -> set[str]:
         """The catalog models a complete route serves now, from one lookup of the swarm
@@ -218,7 +238,10 @@ class Coordinator:
         spec = self.catalog.resolve(model)
         candidates = await self.candidates(spec.id)
         first = self.privacy.local_layers  # blocks this coordinator runs itself
-        return plan_route(candidates, spec.num_layers, self.rtt_table.values, exclude, first)
+        scores = {c.peer_id: self.reputation.score(c.peer_id).total for c in candidates}
+        shunned = frozenset(p for p, score in scores.items() if score < self.verification.min_reputation)
+        weights = {p: 1.0 + max(0.0, NEUTRAL - score) for p, score in scores.items()}
+        return plan_route(candidates, spec.num_layers, self.rtt_table.values, exclude | shunned, first, weights)
 
     async def route_available(self, model: str) -> bool:
         return await self.plan(model) is not None
@@ -228,6 +251,13 @@ class Coordinator:
             assert self.local is not None
             return self.local.local_link(self.peer_id)
         return await RemoteLink.open(self.host, candidate.hop, timeout)
+
+    async def verify_link(self, candidate: Candidate, timeout: float) -> Link:
+        """Where challenges for a route starting at ``candidate`` go."""
+        if candidate.local:
+            assert self.local is not None
+            return LocalLink(self.peer_id, VerifyConversation(self.local, self.peer_id))
+        return await RemoteLink.open(self.host, candidate.hop, timeout, VERIFY_LINK)
 
     # --- models ----------------------------------------------------------------------------
 
@@ -335,7 +365,7 @@ class Coordinator:
         token_seconds: list[float] = []
         ttft = 0.0
         finish = "length"
-        async with Pipeline(self, config, route) as pipeline:
+        async with Pipeline(self, config, route, auditor=self.auditor) as pipeline:
             self.active_pipelines.add(pipeline)
             try:
                 inputs = prompt

@@ -5,6 +5,11 @@ every input it sent (the embeddings, in the chunks it sent them), so when a stag
 stalls it can exclude that peer, plan a new route over the peers still serving the model,
 replay the history with the original chunk shapes (each new cache is bit-identical to the
 lost one) and retry the step: the generation continues with the output it would have had.
+
+Every step's reply carries each stage's commitment; the pipeline checks them together
+(``hydra.verification.ledger``) before using the output, so a stage caught lying is treated
+like one that failed: excluded, and the step retried on a new route. An auditor (when given)
+picks steps to audit after each one and challenges them before the session closes.
 """
 
 import logging
@@ -15,6 +20,7 @@ from typing import Protocol
 import torch
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from libp2p.crypto.keys import KeyPair
 
 from hydra.coordinator.routing import Candidate, NoRoute
 from hydra.privacy.keys import UnboundKey, verify_kx
@@ -22,9 +28,12 @@ from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.privacy.sealing import SealError
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.links import HopFailed, Link, downstream_budget
+from hydra.verification.commitments import Terms, sign_receipt
+from hydra.verification.ledger import ChainBroken, RouteLedger
 from protocols import inference
 from protocols.codec import Error, Message
 from protocols.errors import ProtocolError
+from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,21 @@ class Network(Protocol):
 
     async def link(self, candidate: Candidate, timeout: float) -> Link: ...
 
+    @property
+    def identity(self) -> KeyPair:
+        """Signs the receipts for what the coordinator sends the first stage."""
+        ...
+
+
+class Audits(Protocol):
+    """What a pipeline asks of the coordinator's auditor (``hydra.coordinator.audit``)."""
+
+    def choose(self, stages: int, probe: bool = False) -> list[int]: ...
+
+    async def audit(self, pipeline: "Pipeline", pending: list[tuple[int, int]]) -> None: ...
+
+    async def settle(self, pipeline: "Pipeline", broken: ChainBroken) -> str: ...
+
 
 @dataclass
 class PipelineConfig:
@@ -51,6 +75,7 @@ class PipelineConfig:
     step_timeout: float = 30.0
     max_failovers: int = 3
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
+    probe: bool = False  # a synthetic prompt (``--verify-probes-only`` audits only these)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -67,8 +92,11 @@ class Pipeline:
     excluded: dict[str, str] = field(default_factory=dict)  # peer id -> why
     history: list[torch.Tensor] = field(default_factory=list)  # inputs as sent, one per step
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
+    auditor: Audits | None = None
+    pending_audits: list[tuple[int, int]] = field(default_factory=list)  # (route index, position)
     _link: Link | None = None
     _wrapped: WrappedRoute | None = None
+    _ledger: RouteLedger | None = None
     on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
 
     async def __aenter__(self) -> "Pipeline":
@@ -79,8 +107,23 @@ class Pipeline:
             raise
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        # a generator closed after its last item exits with GeneratorExit: still a success
+        if exc_type in (None, GeneratorExit) and self.auditor is not None and self.pending_audits:
+            pending, self.pending_audits = self.pending_audits, []
+            with trio.move_on_after(self.config.step_timeout):
+                await self.auditor.audit(self, pending)
         await self.close()
+
+    @property
+    def wrapped(self) -> WrappedRoute:
+        assert self._wrapped is not None, "the pipeline is not open"
+        return self._wrapped
+
+    @property
+    def ledger(self) -> RouteLedger:
+        assert self._ledger is not None, "the pipeline is not open"
+        return self._ledger
 
     async def close(self) -> None:
         """End the session on every hop. Shielded: a cancelled generation (a client that
@@ -116,8 +159,11 @@ class Pipeline:
     ) -> torch.Tensor:
         assert self._link is not None and self._wrapped is not None
         wrapped = self._wrapped
-        sent, sealed = wrapped.to_first.wrap(to_wire(hidden, self.config.dtype), position)
-        step = inference.Step(position, sent, sealed, chunks, return_all)
+        tensor = to_wire(hidden, self.config.dtype)
+        sent_hash = tensor_digest(tensor)
+        receipt = sign_receipt(self.network.identity, wrapped.session_ids[0], position, sent_hash)
+        sent, sealed = wrapped.to_first.wrap(tensor, position)
+        step = inference.Step(position, sent, sealed, chunks, return_all, receipt)
         started = trio.current_time()
         reply = await self._link.call(step, self.config.step_timeout)
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
@@ -132,7 +178,24 @@ class Pipeline:
         if tuple(output.shape) != expected or output.dtype != self.config.dtype:
             raise HopFailed(last, f"returned a {output.dtype} {list(output.shape)} tensor, "
                                   f"expected {self.config.dtype} {list(expected)}")
+        await self._check_commitments(reply, position, hidden.shape[1], sent_hash, tensor_digest(output))
         return from_wire(output)
+
+    async def _check_commitments(
+        self, reply: inference.Hidden, position: int, tokens: int, sent_hash: bytes, received_hash: bytes
+    ) -> None:
+        """Check the stages' commitments; a broken chain fails the step on the stage it convicts.
+        Then pick the stages (if any) whose step gets audited."""
+        try:
+            self.ledger.accept(reply.commitments, position, tokens, sent_hash, received_hash)
+        except ChainBroken as broken:
+            culprit = self.route[broken.stages[-1]].peer_id
+            if self.auditor is not None:
+                culprit = await self.auditor.settle(self, broken)
+            raise HopFailed(culprit, f"commitments: {broken.reason}") from None
+        if self.auditor is not None:
+            chosen = self.auditor.choose(len(self.route), self.config.probe)
+            self.pending_audits.extend((index, position) for index in chosen)
 
     def _failure(self, reply: Message) -> HopFailed:
         assert self._link is not None
@@ -148,6 +211,7 @@ class Pipeline:
             if self.failovers > self.config.max_failovers:
                 raise NoRoute(f"gave up after {self.config.max_failovers} failovers: {exc}") from None
             self.excluded[exc.peer_id] = exc.reason
+            self.pending_audits.clear()  # they were for sessions that close now
             await self.close()
             await self._build()
             try:
@@ -194,6 +258,14 @@ class Pipeline:
             self.config.dtype,
             timeouts,
         )
+        self._ledger = RouteLedger(
+            [c.peer_id for c in route],
+            [
+                Terms(sid, self.config.model, c.hop.layer_start, c.hop.layer_end, c.model_hash, self.config.dtype)
+                for c, sid in zip(route, self._wrapped.session_ids, strict=True)
+            ],
+            list(self._wrapped.report_keys),
+        )
         self._link = await self.network.link(route[0], self.config.step_timeout)
         reply = await self._link.call(self._wrapped.open, self.config.step_timeout)
         if not isinstance(reply, inference.SessionOpened):
@@ -206,14 +278,30 @@ class Pipeline:
         except UnboundKey as exc:
             raise HopFailed(candidate.peer_id, str(exc)) from None
 
-    async def _replay(self) -> None:
+    async def _replay(self) -> torch.Tensor:
         """Rebuild the new route's caches from the history, in the original chunk shapes,
-        packed into as few messages as the frame limit allows."""
+        packed into as few messages as the frame limit allows; the last message's output at
+        every position."""
         position = 0
-        for batch in pack_history(self.history, self.config.dtype):
+        batches = pack_history(self.history, self.config.dtype)
+        output = torch.empty(0)
+        for i, batch in enumerate(batches):
             chunks = tuple(t.shape[1] for t in batch)
-            await self._send_step(torch.cat(batch, dim=1), chunks, position, False)
+            output = await self._send_step(torch.cat(batch, dim=1), chunks, position, i == len(batches) - 1)
             position += sum(chunks)
+        return output
+
+    async def recompute(self, steps: list[tuple[torch.Tensor, tuple[int, ...]]]) -> torch.Tensor:
+        """This route's output at every position of the last of ``steps``, each step run in
+        its own chunks after the ones before it (how a verifier recomputes a revealed step)."""
+        self.history = [
+            piece
+            for hidden, chunks in steps
+            for piece in torch.split(hidden, list(chunks) or [hidden.shape[1]], dim=1)
+        ]
+        output = await self._replay()
+        self.position = sum(t.shape[1] for t in self.history)
+        return output[:, -steps[-1][0].shape[1]:]
 
     def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
         return max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))

@@ -3,7 +3,8 @@
 A route is a sequence of peers whose spans tile [0, num_layers) end to end; each peer runs its
 whole announced span. Among all such chains we pick the one with the least expected time per
 token: per hop a fixed serialisation allowance plus the measured round trip, plus the span's
-compute time from the throughput the peer announced. It is a shortest path over layer
+compute time from the throughput the peer announced, each hop's cost scaled up by how far its
+reputation falls short (``weights``). It is a shortest path over layer
 boundaries (a DAG, since spans go forward), so a full-model peer competes with sharded chains
 on the same scale and wins when hops cost more than they save.
 """
@@ -34,6 +35,8 @@ class Candidate:
     local: bool = False  # this process serves it: no network hop
     kx_key: bytes = b""  # its identity-signed X25519 key (checked again before use)
     kx_signature: bytes = b""
+    model_hash: bytes = b""  # of its weights as announced; its commitments must name the same
+    dtype: str = ""  # the precision it computes in, as announced
 
     @property
     def peer_id(self) -> str:
@@ -42,7 +45,10 @@ class Candidate:
     @classmethod
     def from_record(cls, record: PeerRecord) -> "Candidate":
         hop = Hop(record.peer_id, record.addrs, record.layer_start, record.layer_end)
-        return cls(hop, record.throughput, kx_key=record.kx_key, kx_signature=record.kx_signature)
+        return cls(
+            hop, record.throughput, kx_key=record.kx_key, kx_signature=record.kx_signature,
+            model_hash=record.model_hash, dtype=record.dtype,
+        )
 
     def cost(self, rtt: Mapping[str, float]) -> float:
         blocks = self.hop.layer_end - self.hop.layer_start
@@ -78,10 +84,13 @@ def plan_route(
     rtt: Mapping[str, float] | None = None,
     exclude: frozenset[str] = frozenset(),
     first: int = 0,
+    weights: Mapping[str, float] | None = None,
 ) -> list[Candidate] | None:
     """The cheapest chain covering [first, num_layers), or None when the blocks are not
-    covered (``first`` > 0 when the coordinator runs the first blocks itself)."""
+    covered (``first`` > 0 when the coordinator runs the first blocks itself). ``weights``:
+    a cost multiplier per peer (1 when absent)."""
     rtt = rtt or {}
+    weights = weights or {}
     by_start: dict[int, list[Candidate]] = {}
     for c in candidates:
         if c.peer_id not in exclude and first <= c.hop.layer_start < c.hop.layer_end <= num_layers:
@@ -92,7 +101,7 @@ def plan_route(
             continue
         cost, chain = best[boundary]
         for c in sorted(by_start.get(boundary, []), key=lambda c: c.peer_id):
-            total = cost + c.cost(rtt)
+            total = cost + c.cost(rtt) * weights.get(c.peer_id, 1.0)
             end = c.hop.layer_end
             if end not in best or total < best[end][0]:
                 best[end] = (total, [*chain, c])

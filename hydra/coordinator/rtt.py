@@ -2,7 +2,7 @@
 choice prefers near peers. Measurements older than ``max_age`` are refreshed before use."""
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -16,8 +16,15 @@ UNREACHABLE_S = 10.0  # a peer that did not answer a ping: usable, but only as a
 
 
 class RttTable:
-    def __init__(self, dht: Dht | None, max_age: float = 60.0, smoothing: float = 0.3) -> None:
+    def __init__(
+        self,
+        dht: Dht | None,
+        max_age: float = 60.0,
+        smoothing: float = 0.3,
+        on_sample: Callable[[str, float], None] = lambda peer, seconds: None,  # answered pings
+    ) -> None:
         self.dht = dht
+        self.on_sample = on_sample  # every measurement, e.g. for latency consistency
         self.max_age = max_age
         self.smoothing = smoothing
         self.values: dict[str, float] = {}
@@ -40,6 +47,7 @@ class RttTable:
         try:
             await self.dht.call(Contact(candidate.peer_id, candidate.hop.addrs), kad.Ping())
             sample = time.perf_counter() - started
+            self.on_sample(candidate.peer_id, sample)
         except PeerUnreachable:
             sample = UNREACHABLE_S
         self.observe(candidate.peer_id, sample)

@@ -39,6 +39,9 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     draft_model: str | None = None
     package: PackagedWeights | None = None
+    # channels with massive activations, left out when comparing a stage's output with a
+    # verifier's (calibrated with scripts/bench_verify.py --calibrate); None: detect per check
+    massive_channels: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ def load_catalog(path: Path | None = None) -> Catalog:
 def _spec(entry: dict[str, Any]) -> ModelSpec:
     fields = {k: v for k, v in entry.items() if k in ModelSpec.__dataclass_fields__}
     fields["aliases"] = tuple(fields.get("aliases", ()))
+    if fields.get("massive_channels") is not None:
+        fields["massive_channels"] = tuple(fields["massive_channels"])
     if fields.get("package"):
         fields["package"] = PackagedWeights(**fields["package"])
     return ModelSpec(**fields)

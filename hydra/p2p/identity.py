@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from libp2p.crypto.ed25519 import Ed25519PrivateKey
+from libp2p.crypto.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
@@ -57,3 +57,12 @@ def load(path: Path) -> KeyPair:
 
 def peer_id(keypair: KeyPair) -> ID:
     return ID.from_pubkey(keypair.public_key)
+
+
+def signed_by(peer: str, message: bytes, signature: bytes) -> bool:
+    """Whether ``peer``'s identity (the Ed25519 key its peer ID embeds) signed ``message``."""
+    try:
+        identity = ID.from_base58(peer).extract_public_key()
+        return isinstance(identity, Ed25519PublicKey) and identity.verify(message, signature)
+    except Exception:  # noqa: BLE001 - a malformed peer ID or signature: not signed, whatever the cause
+        return False

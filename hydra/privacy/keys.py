@@ -5,11 +5,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
-from libp2p.peer.id import ID
 
 from hydra.errors import PeerError
+from hydra.p2p.identity import signed_by
 
 KX_DOMAIN = b"openhydra/kx-key/v1\x00"
 
@@ -34,14 +33,6 @@ class KxKey:
 
 def verify_kx(peer_id: str, public: bytes, signature: bytes) -> X25519PublicKey:
     """The X25519 key ``public`` if ``peer_id``'s identity signed it; ``UnboundKey`` otherwise."""
-    try:
-        identity = ID.from_base58(peer_id).extract_public_key()
-        if (
-            isinstance(identity, Ed25519PublicKey)
-            and len(public) == 32
-            and identity.verify(KX_DOMAIN + public, signature)
-        ):
-            return X25519PublicKey.from_public_bytes(public)
-    except Exception:  # noqa: BLE001 - malformed peer id or key: not bound either way
-        pass
+    if len(public) == 32 and signed_by(peer_id, KX_DOMAIN + public, signature):
+        return X25519PublicKey.from_public_bytes(public)
     raise UnboundKey(f"the X25519 key presented for {peer_id[:64]} is not signed by its identity")

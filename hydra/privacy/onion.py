@@ -43,6 +43,8 @@ class WrappedRoute:
     open: inference.OpenSession  # to send to the first hop
     to_first: ActivationChannel  # carries the coordinator's steps to the first stage
     from_last: ActivationChannel  # carries the last stage's output back
+    session_ids: tuple[bytes, ...]  # each hop's session id
+    report_keys: tuple[bytes, ...]  # each hop's key for its commitments and reveals
 
 
 def wrap_route(
@@ -58,6 +60,7 @@ def wrap_route(
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
     protect = kx_keys is not None
     keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(hops) + 1)]
+    report_keys = [secrets.token_bytes(KEY_BYTES) for _ in hops]
     sealed_header, ephemeral = b"", b""
     expires_at = time.time() + HEADER_LIFETIME_S
     for i in range(len(hops) - 1, -1, -1):
@@ -71,6 +74,7 @@ def wrap_route(
             expires_at=expires_at,
             key_in=keys[i],
             key_out=keys[i + 1],
+            key_report=report_keys[i],
             next_hop=following,
             next_session_id=b"" if following is None else session_ids[i + 1],
             next_ephemeral=ephemeral,
@@ -83,6 +87,8 @@ def wrap_route(
         first,
         ActivationChannel(keys[0], session_ids[0]),
         ActivationChannel(keys[-1], session_ids[-1], RETURN_LABEL),
+        tuple(session_ids),
+        tuple(report_keys),
     )
 
 

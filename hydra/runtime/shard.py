@@ -11,6 +11,7 @@ tensors are read from disk.
 """
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,7 @@ class StageBlocks:
     layer_end: int
     dtype: torch.dtype
     device: torch.device
+    model_hash: bytes = b""  # of the weights as loaded (``weights_digest``), named in commitments
 
     @property
     def hidden_size(self) -> int:
@@ -136,7 +138,18 @@ def load_stage(
     _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
     base.rotary_emb = rotary.to(device)
     base.eval()
-    return StageBlocks(base, sliced, start, end, dtype, device)
+    return StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base))
+
+
+def weights_digest(module: nn.Module, size: int = 16) -> bytes:
+    """blake2b over every parameter's name, dtype, shape and bytes: which weights, in which
+    precision, a stage runs (about 1 GB/s; paid once, when the stage loads)."""
+    digest = hashlib.blake2b(digest_size=size)
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy())  # hashed in place, no copy
+    return digest.digest()
 
 
 @dataclass
@@ -161,6 +174,11 @@ class ClientHead:
         the last of ``hidden`` [1, T, H]; earlier positions are never sampled from."""
         last = hidden[:, -1].to(self.device, self.dtype)
         return self.lm_head(self.norm(last))[0].float().cpu()
+
+    @torch.inference_mode()
+    def all_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [T, vocab] (float32, CPU) after every position of ``hidden`` [1, T, H]."""
+        return self.lm_head(self.norm(hidden.to(self.device, self.dtype)))[0].float().cpu()
 
 
 def load_head(checkpoint_dir: Path, dtype: torch.dtype, device: torch.device) -> ClientHead:

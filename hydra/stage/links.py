@@ -3,6 +3,7 @@ an in-process stage when the coordinator serves that span itself. Both answer on
 with one message; a hop that cannot answer raises ``HopFailed`` naming the peer."""
 
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -12,10 +13,10 @@ from multiaddr import Multiaddr
 
 from hydra.errors import PeerError
 from hydra.p2p.streams import Conversation, FramedStream, PeerUnreachable, open_stream
-from protocols import inference
-from protocols.codec import Error, Message
+from protocols import inference, verify
+from protocols.codec import Error, Message, Schema
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE
+from protocols.ids import INFERENCE, VERIFY
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,19 @@ class HopFailed(PeerError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class LinkProtocol:
+    """Which protocol a link speaks: its ID, the replies it accepts and its frame limit."""
+
+    id: str
+    replies: Schema
+    max_frame: int
+
+
+INFERENCE_LINK = LinkProtocol(INFERENCE, inference.REPLIES, inference.MAX_FRAME)
+VERIFY_LINK = LinkProtocol(VERIFY, verify.REPLIES, verify.MAX_LAYER + 4096)
+
+
 class Link(Protocol):
     peer_id: str
 
@@ -38,24 +52,27 @@ class Link(Protocol):
 
 
 class RemoteLink:
-    def __init__(self, peer_id: str, stream: FramedStream) -> None:
+    def __init__(self, peer_id: str, stream: FramedStream, replies: Schema = inference.REPLIES) -> None:
         self.peer_id = peer_id
         self.stream = stream
+        self.replies = replies
 
     @classmethod
-    async def open(cls, host: IHost, hop: inference.Hop, timeout: float) -> "RemoteLink":
+    async def open(
+        cls, host: IHost, hop: inference.Hop, timeout: float, protocol: LinkProtocol = INFERENCE_LINK
+    ) -> "RemoteLink":
         try:
             peer, addrs = ID.from_base58(hop.peer_id), [Multiaddr(a) for a in hop.addrs]
-            raw = await open_stream(host, peer, addrs, INFERENCE, timeout)
+            raw = await open_stream(host, peer, addrs, protocol.id, timeout)
         except (PeerUnreachable, ValueError) as exc:
             raise HopFailed(hop.peer_id, f"unreachable: {exc}") from None
-        return cls(hop.peer_id, FramedStream(raw, inference.MAX_FRAME))
+        return cls(hop.peer_id, FramedStream(raw, protocol.max_frame), protocol.replies)
 
     async def call(self, message: Message, timeout: float) -> Message:
         try:
             with trio.fail_after(timeout):
                 await self.stream.send(message)
-                reply = await self.stream.receive(inference.REPLIES)
+                reply = await self.stream.receive(self.replies)
         except trio.TooSlowError:
             raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
         except ProtocolError as exc:

@@ -4,8 +4,11 @@ memory and idle time, pushing each step's output to the next hop of the route.
 One libp2p stream carries one session (``StageConversation``); the stream's end, however it
 ends, frees the session's cache and closes the stream to the next hop. Forward passes run
 on the process's compute thread, so the trio loop keeps serving while a step computes.
+Every step is committed to and its input kept for audits (``hydra.stage.audit``), which
+arrive on their own protocol while the session is open.
 """
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
 from transformers.cache_utils import Cache
 
@@ -25,7 +29,8 @@ from hydra.privacy.sealing import SealError
 from hydra.runtime.compute import run_compute
 from hydra.runtime.memory import cache_bytes_per_token, session_state_bytes
 from hydra.runtime.shard import StageBlocks
-from hydra.runtime.wire import from_wire, to_wire
+from hydra.runtime.wire import WIRE_DTYPES, from_wire, to_wire
+from hydra.stage.audit import SessionAudit, VerifyConversation
 from hydra.stage.limits import StageLimits
 from hydra.stage.links import (
     HopFailed,
@@ -36,10 +41,12 @@ from hydra.stage.links import (
     downstream_budget,
     hop_failed_error,
 )
-from protocols import inference
+from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
+from protocols import inference, verify
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE
+from protocols.ids import INFERENCE, VERIFY
+from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Session:
     id: bytes  # key in the stage's table
+    hop_session_id: bytes  # the id the predecessor knows it by
     owner: str  # the peer that opened it (its share of slots and cache is capped)
     cache: Cache
     max_length: int
@@ -55,6 +63,9 @@ class Session:
     step_timeout: float
     inbound: ActivationChannel  # steps from the predecessor
     outbound: ActivationChannel  # output to the successor or, from the last stage, the coordinator
+    audit: SessionAudit
+    next_hop: inference.Hop | None = None
+    next_session_id: bytes = b""
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
@@ -68,10 +79,11 @@ class StageServer:
         model_id: str,
         blocks: StageBlocks,
         limits: StageLimits,
-        kx: KxKey,
+        identity: KeyPair,
     ) -> None:
         self.host = host
-        self.kx = kx  # opens onion headers sealed for this peer
+        self.identity = identity  # signs commitments and receipts
+        self.kx = KxKey.create(identity)  # opens onion headers sealed for this peer
         self.replays = ReplayGuard()
         self.model_id = model_id
         self.blocks = blocks
@@ -80,6 +92,10 @@ class StageServer:
         self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype))
         self.per_session = session_state_bytes(blocks.config)
         self.steps_served = 0
+
+    def audit_bytes_per_token(self, dtype: str) -> int:
+        """What a session keeps per token for audits: its input and output as exchanged."""
+        return 2 * self.blocks.hidden_size * WIRE_DTYPES[dtype].itemsize
 
     def attach(self, host: IHost) -> None:
         self.host = host
@@ -92,6 +108,23 @@ class StageServer:
                 idle_timeout=self.limits.idle_timeout,
                 limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
             ),
+        )
+        host.set_stream_handler(
+            TProtocol(VERIFY),
+            serve(
+                verify.REQUESTS,
+                conversation=lambda remote: VerifyConversation(self, remote.to_base58()),
+                max_frame=verify.MAX_LAYER + 4096,
+                idle_timeout=self.limits.idle_timeout,
+                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
+            ),
+        )
+
+    def find_session(self, owner: str, hop_session_id: bytes) -> "Session | None":
+        """The open session ``owner`` knows as ``hop_session_id``."""
+        return next(
+            (s for s in self.sessions.values() if s.owner == owner and s.hop_session_id == hop_session_id),
+            None,
         )
 
     def local_link(self, owner: str) -> Link:
@@ -178,11 +211,17 @@ class StageConversation:
                 f"this peer serves {server.model_id} blocks {blocks.layer_start}:{blocks.layer_end}, not "
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
-        reserve = header.max_length * server.per_token + server.per_session
+        per_token = server.per_token + server.audit_bytes_per_token(header.dtype)
+        reserve = header.max_length * per_token + server.per_session
         server.admit(self.remote, reserve, header.max_length)
         last = header.next_hop is None
+        terms = Terms(
+            request.session_id, server.model_id, blocks.layer_start, blocks.layer_end,
+            blocks.model_hash, header.dtype,
+        )
         session = Session(
             id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
+            hop_session_id=request.session_id,
             owner=self.remote,
             cache=blocks.new_cache(),
             max_length=header.max_length,
@@ -195,6 +234,9 @@ class StageConversation:
                 if last
                 else ActivationChannel(header.key_out, header.next_session_id, STEP_LABEL)
             ),
+            audit=SessionAudit.start(terms, header.key_report),
+            next_hop=header.next_hop,
+            next_session_id=header.next_session_id,
         )
         server.sessions[session.id] = session
         self.session = session
@@ -242,16 +284,32 @@ class StageConversation:
             session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
             return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
         self._check_input(session, step, tensor)
+        if not receipt_valid(self.remote, session.hop_session_id, step.position, tensor_digest(tensor), step.receipt):
+            session.broken = "the predecessor's receipt did not match its activations"
+            return Error(ErrorCode.BAD_RECEIPT, session.broken, peer=self.remote)
         started = time.monotonic()
-        output = await run_compute(
-            self.server.run_chunks, from_wire(tensor), step.chunks, session.cache, step.position
-        )
+        output = await self.compute(session, step, from_wire(tensor))
         session.position += tensor.shape[1]
         self.server.steps_served += 1
+        sent = to_wire(output if step.return_all or session.downstream else output[:, -1:], session.dtype)
+        commitment = session.audit.commit(
+            self.server.identity, step, tensor, self.claimed_input(session, tensor), sent
+        )
         if session.downstream is None:
-            kept = to_wire(output if step.return_all else output[:, -1:], session.dtype)
-            return inference.Hidden(step.position, *session.outbound.wrap(kept, step.position))
-        return await self._pass_on(session, step, output, started)
+            wrapped = session.outbound.wrap(sent, step.position)
+            return inference.Hidden(step.position, *wrapped, commitments=(commitment,))
+        reply = await self._pass_on(session, step, sent, started)
+        if isinstance(reply, inference.Hidden):
+            return dataclasses.replace(reply, commitments=(commitment, *reply.commitments))
+        return reply
+
+    async def compute(self, session: Session, step: inference.Step, hidden: torch.Tensor) -> torch.Tensor:
+        """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
+        return await run_compute(self.server.run_chunks, hidden, step.chunks, session.cache, step.position)
+
+    def claimed_input(self, session: Session, received: inference.Tensor) -> inference.Tensor:
+        """The input this stage commits to having computed on. Tests override it to lie."""
+        return received
 
     def _check_input(self, session: Session, step: inference.Step, tensor: inference.Tensor) -> None:
         if step.chunks and sum(step.chunks) != tensor.shape[1]:
@@ -269,13 +327,14 @@ class StageConversation:
             )
 
     async def _pass_on(
-        self, session: Session, step: inference.Step, output: torch.Tensor, started: float
+        self, session: Session, step: inference.Step, output: inference.Tensor, started: float
     ) -> Message:
-        """Send this stage's output to the next hop; its reply (the last stage's output,
-        or an error naming the peer at fault) goes back upstream."""
+        """Send this stage's output, with a receipt for it, to the next hop; its reply (the last
+        stage's output, or an error naming the peer at fault) goes back upstream."""
         assert session.downstream is not None
-        hidden, sealed = session.outbound.wrap(to_wire(output, session.dtype), step.position)
-        forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all)
+        hidden, sealed = session.outbound.wrap(output, step.position)
+        receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, tensor_digest(output))
+        forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all, receipt)
         try:
             # the rest of the route gets what is left of this step's time, so a stall further
             # down is reported (and blamed on the right peer) before our predecessor gives up

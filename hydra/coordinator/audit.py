@@ -1,0 +1,305 @@
+"""Tier-1 verification from the coordinator's side (the mystery shopper).
+
+After each step the coordinator's private randomness picks which stages' steps to audit; no
+stage can tell, since nothing is sent until the generation ends. Then, while the session is
+still open, each chosen stage is challenged along the route for its inputs up to that step;
+the reveal must match its signed commitments. A second peer serving the same span (or this
+node, when it serves it) recomputes the step from the revealed inputs in a background task,
+the outputs are compared with tolerances for their precision class, and the result goes to
+the reputation store, with the evidence when the check fails. The user's reply never waits on
+a recompute, and nothing the user receives depends on an audit.
+"""
+
+import logging
+import random
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import torch
+import trio
+
+from hydra.coordinator.pipeline import Pipeline, PipelineConfig
+from hydra.coordinator.routing import Candidate
+from hydra.errors import PeerError
+from hydra.privacy.sealing import SealError
+from hydra.runtime.compute import run_compute
+from hydra.runtime.wire import from_wire
+from hydra.stage.links import HopFailed
+from hydra.verification.commitments import ANSWER, CHALLENGE, AuditSeal, head_signed, receipt_valid
+from hydra.verification.compare import Verdict, compare, tolerance_for
+from hydra.verification.config import VerificationConfig
+from hydra.verification.ledger import ChainBroken
+from hydra.verification.reputation import Reputation
+from protocols import inference, verify
+from protocols.codec import Error, encode
+from protocols.errors import ProtocolError
+from protocols.verify import Audit, AuditedStep, Forward, Reveal, tensor_digest
+
+if TYPE_CHECKING:
+    from hydra.coordinator.generation import Coordinator
+
+log = logging.getLogger(__name__)
+
+CHALLENGE_TIMEOUT_S = 30.0
+MAX_QUEUED = 64  # recomputes waiting; more are dropped (counted) rather than piling up
+MAX_PAGES = 64
+
+
+class RevealRejected(PeerError):
+    """A stage's reveal does not match what it committed to."""
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    """A revealed step, checked against its commitments, waiting to be recomputed."""
+
+    model: str
+    stage: Candidate
+    route: frozenset[str]  # the audited route's peers: none of them may verify it
+    dtype: str  # of the exchanged activations
+    steps: tuple[AuditedStep, ...]
+    output: inference.Tensor
+    last: bool  # the model's last span: compare logits through the head too
+    evidence: bytes
+
+
+@dataclass
+class AuditResult:
+    peer_id: str
+    outcome: str  # "passed", "failed", "unverifiable"
+    verdict: Verdict | None = None
+    verifier: str = ""
+    reason: str = ""
+
+
+@dataclass
+class AuditStats:
+    chosen: int = 0
+    passed: int = 0
+    failed: int = 0
+    unverifiable: int = 0
+    dropped: int = 0
+    recent: deque[AuditResult] = field(default_factory=lambda: deque(maxlen=256))
+
+
+class Auditor:
+    def __init__(self, coordinator: "Coordinator", config: VerificationConfig, reputation: Reputation) -> None:
+        self.coordinator = coordinator
+        self.config = config
+        self.reputation = reputation
+        self.rng: random.Random = random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
+        self.stats = AuditStats()
+        self._send, self._receive = trio.open_memory_channel[AuditJob](MAX_QUEUED)
+        self.idle = trio.Event()
+        self.idle.set()
+        self._pending_jobs = 0
+
+    # --- during a generation -----------------------------------------------------------------
+
+    def choose(self, stages: int, probe: bool = False) -> list[int]:
+        """Route indices of the stages whose latest step gets audited (decided after the step)."""
+        if self.config.probes_only and not probe:
+            return []
+        chosen = [i for i in range(stages) if self.rng.random() < self.config.verify_rate]
+        self.stats.chosen += len(chosen)
+        return chosen
+
+    async def audit(self, pipeline: Pipeline, pending: list[tuple[int, int]]) -> None:
+        """Challenge each ``(stage, position)`` of ``pipeline``'s open session; queue recomputes."""
+        for index, position in pending:
+            stage = pipeline.route[index]
+            try:
+                steps, reveal = await self.challenge(pipeline, index, position, start=0)
+                self._check_reveal(pipeline, index, position, steps, reveal)
+            except RevealRejected as exc:
+                self._record_failure(stage.peer_id, "reveal", {"reason": str(exc), "position": position},
+                                     self._evidence(pipeline, index, steps=None))
+                continue
+            except (HopFailed, SealError, ProtocolError) as exc:
+                log.info("audit of %s at %d got no reveal: %s", stage.peer_id, position, exc)
+                self.reputation.record_contact(stage.peer_id, False)
+                continue
+            job = AuditJob(
+                pipeline.config.model, stage, frozenset(c.peer_id for c in pipeline.route),
+                pipeline.config.dtype, tuple(steps), reveal.output, index == len(pipeline.route) - 1,
+                self._evidence(pipeline, index, steps),
+            )
+            self._enqueue(job)
+
+    async def challenge(
+        self, pipeline: Pipeline, index: int, position: int, start: int
+    ) -> tuple[list[AuditedStep], Reveal]:
+        """Every page of stage ``index``'s reveal for the step at ``position``, from ``start``."""
+        steps: list[AuditedStep] = []
+        for _ in range(MAX_PAGES):
+            page = await self._challenge_once(pipeline, index, Audit(position, start))
+            steps.extend(page.steps)
+            if page.output is not None:
+                return steps, page
+            if not page.steps:
+                break
+            start = page.steps[-1].position + 1
+        raise RevealRejected("the reveal never reached the audited step")
+
+    async def _challenge_once(self, pipeline: Pipeline, index: int, audit: Audit) -> Reveal:
+        wrapped = pipeline.wrapped
+        seals = [AuditSeal(key, sid) for key, sid in zip(wrapped.report_keys, wrapped.session_ids, strict=True)]
+        layer = seals[index].seal(encode(audit), CHALLENGE)
+        for seal in reversed(seals[:index]):
+            layer = seal.seal(encode(Forward(layer)), CHALLENGE)
+        first = pipeline.route[0]
+        link = await self.coordinator.verify_link(first, CHALLENGE_TIMEOUT_S)
+        try:
+            reply = await link.call(verify.Challenge(wrapped.session_ids[0], layer), CHALLENGE_TIMEOUT_S)
+        finally:
+            await link.aclose()
+        if isinstance(reply, Error):
+            raise HopFailed(reply.peer or first.peer_id, f"{reply.code}: {reply.message}")
+        assert isinstance(reply, verify.Revealed)
+        answer = reply.layer
+        for seal in seals[: index + 1]:
+            answer = seal.open(answer, ANSWER)
+        page = verify.REVEALS.decode(answer)
+        assert isinstance(page, Reveal)
+        return page
+
+    def _check_reveal(
+        self, pipeline: Pipeline, index: int, position: int, steps: list[AuditedStep], reveal: Reveal
+    ) -> None:
+        ledger = pipeline.ledger.stages[index]
+        records = [r for r in ledger.chain.steps if r.position <= position]
+        if [s.position for s in steps] != [r.position for r in records]:
+            raise RevealRejected("revealed steps differ from the committed ones")
+        for step, record in zip(steps, records, strict=True):
+            if tensor_digest(step.input) != record.in_hash or step.input.shape[1] != record.tokens:
+                raise RevealRejected(f"the input revealed for position {step.position} is not the committed one")
+            if step.chunks and sum(step.chunks) != record.tokens:
+                raise RevealRejected(f"chunks revealed for position {step.position} do not sum to its tokens")
+        assert reveal.output is not None
+        if tensor_digest(reveal.output) != records[-1].out_hash:
+            raise RevealRejected("the output revealed is not the committed one")
+        if not head_signed(ledger.peer_id, records[-1].head, reveal.signature):
+            raise RevealRejected("the reveal's signature does not cover the committed chain")
+
+    async def settle(self, pipeline: Pipeline, broken: ChainBroken) -> str:
+        """The peer a broken chain convicts. Between two stages, the later one's reveal of the
+        earlier one's receipt decides: it proves the earlier one signed two different outputs,
+        or it fails to, and the later one lied about its input."""
+        culprit = broken.stages[-1]
+        if len(broken.stages) == 2:
+            earlier = broken.stages[0]
+            try:
+                steps, _ = await self.challenge(pipeline, culprit, broken.position, start=broken.position)
+                step = steps[-1]
+                digest = tensor_digest(step.input)
+                committed = pipeline.ledger.stages[culprit].commitments[-1].in_hash
+                sender = pipeline.route[earlier].peer_id
+                sid = pipeline.wrapped.session_ids[culprit]
+                if digest == committed and receipt_valid(sender, sid, broken.position, digest, step.receipt):
+                    culprit = earlier
+            except (HopFailed, SealError, ProtocolError, RevealRejected, IndexError) as exc:
+                log.info("settling a broken chain: no usable reveal (%s)", exc)
+        peer = pipeline.route[culprit].peer_id
+        detail = {"reason": broken.reason, "position": broken.position, "stages": list(broken.stages)}
+        self._record_failure(peer, "chain", detail, self._evidence(pipeline, culprit, steps=None))
+        return peer
+
+    # --- recomputing, in the background ------------------------------------------------------
+
+    def _enqueue(self, job: AuditJob) -> None:
+        try:
+            self._send.send_nowait(job)
+        except trio.WouldBlock:
+            self.stats.dropped += 1
+            return
+        self._pending_jobs += 1
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Recompute queued audits one at a time, until cancelled."""
+        task_status.started()
+        async for job in self._receive:
+            try:
+                await self.verify(job)
+            except Exception:  # noqa: BLE001 - one broken audit must not stop the next ones
+                log.exception("audit of %s failed to run", job.stage.peer_id)
+            finally:
+                self._pending_jobs -= 1
+                if self._pending_jobs == 0:
+                    self.idle.set()
+
+    async def verify(self, job: AuditJob) -> AuditResult:
+        verifier = await self._verifier_for(job)
+        if verifier is None:
+            return self._result(AuditResult(job.stage.peer_id, "unverifiable", reason="no other peer serves the span"))
+        try:
+            reference = await self.recompute(job, verifier)
+        except (HopFailed, PeerError) as exc:
+            return self._result(AuditResult(job.stage.peer_id, "unverifiable", verifier=verifier.peer_id,
+                                            reason=f"the verifier failed: {exc}"))
+        claimed = from_wire(job.output)
+        reference = reference[:, -claimed.shape[1]:]
+        tolerance = tolerance_for(job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype)
+        spec = self.coordinator.catalog.resolve(job.model)
+        head = (await self.coordinator.load(job.model)).head if job.last else None
+        logits = (lambda h: head.all_logits(h)) if head is not None else None
+        verdict = await run_compute(compare, claimed, reference, tolerance, spec.massive_channels, logits)
+        result = AuditResult(job.stage.peer_id, "passed" if verdict.passed else "failed", verdict, verifier.peer_id)
+        if verdict.passed:
+            self.reputation.record_check(job.stage.peer_id, True)
+        else:
+            detail = {"verdict": verdict.reason, "metrics": verdict.metrics, "verifier": verifier.peer_id}
+            self._record_failure(job.stage.peer_id, "recompute", detail, job.evidence)
+        return self._result(result)
+
+    async def _verifier_for(self, job: AuditJob) -> Candidate | None:
+        """Another peer serving exactly the audited span, not on the audited route: this node
+        first, then the best reputed."""
+        hop = job.stage.hop
+        found = [
+            c for c in await self.coordinator.candidates(job.model)
+            if (c.hop.layer_start, c.hop.layer_end) == (hop.layer_start, hop.layer_end)
+            and c.peer_id not in job.route and self.coordinator.admissible(c.peer_id)
+        ]
+        found.sort(key=lambda c: (not c.local, -self.reputation.score(c.peer_id).total))
+        return found[0] if found else None
+
+    async def recompute(self, job: AuditJob, verifier: Candidate) -> torch.Tensor:
+        """The verifier's output for the audited step, from the revealed inputs (replayed in
+        their original chunks, so a same-precision verifier computes with the same shapes)."""
+        tokens = sum(s.input.shape[1] for s in job.steps)
+        config = PipelineConfig(job.model, self.coordinator.catalog.resolve(job.model).num_layers, tokens,
+                                dtype=job.dtype, max_failovers=0)
+        async with Pipeline(self.coordinator, config, [verifier]) as pipeline:
+            return await pipeline.recompute([(from_wire(s.input), s.chunks) for s in job.steps])
+
+    # --- bookkeeping -------------------------------------------------------------------------
+
+    def _result(self, result: AuditResult) -> AuditResult:
+        setattr(self.stats, result.outcome, getattr(self.stats, result.outcome) + 1)
+        self.stats.recent.append(result)
+        log.info("audit of %s: %s %s", result.peer_id, result.outcome, result.reason or
+                 (result.verdict.metrics if result.verdict else ""))
+        return result
+
+    def _record_failure(self, peer_id: str, kind: str, detail: dict[str, Any], evidence: bytes) -> None:
+        self.reputation.record_check(peer_id, False)
+        self.reputation.record_evidence(peer_id, kind, detail, evidence)
+        if kind != "recompute":
+            self._result(AuditResult(peer_id, "failed", reason=f"{kind}: {detail.get('reason', '')}"))
+
+    @staticmethod
+    def _evidence(pipeline: Pipeline, index: int, steps: list[AuditedStep] | None) -> bytes:
+        """The stage's terms, its commitments as received (signed), and what it revealed."""
+        ledger = pipeline.ledger.stages[index]
+        terms = ledger.chain.terms
+        return msgpack.packb({
+            "peer": ledger.peer_id,
+            "terms": [terms.session_id, terms.model, terms.layer_start, terms.layer_end, terms.model_hash, terms.dtype],
+            "steps": [[r.position, r.tokens] for r in ledger.chain.steps],
+            "commitments": [encode(c) for c in ledger.commitments],
+            "revealed": [encode(s) for s in steps or ()],
+        }, use_bin_type=True)

@@ -1,0 +1,1 @@
+"""Checking what stages compute: commitments, tolerant comparison, reputation."""

@@ -28,6 +28,7 @@ from hydra.errors import ConfigError, HydraError
 from hydra.p2p.home import KEY_FILE, default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
+from hydra.verification.config import VerificationConfig
 
 log = logging.getLogger("hydra")
 
@@ -168,6 +169,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             default_max_tokens=args.default_max_tokens,
         ),
         privacy=_privacy(args),
+        verification=VerificationConfig(
+            verify_rate=args.verify_rate,
+            probes_only=args.verify_probes_only,
+            min_reputation=args.min_reputation,
+        ),
         discovery=_discovery(args),
     )
     ready = ReadyLine("OpenHydra node ready")
@@ -299,6 +305,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(p["peer_id"][-12:], p["model"], f"{start}:{end}/{p['total_layers']}",
                       p["dtype"], ", ".join(p["addrs"]), f"{p['expires_at'] - time.time():.0f}s")
     console.print(table)
+    reputation = status.get("reputation", [])
+    if reputation:
+        scores = Table(title="reputation (this node's view)")
+        for column in ("peer", "score", "verification", "uptime", "latency", "checks ok", "failed", "routed"):
+            scores.add_column(column)
+        for r in reputation:
+            scores.add_row(r["peer_id"][-12:], f"{r['total']:.2f}", f"{r['verification']:.2f}",
+                           f"{r['uptime']:.2f}", f"{r['latency']:.2f}", f"{r['checks_passed']:.0f}",
+                           f"{r['checks_failed']:.0f}", "yes" if r["admissible"] else "excluded")
+        console.print(scores)
     return 0
 
 
@@ -329,6 +345,17 @@ def _add_privacy(p: argparse.ArgumentParser) -> None:
                    help="Gaussian noise on activations leaving this node (costs quality)")
     p.add_argument("--no-encryption", action="store_true",
                    help="turn off onion routing and sealed activations (for comparisons only)")
+
+
+def _add_verification(p: argparse.ArgumentParser) -> None:
+    checks = NODE.verification
+    p.add_argument("--verify-rate", type=float, default=checks.verify_rate, metavar="P",
+                   help="share of each stage's steps re-checked after the fact (default %(default)s)")
+    p.add_argument("--verify-probes-only", action="store_true",
+                   help="never have your own prompts re-executed by a second peer: audit only "
+                        "synthetic probe prompts")
+    p.add_argument("--min-reputation", type=float, default=checks.min_reputation, metavar="SCORE",
+                   help="leave peers scoring below this out of routes (default %(default)s)")
 
 
 def _privacy(args: argparse.Namespace) -> PrivacyConfig:
@@ -373,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--default-max-tokens", type=int, default=NODE.api.default_max_tokens,
                      help="tokens generated when a request gives no limit (default %(default)s)")
     _add_privacy(run)
+    _add_verification(run)
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")

@@ -2,7 +2,7 @@
 
 Every library package owns the configuration of its own code (``DiscoveryConfig`` in
 ``hydra.dht``, ``StageLimits`` in ``hydra.stage``, ``PrivacyConfig`` in ``hydra.privacy``,
-``APIConfig`` in ``hydra.api``); this module puts them together per command and is where
+``VerificationConfig`` in ``hydra.verification``, ``APIConfig`` in ``hydra.api``); this module puts them together per command and is where
 every default the CLI shows comes from: ``hydra.cli`` reads them from the instances below."""
 
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from hydra.dht.config import DiscoveryConfig
 from hydra.p2p.home import default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
+from hydra.verification.config import VerificationConfig
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,7 @@ class NodeConfig:
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    verification: VerificationConfig = VerificationConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
 
     def torch_device(self) -> "torch.device":

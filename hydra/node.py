@@ -28,6 +28,7 @@ from hydra.runtime.wire import WIRE_DTYPES
 from hydra.stage.limits import StageLimits
 from hydra.stage.placement import available_memory_gb, blocks_that_fit, least_covered_window
 from hydra.stage.server import StageServer
+from hydra.verification.reputation import REPUTATION_FILE, Reputation
 from protocols.records import PeerRecord
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ async def run_node(
                 "total_layers": spec.num_layers,
                 "throughput_tokens_s": round(throughput, 1),
                 "stage": stage.status(),
+                "verification": coordinator.verification_status(),
+                "reputation": coordinator.reputation_status(),
                 "announce": {
                     "interval_s": discovery.announce_interval,
                     "ttl_s": discovery.record_ttl,
@@ -145,7 +148,8 @@ async def run_node(
 
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
-            checkpoints={spec.id: path}, privacy=config.privacy,
+            checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
+            reputation=Reputation(config.home / REPUTATION_FILE),
         )
         gauges = {
             "hydra_stage_sessions": (
@@ -159,6 +163,7 @@ async def run_node(
         }
         app = create_app(peer.dht, status, catalog, coordinator, config.api, gauges)
         async with trio.open_nursery() as nursery:
+            await nursery.start(coordinator.auditor.run)
             await nursery.start(announcer.run)
             await nursery.start(serve_http, app, config.api_host, config.api_port)
             on_ready(status())

@@ -19,6 +19,7 @@ from hydra.node import start_stage
 from hydra.p2p.streams import serve
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation, StageServer
+from hydra.verification.config import VerificationConfig
 from protocols import inference
 from protocols.ids import INFERENCE
 from tests.factories import discovery
@@ -84,7 +85,11 @@ async def stage_peer(
 
 @asynccontextmanager
 async def swarm(
-    spec: ModelSpec, checkpoint: Path, spans: list[tuple[int, int]], on: Compute = CPU
+    spec: ModelSpec,
+    checkpoint: Path,
+    spans: list[tuple[int, int]],
+    on: Compute = CPU,
+    verification: VerificationConfig = VerificationConfig(),
 ) -> AsyncIterator[tuple[list[StagePeer], Coordinator]]:
     """Stage peers serving ``spans`` (the first is everyone's bootstrap) and a coordinator
     with no blocks of its own, joined through the first peer; all computing ``on``."""
@@ -97,7 +102,7 @@ async def swarm(
                 )
             )
         client = await stack.enter_async_context(
-            coordinator_for(spec, checkpoint, peers[0].multiaddr, on)
+            coordinator_for(spec, checkpoint, peers[0].multiaddr, on, verification)
         )
         with trio.fail_after(15):  # every record announced and findable before the test
             while len(await client.candidates(spec.id)) < len(peers):
@@ -107,14 +112,24 @@ async def swarm(
 
 @asynccontextmanager
 async def coordinator_for(
-    spec: ModelSpec, checkpoint: Path, bootstrap: str, on: Compute = CPU
+    spec: ModelSpec,
+    checkpoint: Path,
+    bootstrap: str,
+    on: Compute = CPU,
+    verification: VerificationConfig = VerificationConfig(),
 ) -> AsyncIterator[Coordinator]:
-    """A coordinator with no blocks of its own, joined through ``bootstrap``."""
+    """A coordinator with no blocks of its own, joined through ``bootstrap``, its auditor
+    recomputing in the background as a node's does."""
     async with open_dht_peer(None, "127.0.0.1", 0, discovery(bootstrap)) as client:
-        yield Coordinator(
+        coordinator = Coordinator(
             client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
             device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
+            verification=verification,
         )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(coordinator.auditor.run)
+            yield coordinator
+            nursery.cancel_scope.cancel()
 
 
 def replace_handler(peer: StagePeer, make: Callable[[StageServer, str], StageConversation]) -> None:

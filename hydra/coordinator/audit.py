@@ -224,7 +224,7 @@ class Auditor:
         async for job in self._receive:
             try:
                 await self.verify(job)
-            except Exception:  # noqa: BLE001 - one broken audit must not stop the next ones
+            except Exception:
                 log.exception("audit of %s failed to run", job.stage.peer_id)
             finally:
                 self._pending_jobs -= 1

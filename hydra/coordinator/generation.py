@@ -6,6 +6,7 @@ the next token is sampled here from the last stage's output. The HTTP API (OpenA
 and ``hydra generate`` are thin adapters over this module.
 """
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -183,6 +184,22 @@ class Coordinator:
     @property
     def identity(self) -> KeyPair:
         return KeyPair(self.host.get_private_key(), self.host.get_public_key())
+
+    def verification_status(self) -> dict[str, Any]:
+        stats = self.auditor.stats
+        return {
+            "verify_rate": self.verification.verify_rate,
+            "probes_only": self.verification.probes_only,
+            "min_reputation": self.verification.min_reputation,
+            "audits": {"chosen": stats.chosen, "passed": stats.passed, "failed": stats.failed,
+                       "unverifiable": stats.unverifiable, "dropped": stats.dropped},
+        }
+
+    def reputation_status(self) -> list[dict[str, Any]]:
+        return [
+            {**dataclasses.asdict(score), "admissible": score.total >= self.verification.min_reputation}
+            for score in self.reputation.table()
+        ]
 
     def admissible(self, peer_id: str) -> bool:
         """Whether ``peer_id``'s reputation lets new routes (and audits) use it."""

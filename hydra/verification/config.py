@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from hydra.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class VerificationConfig:
@@ -10,3 +12,9 @@ class VerificationConfig:
     min_reputation: float = 0.5  # peers scoring below this are left out of new routes
     half_life_s: float = 86400.0  # how fast reputation forgets
     seed: int | None = None  # audit choices from a seeded generator (tests, benchmarks)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.verify_rate <= 1.0:
+            raise ConfigError(f"--verify-rate must be in [0, 1], not {self.verify_rate}")
+        if not 0.0 <= self.min_reputation <= 1.0:
+            raise ConfigError(f"--min-reputation must be in [0, 1], not {self.min_reputation}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
+REPUTATION_FILE = "reputation.db"  # in the node's home
 WEIGHTS = {"verification": 0.40, "uptime": 0.25, "latency": 0.20, "stake": 0.15}
 FAIL_WEIGHT = 1000.0
 NEUTRAL = 1.0 - WEIGHTS["stake"]  # a peer nobody has anything against, before stake exists

@@ -1,0 +1,160 @@
+"""Verification over real libp2p hosts (tiny Llama, fp32): peer A serves blocks 0:3, B and C
+serve 3:6. B is made to cheat by a test-only conversation class; the coordinator routes
+through A and B, audits B's steps, has C recompute them, and must catch every kind of cheat,
+exclude B from new routes, and keep generating the tokens an honest route gives."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import trio
+
+from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.params import SamplingParams
+from hydra.coordinator.routing import Candidate
+from hydra.runtime.compute import run_compute
+from hydra.stage.server import StageConversation
+from hydra.verification.config import VerificationConfig
+from tests.peers import StagePeer, replace_handler, spec_for, swarm
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+SPEC = spec_for("tiny-llama", 6)
+SPANS = [(0, 3), (3, 6), (3, 6)]
+REQUEST = GenerationRequest(SPEC.id, prompt="Verify me", params=SamplingParams(max_tokens=6))
+EVERY_STEP = VerificationConfig(verify_rate=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+class Noisy(StageConversation):
+    """Adds noise of 1e-3 of each token's RMS to its output."""
+
+    async def compute(self, session, step, hidden):
+        out = await super().compute(session, step, hidden)
+        return out + 1e-3 * out.pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(out)
+
+
+class SkipsABlock(StageConversation):
+    """Runs its span without its first block."""
+
+    async def compute(self, session, step, hidden):
+        server = self.server
+        model = server.blocks.model
+
+        def run():
+            layers = model.layers
+            model.layers = layers[1:]
+            try:
+                return server.run_chunks(hidden, step.chunks, session.cache, step.position)
+            finally:
+                model.layers = layers
+
+        return await run_compute(run)
+
+
+class Stale(StageConversation):
+    """Replays its previous step's output instead of computing a new one."""
+
+    previous: torch.Tensor | None = None
+
+    async def compute(self, session, step, hidden):
+        out = await super().compute(session, step, hidden)
+        stale, self.previous = self.previous, out
+        return out if stale is None else stale[:, -out.shape[1]:]
+
+
+class ClaimsAnotherInput(StageConversation):
+    """Commits to an input it was not given."""
+
+    def claimed_input(self, session, received):
+        return dataclasses.replace(received, data=bytes(len(received.data)))
+
+
+def route_through(candidates: list[Candidate], *peers: StagePeer) -> list[Candidate]:
+    by_id = {c.peer_id: c for c in candidates}
+    return [by_id[p.peer_id] for p in peers]
+
+
+async def settle(coordinator: Coordinator) -> None:
+    with trio.fail_after(60):
+        await coordinator.auditor.idle.wait()
+
+
+@pytest.mark.parametrize("cheat", [Noisy, SkipsABlock, Stale, ClaimsAnotherInput])
+async def test_a_cheating_stage_is_caught_excluded_and_routed_around(checkpoint: Path, cheat) -> None:
+    async with swarm(SPEC, checkpoint, SPANS, verification=EVERY_STEP) as (peers, coordinator):
+        a, b, c = peers
+        candidates = await coordinator.candidates(SPEC.id)
+        honest = await coordinator.generate(REQUEST, route_through(candidates, a, c))
+        await settle(coordinator)
+        assert coordinator.auditor.stats.failed == 0
+        replace_handler(b, cheat)
+
+        await coordinator.generate(REQUEST, route_through(candidates, a, b))
+        await settle(coordinator)
+
+        failed = [r for r in coordinator.auditor.stats.recent if r.outcome == "failed"]
+        assert failed and {r.peer_id for r in failed} == {b.peer_id}, failed
+        assert coordinator.reputation.score(b.peer_id).total < coordinator.verification.min_reputation
+        assert coordinator.reputation.evidence(b.peer_id), "a failed check keeps its evidence"
+        route = await coordinator.plan(SPEC.id)
+        assert route is not None and b.peer_id not in [x.peer_id for x in route]
+        again = await coordinator.generate(REQUEST)
+        assert again.token_ids == honest.token_ids
+        assert b.peer_id not in again.route
+
+
+async def test_a_false_input_is_caught_by_the_chain_at_once(checkpoint: Path) -> None:
+    """No recompute needed: the chain breaks on the first step, the step is retried on a route
+    without the liar, and the user gets the honest tokens from that very request."""
+    never = VerificationConfig(verify_rate=0.0)
+    async with swarm(SPEC, checkpoint, SPANS, verification=never) as (peers, coordinator):
+        a, b, c = peers
+        candidates = await coordinator.candidates(SPEC.id)
+        honest = await coordinator.generate(REQUEST, route_through(candidates, a, c))
+        replace_handler(b, ClaimsAnotherInput)
+        completion = await coordinator.generate(REQUEST, route_through(candidates, a, b))
+        assert completion.token_ids == honest.token_ids
+        assert completion.failovers == 1 and b.peer_id not in completion.route
+        assert coordinator.reputation.score(b.peer_id).checks_failed >= 0.99
+        assert coordinator.reputation.score(a.peer_id).checks_failed == 0
+        assert [e["kind"] for e in coordinator.reputation.evidence(b.peer_id)] == ["chain"]
+
+
+async def test_at_rate_a_tenth_an_always_cheating_stage_is_flagged_within_50_requests(checkpoint: Path) -> None:
+    tenth = VerificationConfig(verify_rate=0.1, seed=7)
+    async with swarm(SPEC, checkpoint, SPANS, verification=tenth) as (peers, coordinator):
+        a, b, _ = peers
+        replace_handler(b, Noisy)
+        candidates = await coordinator.candidates(SPEC.id)
+        for requests in range(1, 51):
+            await coordinator.generate(REQUEST, route_through(candidates, a, b))
+            await settle(coordinator)
+            if not coordinator.admissible(b.peer_id):
+                break
+        assert not coordinator.admissible(b.peer_id), "never flagged in 50 requests"
+        print(f"flagged after {requests} requests")
+        completion = await coordinator.generate(REQUEST)
+        assert b.peer_id not in completion.route
+
+
+async def test_verification_never_changes_what_the_user_receives(checkpoint: Path) -> None:
+    """Honest stages audited on every step: every check passes, and the tokens (and logits)
+    are those of the same route without verification."""
+    async with swarm(SPEC, checkpoint, SPANS, verification=EVERY_STEP) as (peers, coordinator):
+        a, b, _ = peers
+        route = route_through(await coordinator.candidates(SPEC.id), a, b)
+        request = dataclasses.replace(REQUEST, record_logits=True)
+        audited = await coordinator.generate(request, route)
+        await settle(coordinator)
+        stats = coordinator.auditor.stats
+        assert stats.failed == 0 and stats.passed >= 6, stats
+        coordinator.auditor.config = VerificationConfig(verify_rate=0.0)
+        plain = await coordinator.generate(request, route)
+        assert audited.token_ids == plain.token_ids
+        for x, y in zip(audited.logits, plain.logits, strict=True):
+            assert torch.equal(x, y)

@@ -2,7 +2,8 @@
 
 Every library package owns the configuration of its own code (``DiscoveryConfig`` in
 ``hydra.dht``, ``StageLimits`` in ``hydra.stage``, ``PrivacyConfig`` in ``hydra.privacy``,
-``VerificationConfig`` in ``hydra.verification``, ``APIConfig`` in ``hydra.api``); this module puts them together per command and is where
+``VerificationConfig`` in ``hydra.verification``, ``APIConfig`` in ``hydra.api``); this module
+puts them together per command and is where
 every default the CLI shows comes from: ``hydra.cli`` reads them from the instances below."""
 
 from dataclasses import dataclass, field

@@ -14,6 +14,7 @@ import logging
 import random
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ import msgpack
 import torch
 import trio
 
+from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate
 from hydra.errors import PeerError
@@ -64,6 +66,7 @@ class AuditJob:
     output: inference.Tensor
     last: bool  # the model's last span: compare logits through the head too
     evidence: bytes
+    probe: bool
 
 
 @dataclass
@@ -73,11 +76,13 @@ class AuditResult:
     verdict: Verdict | None = None
     verifier: str = ""
     reason: str = ""
+    probe: bool = False  # the audited step was part of a synthetic probe generation
 
 
 @dataclass
 class AuditStats:
     chosen: int = 0
+    probes: int = 0
     passed: int = 0
     failed: int = 0
     unverifiable: int = 0
@@ -85,27 +90,94 @@ class AuditStats:
     recent: deque[AuditResult] = field(default_factory=lambda: deque(maxlen=256))
 
 
+def requests_until_flagged(
+    checks: Callable[[int], bool], steps: int, config: VerificationConfig, steps_per_request: int, limit: int
+) -> int | None:
+    """How many requests of ``steps_per_request`` steps an always-cheating stage survives when
+    its steps are picked for audit as ``Auditor.choose`` picks them; ``checks(i)``: whether the
+    audit of step ``i`` (of ``steps``, cycled) passes. None: not flagged within ``limit``."""
+    auditor = Auditor(None, config, Reputation())  # type: ignore[arg-type]  # choosing needs no network
+    for request in range(1, limit + 1):
+        for k in range(steps_per_request):
+            if auditor.choose(1, probe=False) and not checks(((request - 1) * steps_per_request + k) % steps):
+                return request
+    return None
+
+
+PROBE_SUBJECTS = (
+    "the water cycle",
+    "a sourdough starter",
+    "binary search",
+    "the French revolution",
+    "tide pools",
+    "compound interest",
+    "how vaccines work",
+    "a bicycle gear",
+    "plate tectonics",
+    "jazz harmony",
+    "the immune system",
+    "recursion",
+    "coffee roasting",
+    "solar panels",
+    "the printing press",
+)
+PROBE_FORMS = (
+    "Explain {} to a curious child.",
+    "Write two sentences about {}.",
+    "What is the most surprising fact about {}?",
+    "Summarize {} in plain words.",
+    "Give me a short list of tips about {}.",
+    "Why does {} matter?",
+)
+
+
+def synthetic_prompt(rng: random.Random) -> str:
+    """A plausible user prompt, drawn afresh each time so no fixed list gives probes away."""
+    return rng.choice(PROBE_FORMS).format(rng.choice(PROBE_SUBJECTS))
+
+
+def probe_sampling(rng: random.Random) -> SamplingParams:
+    return SamplingParams(max_tokens=rng.randint(8, 24), temperature=0.7, seed=rng.getrandbits(31))
+
+
 class Auditor:
-    def __init__(self, coordinator: "Coordinator", config: VerificationConfig, reputation: Reputation) -> None:
+    def __init__(
+        self, coordinator: "Coordinator", config: VerificationConfig, reputation: Reputation
+    ) -> None:
         self.coordinator = coordinator
         self.config = config
         self.reputation = reputation
-        self.rng: random.Random = random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
+        self.rng: random.Random = (
+            random.Random(config.seed) if config.seed is not None else secrets.SystemRandom()
+        )
         self.stats = AuditStats()
         self._send, self._receive = trio.open_memory_channel[AuditJob](MAX_QUEUED)
-        self.idle = trio.Event()
+        self._probe_send, self._probe_receive = trio.open_memory_channel[tuple[str, list[Candidate]]](1)
+        self.idle = trio.Event()  # set while no recompute or probe is queued or running
         self.idle.set()
-        self._pending_jobs = 0
+        self._busy = 0
 
     # --- during a generation -----------------------------------------------------------------
 
-    def choose(self, stages: int, probe: bool = False) -> list[int]:
-        """Route indices of the stages whose latest step gets audited (decided after the step)."""
+    def choose(self, stages: int, probe: bool) -> list[int]:
+        """Route indices of the stages whose latest step gets audited (decided after the step);
+        none of a user's steps under ``--verify-probes-only``."""
         if self.config.probes_only and not probe:
             return []
         chosen = [i for i in range(stages) if self.rng.random() < self.config.verify_rate]
         self.stats.chosen += len(chosen)
         return chosen
+
+    def after_generation(self, model: str, route: list[Candidate]) -> None:
+        """Under ``--verify-probes-only``, follow a user's generation with a synthetic one on the
+        same route (at most one waiting), whose steps are audited in its place."""
+        if not self.config.probes_only or not self.config.verify_rate:
+            return
+        try:
+            self._probe_send.send_nowait((model, list(route)))
+        except trio.WouldBlock:
+            return
+        self._begin()
 
     async def audit(self, pipeline: Pipeline, pending: list[tuple[int, int]]) -> None:
         """Challenge each ``(stage, position)`` of ``pipeline``'s open session; queue recomputes."""
@@ -115,17 +187,27 @@ class Auditor:
                 steps, reveal = await self.challenge(pipeline, index, position, start=0)
                 self._check_reveal(pipeline, index, position, steps, reveal)
             except RevealRejected as exc:
-                self._record_failure(stage.peer_id, "reveal", {"reason": str(exc), "position": position},
-                                     self._evidence(pipeline, index, steps=None))
+                self._record_failure(
+                    stage.peer_id,
+                    "reveal",
+                    {"reason": str(exc), "position": position},
+                    self._evidence(pipeline, index, steps=None),
+                )
                 continue
             except (HopFailed, SealError, ProtocolError) as exc:
                 log.info("audit of %s at %d got no reveal: %s", stage.peer_id, position, exc)
                 self.reputation.record_contact(stage.peer_id, False)
                 continue
             job = AuditJob(
-                pipeline.config.model, stage, frozenset(c.peer_id for c in pipeline.route),
-                pipeline.config.dtype, tuple(steps), reveal.output, index == len(pipeline.route) - 1,
+                pipeline.config.model,
+                stage,
+                frozenset(c.peer_id for c in pipeline.route) | pipeline.companions,
+                pipeline.config.dtype,
+                tuple(steps),
+                reveal.output,
+                index == len(pipeline.route) - 1,
                 self._evidence(pipeline, index, steps),
+                pipeline.config.probe,
             )
             self._enqueue(job)
 
@@ -146,7 +228,9 @@ class Auditor:
 
     async def _challenge_once(self, pipeline: Pipeline, index: int, audit: Audit) -> Reveal:
         wrapped = pipeline.wrapped
-        seals = [AuditSeal(key, sid) for key, sid in zip(wrapped.report_keys, wrapped.session_ids, strict=True)]
+        seals = [
+            AuditSeal(key, sid) for key, sid in zip(wrapped.report_keys, wrapped.session_ids, strict=True)
+        ]
         layer = seals[index].seal(encode(audit), CHALLENGE)
         for seal in reversed(seals[:index]):
             layer = seal.seal(encode(Forward(layer)), CHALLENGE)
@@ -175,7 +259,9 @@ class Auditor:
             raise RevealRejected("revealed steps differ from the committed ones")
         for step, record in zip(steps, records, strict=True):
             if tensor_digest(step.input) != record.in_hash or step.input.shape[1] != record.tokens:
-                raise RevealRejected(f"the input revealed for position {step.position} is not the committed one")
+                raise RevealRejected(
+                    f"the input revealed for position {step.position} is not the committed one"
+                )
             if step.chunks and sum(step.chunks) != record.tokens:
                 raise RevealRejected(f"chunks revealed for position {step.position} do not sum to its tokens")
         assert reveal.output is not None
@@ -209,80 +295,160 @@ class Auditor:
 
     # --- recomputing, in the background ------------------------------------------------------
 
+    def _begin(self) -> None:
+        self._busy += 1
+        if self.idle.is_set():
+            self.idle = trio.Event()
+
+    def _end(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self.idle.set()
+
     def _enqueue(self, job: AuditJob) -> None:
         try:
             self._send.send_nowait(job)
         except trio.WouldBlock:
             self.stats.dropped += 1
             return
-        self._pending_jobs += 1
-        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        self._begin()
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Recompute queued audits one at a time, until cancelled."""
-        task_status.started()
+        """Recompute queued audits one at a time, and run probe generations, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._recompute_loop)
+            nursery.start_soon(self._probe_loop)
+            task_status.started()
+
+    async def _recompute_loop(self) -> None:
         async for job in self._receive:
             try:
                 await self.verify(job)
-            except Exception:
+            except Exception:  # one broken audit must not stop the next ones
                 log.exception("audit of %s failed to run", job.stage.peer_id)
             finally:
-                self._pending_jobs -= 1
-                if self._pending_jobs == 0:
-                    self.idle.set()
+                self._end()
+
+    async def _probe_loop(self) -> None:
+        from hydra.coordinator.generation import GenerationRequest  # the coordinator imports us
+
+        async for model, route in self._probe_receive:
+            request = GenerationRequest(
+                model, prompt=synthetic_prompt(self.rng), params=probe_sampling(self.rng), probe=True
+            )
+            try:
+                await self.coordinator.generate(request, route)
+                self.stats.probes += 1
+            except PeerError as exc:
+                log.info("a probe generation failed: %s", exc)
+            finally:
+                self._end()
 
     async def verify(self, job: AuditJob) -> AuditResult:
+        """Recompute the audited step on a verifier and judge it. When an outside verifier
+        disagrees, a second one (if any) decides which of the two lied, so a lying verifier
+        cannot frame an honest stage."""
         verifier = await self._verifier_for(job)
         if verifier is None:
-            return self._result(AuditResult(job.stage.peer_id, "unverifiable", reason="no other peer serves the span"))
-        try:
-            reference = await self.recompute(job, verifier)
-        except (HopFailed, PeerError) as exc:
-            return self._result(AuditResult(job.stage.peer_id, "unverifiable", verifier=verifier.peer_id,
-                                            reason=f"the verifier failed: {exc}"))
-        claimed = from_wire(job.output)
-        reference = reference[:, -claimed.shape[1]:]
-        tolerance = tolerance_for(job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype)
-        spec = self.coordinator.catalog.resolve(job.model)
-        head = (await self.coordinator.load(job.model)).head if job.last else None
-        logits = (lambda h: head.all_logits(h)) if head is not None else None
-        verdict = await run_compute(compare, claimed, reference, tolerance, spec.massive_channels, logits)
-        result = AuditResult(job.stage.peer_id, "passed" if verdict.passed else "failed", verdict, verifier.peer_id)
+            return self._result(
+                AuditResult(
+                    job.stage.peer_id, "unverifiable", reason="no other peer serves the span", probe=job.probe
+                )
+            )
+        verdict = await self._judge(job, verifier)
+        if verdict is None:
+            return self._result(
+                AuditResult(
+                    job.stage.peer_id,
+                    "unverifiable",
+                    verifier=verifier.peer_id,
+                    reason="the verifier failed",
+                    probe=job.probe,
+                )
+            )
+        if not verdict.passed and not verifier.local:
+            second = await self._verifier_for(job, also_exclude=verifier.peer_id)
+            second_verdict = await self._judge(job, second) if second is not None else None
+            if second_verdict is not None and second_verdict.passed:
+                verdict = second_verdict  # the first verifier lied, not the stage
+                self._record_failure(
+                    verifier.peer_id,
+                    "verifier",
+                    {"reason": "recomputed a step wrongly", "second_verifier": second.peer_id},
+                    job.evidence,
+                )
         if verdict.passed:
             self.reputation.record_check(job.stage.peer_id, True)
         else:
             detail = {"verdict": verdict.reason, "metrics": verdict.metrics, "verifier": verifier.peer_id}
             self._record_failure(job.stage.peer_id, "recompute", detail, job.evidence)
-        return self._result(result)
+        return self._result(
+            AuditResult(
+                job.stage.peer_id,
+                "passed" if verdict.passed else "failed",
+                verdict,
+                verifier.peer_id,
+                probe=job.probe,
+            )
+        )
 
-    async def _verifier_for(self, job: AuditJob) -> Candidate | None:
-        """Another peer serving exactly the audited span, not on the audited route: this node
-        first, then the best reputed."""
+    async def _judge(self, job: AuditJob, verifier: Candidate) -> Verdict | None:
+        """The comparison of the audited output with ``verifier``'s recompute (None if it failed)."""
+        try:
+            reference = await self.recompute(job, verifier)
+        except PeerError as exc:
+            log.info("verifier %s failed: %s", verifier.peer_id, exc)
+            return None
+        claimed = from_wire(job.output)
+        reference = reference[:, -claimed.shape[1] :]
+        tolerance = tolerance_for(job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype)
+        spec = self.coordinator.catalog.resolve(job.model)
+        head = (await self.coordinator.load(job.model)).head if job.last else None
+        logits = head.all_logits if head is not None else None
+        return await run_compute(compare, claimed, reference, tolerance, spec.massive_channels, logits)
+
+    async def _verifier_for(self, job: AuditJob, also_exclude: str = "") -> Candidate | None:
+        """Another peer serving exactly the audited span and on none of the audited routes
+        (tier 3: redundant copies agreeing proves nothing): this node first, then the best
+        reputed."""
         hop = job.stage.hop
         found = [
-            c for c in await self.coordinator.candidates(job.model)
+            c
+            for c in await self.coordinator.candidates(job.model)
             if (c.hop.layer_start, c.hop.layer_end) == (hop.layer_start, hop.layer_end)
-            and c.peer_id not in job.route and self.coordinator.admissible(c.peer_id)
+            and c.peer_id not in job.route
+            and c.peer_id != also_exclude
+            and self.coordinator.admissible(c.peer_id)
         ]
-        found.sort(key=lambda c: (not c.local, -self.reputation.score(c.peer_id).total))
+        found.sort(key=lambda c: (not c.local, -self.reputation.score(c.peer_id).total, c.peer_id))
         return found[0] if found else None
 
     async def recompute(self, job: AuditJob, verifier: Candidate) -> torch.Tensor:
         """The verifier's output for the audited step, from the revealed inputs (replayed in
         their original chunks, so a same-precision verifier computes with the same shapes)."""
         tokens = sum(s.input.shape[1] for s in job.steps)
-        config = PipelineConfig(job.model, self.coordinator.catalog.resolve(job.model).num_layers, tokens,
-                                dtype=job.dtype, max_failovers=0)
+        config = PipelineConfig(
+            job.model,
+            self.coordinator.catalog.resolve(job.model).num_layers,
+            tokens,
+            dtype=job.dtype,
+            max_failovers=0,
+        )
         async with Pipeline(self.coordinator, config, [verifier]) as pipeline:
             return await pipeline.recompute([(from_wire(s.input), s.chunks) for s in job.steps])
 
     # --- bookkeeping -------------------------------------------------------------------------
 
     def _result(self, result: AuditResult) -> AuditResult:
+        """Count and keep ``result`` (for status and tests)."""
         setattr(self.stats, result.outcome, getattr(self.stats, result.outcome) + 1)
         self.stats.recent.append(result)
-        log.info("audit of %s: %s %s", result.peer_id, result.outcome, result.reason or
-                 (result.verdict.metrics if result.verdict else ""))
+        log.info(
+            "audit of %s: %s %s",
+            result.peer_id,
+            result.outcome,
+            result.reason or (result.verdict.metrics if result.verdict else ""),
+        )
         return result
 
     def _record_failure(self, peer_id: str, kind: str, detail: dict[str, Any], evidence: bytes) -> None:
@@ -296,10 +462,20 @@ class Auditor:
         """The stage's terms, its commitments as received (signed), and what it revealed."""
         ledger = pipeline.ledger.stages[index]
         terms = ledger.chain.terms
-        return msgpack.packb({
-            "peer": ledger.peer_id,
-            "terms": [terms.session_id, terms.model, terms.layer_start, terms.layer_end, terms.model_hash, terms.dtype],
-            "steps": [[r.position, r.tokens] for r in ledger.chain.steps],
-            "commitments": [encode(c) for c in ledger.commitments],
-            "revealed": [encode(s) for s in steps or ()],
-        }, use_bin_type=True)
+        return msgpack.packb(
+            {
+                "peer": ledger.peer_id,
+                "terms": [
+                    terms.session_id,
+                    terms.model,
+                    terms.layer_start,
+                    terms.layer_end,
+                    terms.model_hash,
+                    terms.dtype,
+                ],
+                "steps": [[r.position, r.tokens] for r in ledger.chain.steps],
+                "commitments": [encode(c) for c in ledger.commitments],
+                "revealed": [encode(s) for s in steps or ()],
+            },
+            use_bin_type=True,
+        )

@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache
 from hydra.coordinator.audit import Auditor
 from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
+from hydra.coordinator.redundancy import RedundantPipeline
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler
@@ -59,6 +60,7 @@ class GenerationRequest:
     # (Ollama's /api/generate, whose default template is the prompt itself)
     plain_without_template: bool = False
     record_logits: bool = False  # keep every step's logits (tests)
+    probe: bool = False  # a synthetic prompt of the auditor's, not a user's
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Completion:
     failovers: int
     token_seconds: list[float] = field(default_factory=list)  # interval before each token after the first
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
+    commitment_bytes: int = 0  # the stages' commitments this generation received
     logits: list[torch.Tensor] = field(default_factory=list)
     dp_audit_key: bytes = b""  # with dp_tags, proves which noise each step carried
     dp_tags: list[bytes] = field(default_factory=list)
@@ -175,7 +178,7 @@ class Coordinator:
         self.rtt_table = RttTable(dht, on_sample=self.reputation.record_latency)
         self.models: dict[str, LoadedModel] = {}
         self._loading = trio.Lock()
-        self.active_pipelines: set[Pipeline] = set()
+        self.active_pipelines: set[Pipeline | RedundantPipeline] = set()
 
     @property
     def peer_id(self) -> str:
@@ -189,7 +192,6 @@ class Coordinator:
         stats = self.auditor.stats
         return {
             "verify_rate": self.verification.verify_rate,
-            "probes_only": self.verification.probes_only,
             "min_reputation": self.verification.min_reputation,
             "audits": {"chosen": stats.chosen, "passed": stats.passed, "failed": stats.failed,
                        "unverifiable": stats.unverifiable, "dropped": stats.dropped},
@@ -258,7 +260,8 @@ class Coordinator:
         scores = {c.peer_id: self.reputation.score(c.peer_id).total for c in candidates}
         shunned = frozenset(p for p, score in scores.items() if score < self.verification.min_reputation)
         weights = {p: 1.0 + max(0.0, NEUTRAL - score) for p, score in scores.items()}
-        return plan_route(candidates, spec.num_layers, self.rtt_table.values, exclude | shunned, first, weights)
+        rtt = self.rtt_table.values
+        return plan_route(candidates, spec.num_layers, rtt, exclude | shunned, first, weights)
 
     async def route_available(self, model: str) -> bool:
         return await self.plan(model) is not None
@@ -375,14 +378,14 @@ class Coordinator:
         privacy = self.privacy
         config = PipelineConfig(
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
-            protect=privacy.protect,
+            protect=privacy.protect, probe=request.probe,
         )
         local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
         logits_seen: list[torch.Tensor] = []
         token_seconds: list[float] = []
         ttft = 0.0
         finish = "length"
-        async with Pipeline(self, config, route, auditor=self.auditor) as pipeline:
+        async with self._pipeline(config, route) as pipeline:
             self.active_pipelines.add(pipeline)
             try:
                 inputs = prompt
@@ -420,6 +423,8 @@ class Coordinator:
             rest = text.finish()
             if rest:
                 yield Delta(rest, [])
+            if not request.probe:
+                self.auditor.after_generation(model.spec.id, pipeline.route)
             yield Completion(
                 model=model.spec.id,
                 text=text.text,
@@ -432,10 +437,23 @@ class Coordinator:
                 failovers=pipeline.failovers,
                 token_seconds=token_seconds,
                 hop_seconds=list(pipeline.hop_seconds),
+                commitment_bytes=pipeline.commitment_bytes,
                 logits=logits_seen,
                 dp_audit_key=local.audit_key,
                 dp_tags=local.tags,
             )
+
+    def _pipeline(
+        self, config: PipelineConfig, route: list[Candidate] | None
+    ) -> Pipeline | RedundantPipeline:
+        """One pipeline, or ``--redundancy`` of them stepped together."""
+        copies = self.verification.redundancy
+        if copies == 1:
+            return Pipeline(self, config, route, auditor=self.auditor)
+        members = [
+            Pipeline(self, config, route if i == 0 else None, auditor=self.auditor) for i in range(copies)
+        ]
+        return RedundantPipeline(members, self.catalog.resolve(config.model).massive_channels)
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
         return await run_compute(model.head.embed, ids)

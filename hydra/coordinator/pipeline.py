@@ -59,7 +59,7 @@ class Network(Protocol):
 class Audits(Protocol):
     """What a pipeline asks of the coordinator's auditor (``hydra.coordinator.audit``)."""
 
-    def choose(self, stages: int, probe: bool = False) -> list[int]: ...
+    def choose(self, stages: int, probe: bool) -> list[int]: ...
 
     async def audit(self, pipeline: "Pipeline", pending: list[tuple[int, int]]) -> None: ...
 
@@ -75,7 +75,7 @@ class PipelineConfig:
     step_timeout: float = 30.0
     max_failovers: int = 3
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
-    probe: bool = False  # a synthetic prompt (``--verify-probes-only`` audits only these)
+    probe: bool = False  # a synthetic generation of the auditor's (``--verify-probes-only``)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -92,8 +92,10 @@ class Pipeline:
     excluded: dict[str, str] = field(default_factory=dict)  # peer id -> why
     history: list[torch.Tensor] = field(default_factory=list)  # inputs as sent, one per step
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
+    commitment_bytes: int = 0  # received with the steps' replies, all stages together
     auditor: Audits | None = None
     pending_audits: list[tuple[int, int]] = field(default_factory=list)  # (route index, position)
+    companions: frozenset[str] = frozenset()  # peers of redundant copies: none may verify this route
     _link: Link | None = None
     _wrapped: WrappedRoute | None = None
     _ledger: RouteLedger | None = None
@@ -186,6 +188,7 @@ class Pipeline:
     ) -> None:
         """Check the stages' commitments; a broken chain fails the step on the stage it convicts.
         Then pick the stages (if any) whose step gets audited."""
+        self.commitment_bytes += sum(len(c) for c in reply.commitments)
         try:
             self.ledger.accept(reply.commitments, position, tokens, sent_hash, received_hash)
         except ChainBroken as broken:
@@ -261,7 +264,8 @@ class Pipeline:
         self._ledger = RouteLedger(
             [c.peer_id for c in route],
             [
-                Terms(sid, self.config.model, c.hop.layer_start, c.hop.layer_end, c.model_hash, self.config.dtype)
+                Terms(sid, self.config.model, c.hop.layer_start, c.hop.layer_end, c.model_hash,
+                      self.config.dtype)
                 for c, sid in zip(route, self._wrapped.session_ids, strict=True)
             ],
             list(self._wrapped.report_keys),

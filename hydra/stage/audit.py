@@ -43,7 +43,9 @@ class SessionAudit:
 
     @classmethod
     def start(cls, terms: Terms, report_key: bytes) -> "SessionAudit":
-        return cls(CommitmentChain(terms), CommitmentCipher(report_key), AuditSeal(report_key, terms.session_id))
+        return cls(
+            CommitmentChain(terms), CommitmentCipher(report_key), AuditSeal(report_key, terms.session_id)
+        )
 
     def commit(
         self,
@@ -116,7 +118,9 @@ class VerifyConversation:
         try:
             link = await RemoteLink.open(host, hop, RELAY_TIMEOUT_S, VERIFY_LINK)
             try:
-                reply = await link.call(verify.Challenge(session.next_session_id, layer.layer), RELAY_TIMEOUT_S)
+                reply = await link.call(
+                    verify.Challenge(session.next_session_id, layer.layer), RELAY_TIMEOUT_S
+                )
             finally:
                 await link.aclose()
         except HopFailed as exc:

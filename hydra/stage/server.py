@@ -284,7 +284,8 @@ class StageConversation:
             session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
             return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
         self._check_input(session, step, tensor)
-        if not receipt_valid(self.remote, session.hop_session_id, step.position, tensor_digest(tensor), step.receipt):
+        digest = tensor_digest(tensor)
+        if not receipt_valid(self.remote, session.hop_session_id, step.position, digest, step.receipt):
             session.broken = "the predecessor's receipt did not match its activations"
             return Error(ErrorCode.BAD_RECEIPT, session.broken, peer=self.remote)
         started = time.monotonic()
@@ -333,7 +334,8 @@ class StageConversation:
         stage's output, or an error naming the peer at fault) goes back upstream."""
         assert session.downstream is not None
         hidden, sealed = session.outbound.wrap(output, step.position)
-        receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, tensor_digest(output))
+        digest = tensor_digest(output)
+        receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, digest)
         forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all, receipt)
         try:
             # the rest of the route gets what is left of this step's time, so a stall further

@@ -136,7 +136,9 @@ class AuditSeal:
 
     def open(self, sealed: bytes, direction: bytes) -> bytes:
         try:
-            return self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], direction + self._session_id)
+            return self._aead.decrypt(
+                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], direction + self._session_id
+            )
         except (InvalidTag, ValueError):
             raise SealError("audit layer failed authentication") from None
 

@@ -86,7 +86,9 @@ def compare(
     rel = (a - b).norm(dim=-1) / b.norm(dim=-1).clamp_min(1e-30)
     verdict.metrics.update(cos_distance=float((1 - cos).max()), rel_l2=float(rel.max()))
     if verdict.metrics["cos_distance"] > tolerance.max_cos_distance:
-        verdict.fail(f"cosine distance {verdict.metrics['cos_distance']:.3g} > {tolerance.max_cos_distance:g}")
+        verdict.fail(
+            f"cosine distance {verdict.metrics['cos_distance']:.3g} > {tolerance.max_cos_distance:g}"
+        )
     if verdict.metrics["rel_l2"] > tolerance.max_rel_l2:
         verdict.fail(f"relative L2 {verdict.metrics['rel_l2']:.3g} > {tolerance.max_rel_l2:g}")
     if head is not None:
@@ -94,7 +96,9 @@ def compare(
     return verdict
 
 
-def _compare_logits(verdict: Verdict, claimed: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance) -> None:
+def _compare_logits(
+    verdict: Verdict, claimed: torch.Tensor, reference: torch.Tensor, tolerance: Tolerance
+) -> None:
     p_log = torch.log_softmax(reference.double(), dim=-1)
     q_log = torch.log_softmax(claimed.double(), dim=-1)
     kl = (p_log.exp() * (p_log - q_log)).sum(dim=-1)

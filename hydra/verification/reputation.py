@@ -79,7 +79,9 @@ class Reputation:
         self._peers = self.db.table("peers")
         self._evidence = self.db.table("evidence")
         if not self._peers.exists():
-            self._peers.create({f: float for f in PeerStats.__dataclass_fields__} | {"peer_id": str}, pk="peer_id")
+            self._peers.create(
+                {f: float for f in PeerStats.__dataclass_fields__} | {"peer_id": str}, pk="peer_id"
+            )
         if not self._evidence.exists():
             self._evidence.create(
                 {"id": int, "peer_id": str, "at": float, "kind": str, "detail": str, "blob": bytes}, pk="id"

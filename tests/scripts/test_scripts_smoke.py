@@ -20,6 +20,7 @@ SMOKE_ARGS = {
     "bench_privacy.py": ["--tokens", "4", "--runs", "1", "--peers", "1"],
     "bench_api.py": ["--clients", "1", "--tokens", "4"],
     "privacy_attack.py": ["--tokens", "2", "--prompts", "1", "--local-layers", "1", "--sigmas", "0.01"],
+    "bench_verify.py": ["--trials", "3", "--decode", "4", "--tokens", "3", "--runs", "1"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -27,8 +28,11 @@ EXPECTED = {  # what each prints when it worked
     "bench_privacy.py": ["on / off", "same greedy tokens", "yes"],
     "bench_api.py": ["http/direct"],
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],
+    "bench_verify.py": ["requests until flagged", "commitment bytes per token per stage"],
 }
-NEEDS_MODEL = {"bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py"}
+NEEDS_MODEL = {
+    "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
+}
 
 
 def test_every_script_has_a_smoke_run() -> None:

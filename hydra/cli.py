@@ -171,6 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         privacy=_privacy(args),
         verification=VerificationConfig(
             verify_rate=args.verify_rate,
+            probes_only=args.verify_probes_only,
+            redundancy=args.redundancy,
             min_reputation=args.min_reputation,
         ),
         discovery=_discovery(args),
@@ -350,6 +352,12 @@ def _add_verification(p: argparse.ArgumentParser) -> None:
     checks = NODE.verification
     p.add_argument("--verify-rate", type=float, default=checks.verify_rate, metavar="P",
                    help="share of each stage's steps re-checked after the fact (default %(default)s)")
+    p.add_argument("--verify-probes-only", action="store_true",
+                   help="never have your own prompts recomputed by a second peer: after each of your "
+                        "generations, audit a synthetic one on the same route instead")
+    p.add_argument("--redundancy", type=int, default=checks.redundancy, metavar="N",
+                   help="run every step on N routes of disjoint peers and take the majority (default "
+                        "%(default)s)")
     p.add_argument("--min-reputation", type=float, default=checks.min_reputation, metavar="SCORE",
                    help="leave peers scoring below this out of routes (default %(default)s)")
 

@@ -21,7 +21,7 @@ import hashlib
 from typing import ClassVar, Final
 
 from protocols.codec import Error, Message, Schema
-from protocols.errors import require
+from protocols.errors import ErrorCode, ProtocolError, require
 from protocols.inference import MAX_FRAME, MAX_LENGTH, SESSION_ID_BYTES, SIGNATURE_BYTES, Tensor
 
 DIGEST_BYTES: Final = 16
@@ -40,18 +40,23 @@ def tensor_digest(tensor: Tensor) -> bytes:
 
 
 @dataclasses.dataclass(frozen=True)
-class Commitment(Message):
+class Commitment:
     """One stage's commitment for one step; ``signature`` (when present) covers the chain's head
-    after this step."""
+    after this step. On the wire it is packed, not a msgpack map (it is sent every step, by
+    every stage): input digest, output digest, then the signature if any."""
 
-    TYPE: ClassVar[str] = "commitment"
     in_hash: bytes
     out_hash: bytes
     signature: bytes = b""
 
-    def check(self) -> None:
-        require(len(self.in_hash) == len(self.out_hash) == DIGEST_BYTES, f"digests are {DIGEST_BYTES} bytes")
-        require(len(self.signature) in (0, SIGNATURE_BYTES), f"a signature is {SIGNATURE_BYTES} bytes")
+    def to_bytes(self) -> bytes:
+        return self.in_hash + self.out_hash + self.signature
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Commitment":
+        if len(data) not in (2 * DIGEST_BYTES, 2 * DIGEST_BYTES + SIGNATURE_BYTES):
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"a commitment of {len(data)} bytes")
+        return cls(data[:DIGEST_BYTES], data[DIGEST_BYTES : 2 * DIGEST_BYTES], data[2 * DIGEST_BYTES :])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +128,6 @@ class Reveal(Message):
         require((self.output is None) == (not self.signature), "the last page is signed, others not")
 
 
-COMMITMENTS: Final = Schema([Commitment])
 REQUESTS: Final = Schema([Challenge])
 REPLIES: Final = Schema([Revealed, Error])
 LAYERS: Final = Schema([Forward, Audit])

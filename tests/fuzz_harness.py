@@ -31,20 +31,22 @@ from hydra.api.server import serve_http
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.stage.limits import StageLimits
-from protocols import inference, kad
+from hydra.stage.links import VERIFY_LINK, RemoteLink
+from hydra.verification.commitments import CHALLENGE, AuditSeal
+from protocols import inference, kad, verify
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
 from tests.factories import keypair, signed
-from tests.integration.test_stage_protocol_real_hosts import link_to, open_request, step
+from tests.integration.test_stage_protocol_real_hosts import hop_of, link_to, wrapped
 from tests.peers import coordinator_for, spec_for, stage_peer
-from tests.rawpeer import client_host, kad_stream, mutate
+from tests.rawpeer import RawSession, client_host, kad_stream, mutate
 from tests.swarm import free_port
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 SPEC = spec_for("tiny-llama", 6)
 UNLIMITED = StageLimits(peer_rate=1e9, peer_burst=1e9)
-REPLY_TYPES = {"pong", "nodes", "stored", "opened", "hidden", "closed"}
+REPLY_TYPES = {"pong", "nodes", "stored", "opened", "hidden", "closed", "revealed"}
 HTTP_PATHS = ["/v1/chat/completions", "/v1/completions", "/api/generate", "/api/chat",
               "/api/show", "/announce", "/v1/models", "/api/tags", "/lookup"]
 
@@ -158,14 +160,33 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
 
             async def inference_open():
                 link = await link_to(host, target)
-                await link.call(open_request(target, max_length=64), 10.0)
+                await link.call(session.route.open, 10.0)
                 return link.stream
 
-            inference_seeds = [encode(open_request(target, max_length=64)), encode(step(0)),
-                               encode(step(1, tokens=2)), encode(inference.CloseSession())]
+            session = RawSession(host, wrapped([target], max_length=64))
+            inference_seeds = [encode(session.route.open), encode(session.step(0)),
+                               encode(session.step(1, tokens=2)), encode(inference.CloseSession())]
             report.replies["inference"] = await fuzz_protocol(
                 await inference_open(), inference_seeds, ["open", "step", "close", "hidden"],
                 count, rng, inference.REPLIES, inference_open)
+
+            # challenges for a committed step of a live session, and for sessions that do not exist
+            audited = RawSession(host, wrapped([target], max_length=64))
+            live = await link_to(host, target)
+            await live.call(audited.route.open, 10.0)
+            await live.call(audited.step(0, tokens=3), 10.0)
+            sid, report_key = audited.route.session_ids[0], audited.route.report_keys[0]
+            layer = AuditSeal(report_key, sid).seal(encode(verify.Audit(0)), CHALLENGE)
+
+            async def verify_open():
+                return (await RemoteLink.open(host, hop_of(target), 5.0, VERIFY_LINK)).stream
+
+            verify_seeds = [encode(verify.Challenge(sid, layer)),
+                            encode(verify.Challenge(b"s" * 16, b"not a layer"))]
+            report.replies["verify"] = await fuzz_protocol(
+                await verify_open(), verify_seeds, ["challenge", "revealed", "audit"],
+                count, rng, verify.REPLIES, verify_open)
+            await live.aclose()
         valid = [
             {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
             {"model": "tiny-llama", "prompt": "hi", "max_tokens": 2, "stream": True},

@@ -3,15 +3,23 @@
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
+import torch
 from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
 from hydra.p2p.host import build_host, running_host
 from hydra.p2p.streams import FramedStream
+from hydra.privacy.onion import WrappedRoute
+from hydra.runtime.wire import to_wire
+from hydra.verification.commitments import sign_receipt
+from protocols import inference
 from protocols.ids import KAD
+from protocols.verify import tensor_digest
 from tests.factories import keypair
 
 
@@ -42,3 +50,19 @@ def mutate(rng: random.Random, payload: bytes) -> bytes:
         else:
             data += rng.randbytes(rng.randint(1, 16))
     return bytes(data)
+
+
+@dataclass
+class RawSession:
+    """A session driven by hand from a raw client host, over ``route`` (from ``wrap_route``):
+    it signs each step's receipt as a coordinator does."""
+
+    host: IHost
+    route: WrappedRoute
+
+    def step(self, position: int, tokens: int = 1, width: int = 64) -> inference.Step:
+        tensor = to_wire(torch.randn(1, tokens, width), "float32")
+        identity = KeyPair(self.host.get_private_key(), self.host.get_public_key())
+        receipt = sign_receipt(identity, self.route.session_ids[0], position, tensor_digest(tensor))
+        hidden, sealed = self.route.to_first.wrap(tensor, position)
+        return inference.Step(position=position, hidden=hidden, sealed=sealed, receipt=receipt)

@@ -474,7 +474,7 @@ class Auditor:
                     terms.dtype,
                 ],
                 "steps": [[r.position, r.tokens] for r in ledger.chain.steps],
-                "commitments": [encode(c) for c in ledger.commitments],
+                "commitments": [c.to_bytes() for c in ledger.commitments],
                 "revealed": [encode(s) for s in steps or ()],
             },
             use_bin_type=True,

@@ -192,7 +192,10 @@ class Coordinator:
         stats = self.auditor.stats
         return {
             "verify_rate": self.verification.verify_rate,
+            "probes_only": self.verification.probes_only,
+            "redundancy": self.verification.redundancy,
             "min_reputation": self.verification.min_reputation,
+            "probes_run": stats.probes,
             "audits": {"chosen": stats.chosen, "passed": stats.passed, "failed": stats.failed,
                        "unverifiable": stats.unverifiable, "dropped": stats.dropped},
         }

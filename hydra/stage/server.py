@@ -286,8 +286,8 @@ class StageConversation:
         self._check_input(session, step, tensor)
         digest = tensor_digest(tensor)
         if not receipt_valid(self.remote, session.hop_session_id, step.position, digest, step.receipt):
-            session.broken = "the predecessor's receipt did not match its activations"
-            return Error(ErrorCode.BAD_RECEIPT, session.broken, peer=self.remote)
+            why = "no receipt signed by the sender for these activations"
+            return Error(ErrorCode.BAD_RECEIPT, why, peer=self.remote)
         started = time.monotonic()
         output = await self.compute(session, step, from_wire(tensor))
         session.position += tensor.shape[1]

@@ -17,8 +17,6 @@ from libp2p.crypto.keys import KeyPair
 
 from hydra.p2p.identity import signed_by
 from hydra.privacy.sealing import SealError, derive_key
-from protocols import verify
-from protocols.codec import encode
 from protocols.verify import DIGEST_BYTES, SIGN_EVERY, Commitment
 
 CHAIN_DOMAIN = b"openhydra/commitment-chain/v1\x00"
@@ -112,14 +110,12 @@ class CommitmentCipher:
 
     def seal(self, commitment: Commitment, position: int) -> bytes:
         encryptor = self._cipher(position).encryptor()
-        return encryptor.update(encode(commitment)) + encryptor.finalize()
+        return encryptor.update(commitment.to_bytes()) + encryptor.finalize()
 
     def open(self, sealed: bytes, position: int) -> Commitment:
         """The commitment, or ``ProtocolError`` when the bytes do not decrypt to one."""
         decryptor = self._cipher(position).decryptor()
-        message = verify.COMMITMENTS.decode(decryptor.update(sealed) + decryptor.finalize())
-        assert isinstance(message, Commitment)
-        return message
+        return Commitment.from_bytes(decryptor.update(sealed) + decryptor.finalize())
 
 
 class AuditSeal:

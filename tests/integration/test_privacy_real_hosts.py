@@ -25,7 +25,7 @@ from protocols.errors import ErrorCode, ProtocolError
 from tests.factories import keypair, record
 from tests.integration.test_stage_protocol_real_hosts import HIDDEN, link_to, wrapped
 from tests.peers import MisbehavingOutput, replace_handler, spec_for, stage_peer, swarm
-from tests.rawpeer import client_host
+from tests.rawpeer import RawSession, client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 SPEC = spec_for("tiny-llama", 6)
@@ -98,36 +98,31 @@ async def test_tampered_replayed_and_reordered_steps_are_rejected(checkpoint):
     async with stage_peer(SPEC, checkpoint, (0, 6)) as peer, client_host() as host:
 
         async def sealed_session():
-            route = wrapped([peer], max_length=32, protect=True)
+            session = RawSession(host, wrapped([peer], max_length=32, protect=True))
             link = await link_to(host, peer)
-            assert isinstance(await link.call(route.open, 10.0), inference.SessionOpened)
-            sender = route.to_first
+            assert isinstance(await link.call(session.route.open, 10.0), inference.SessionOpened)
+            return link, session
 
-            def sealed(position: int) -> bytes:
-                _, payload = sender.wrap(to_wire(torch.randn(1, 1, HIDDEN), "float32"), position)
-                return payload
-
-            return link, sealed
-
-        async def expect(link, position: int, payload: bytes, code: ErrorCode) -> None:
-            reply = await link.call(inference.Step(position=position, sealed=payload), 10.0)
+        async def expect(link, step: inference.Step, code: ErrorCode) -> None:
+            reply = await link.call(step, 10.0)
             assert isinstance(reply, Error) and reply.code == code, reply
 
-        link, sealed = await sealed_session()
-        ok = sealed(0)
-        assert isinstance(await link.call(inference.Step(position=0, sealed=ok), 10.0), inference.Hidden)
-        await expect(link, 1, ok, ErrorCode.SEAL_FAILED)  # replayed under the next position
-        await expect(link, 1, sealed(1), ErrorCode.NEXT_HOP_FAILED)  # the session is now dead
+        link, session = await sealed_session()
+        ok = session.step(0, width=HIDDEN)
+        assert isinstance(await link.call(ok, 10.0), inference.Hidden)
+        await expect(link, replace(ok, position=1), ErrorCode.SEAL_FAILED)  # replayed later
+        await expect(link, session.step(1, width=HIDDEN), ErrorCode.NEXT_HOP_FAILED)  # the session is dead
 
-        link, sealed = await sealed_session()
-        sealed(0)  # sealed first, never sent
-        second = sealed(1)
-        await expect(link, 0, second, ErrorCode.SEAL_FAILED)  # reordered
+        link, session = await sealed_session()
+        session.step(0, width=HIDDEN)  # sealed first, never sent
+        second = session.step(1, width=HIDDEN)
+        await expect(link, replace(second, position=0), ErrorCode.SEAL_FAILED)  # reordered
 
-        link, sealed = await sealed_session()
-        tampered = bytearray(sealed(0))
+        link, session = await sealed_session()
+        step = session.step(0, width=HIDDEN)
+        tampered = bytearray(step.sealed)
         tampered[5] ^= 0x01
-        await expect(link, 0, bytes(tampered), ErrorCode.SEAL_FAILED)
+        await expect(link, replace(step, sealed=bytes(tampered)), ErrorCode.SEAL_FAILED)
 
         link, _ = await sealed_session()  # a clear step on a sealed session is refused too
         clear = inference.Step(position=0, hidden=to_wire(torch.randn(1, 1, HIDDEN), "float32"))

@@ -21,7 +21,7 @@ from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
 from tests.peers import StagePeer, spec_for, stage_peer, swarm
-from tests.rawpeer import client_host, mutate
+from tests.rawpeer import RawSession, client_host, mutate
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 HIDDEN = tiny_llama_config().hidden_size
@@ -84,19 +84,22 @@ async def test_bad_requests_get_typed_errors_while_another_session_generates(che
             await expect_error(link, step(0), ErrorCode.UNKNOWN_SESSION)
             await expect_error(link, open_request(target, layers=(0, 5)), ErrorCode.WRONG_LAYERS)
             await expect_error(link, open_request(target, model="other"), ErrorCode.WRONG_LAYERS)
-            opened = await link.call(open_request(target, max_length=4), 10.0)
+            session = RawSession(host, wrapped([target], max_length=4))
+            opened = await link.call(session.route.open, 10.0)
             assert isinstance(opened, inference.SessionOpened) and opened.hops == 1
             await expect_error(link, open_request(target), ErrorCode.UNEXPECTED)
-            await expect_error(link, step(0, width=HIDDEN + 1), ErrorCode.BAD_TENSOR)
-            await expect_error(link, step(1), ErrorCode.OUT_OF_ORDER)
-            await expect_error(link, step(0, tokens=5), ErrorCode.MAX_LENGTH_EXCEEDED)
-            assert isinstance(await link.call(step(0, tokens=3), 10.0), inference.Hidden)
-            await expect_error(link, step(3, tokens=2), ErrorCode.MAX_LENGTH_EXCEEDED)
+            await expect_error(link, session.step(0, width=HIDDEN + 1), ErrorCode.BAD_TENSOR)
+            await expect_error(link, session.step(1), ErrorCode.OUT_OF_ORDER)
+            await expect_error(link, session.step(0, tokens=5), ErrorCode.MAX_LENGTH_EXCEEDED)
+            unsigned = await expect_error(link, step(0), ErrorCode.BAD_RECEIPT)
+            assert unsigned.peer == host.get_id().to_base58()  # the sender is at fault
+            assert isinstance(await link.call(session.step(0, tokens=3), 10.0), inference.Hidden)
+            await expect_error(link, session.step(3, tokens=2), ErrorCode.MAX_LENGTH_EXCEEDED)
             lying = inference.Step(position=3, hidden=inference.Tensor("float32", (1, 1, HIDDEN), b"x"))
             await link.stream.stream.write(encode_frame(encode(lying)))  # bypass our own encoder
             reply = await link.stream.receive(inference.REPLIES)
             assert isinstance(reply, Error) and reply.code == ErrorCode.BAD_FIELD
-            assert isinstance(await link.call(step(3), 10.0), inference.Hidden)  # still serving
+            assert isinstance(await link.call(session.step(3), 10.0), inference.Hidden)  # still serving
             assert isinstance(await link.call(inference.CloseSession(), 10.0), inference.SessionClosed)
             await link.aclose()
         assert results[0].token_ids == undisturbed.token_ids
@@ -137,11 +140,12 @@ async def test_a_dead_next_hop_is_reported_by_name(checkpoint):
     async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, _), client_host() as host:
         first, second = peers
         link = await link_to(host, first)
-        opened = await link.call(wrapped([first, second], step_timeout=5.0).open, 10.0)
+        session = RawSession(host, wrapped([first, second], step_timeout=5.0))
+        opened = await link.call(session.route.open, 10.0)
         assert isinstance(opened, inference.SessionOpened) and opened.hops == 2
-        assert isinstance(await link.call(step(0, tokens=2), 10.0), inference.Hidden)
+        assert isinstance(await link.call(session.step(0, tokens=2), 10.0), inference.Hidden)
         await second.stop()
-        reply = await expect_error(link, step(2), ErrorCode.NEXT_HOP_FAILED)
+        reply = await expect_error(link, session.step(2), ErrorCode.NEXT_HOP_FAILED)
         assert reply.peer == second.peer_id
 
 
@@ -153,8 +157,9 @@ async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
         target = peers[0]
         request = GenerationRequest(SPEC.id, prompt="fuzz", params=SamplingParams(max_tokens=8))
         before = await coordinator.generate(request)
-        seeds = [encode(open_request(target, max_length=64)), encode(step(0)),
-                 encode(step(0, tokens=2)), encode(inference.CloseSession())]
+        session = RawSession(host, wrapped([target], max_length=64))
+        seeds = [encode(session.route.open), encode(session.step(0)),
+                 encode(session.step(0, tokens=2)), encode(inference.CloseSession())]
         link = await link_to(host, target)
         codes: dict[str, int] = {}
         for _ in range(1000):

@@ -160,3 +160,84 @@ async def test_verification_never_changes_what_the_user_receives(checkpoint: Pat
         assert audited.token_ids == plain.token_ids
         for x, y in zip(audited.logits, plain.logits, strict=True):
             assert torch.equal(x, y)
+
+
+def cheats(peer: StagePeer, route: list[Candidate]) -> bool:
+    return peer.peer_id in [c.peer_id for c in route]
+
+
+async def test_redundancy_takes_the_majority_and_audits_the_dissenter(checkpoint: Path) -> None:
+    """Three disjoint routes, one with a stage skipping a block: the user gets the majority's
+    (honest) tokens in that very request, and the dissenting stage is convicted."""
+    spans = [(0, 3)] * 3 + [(3, 6)] * 4  # the seventh peer verifies
+    three = VerificationConfig(verify_rate=0.0, redundancy=3)
+    async with swarm(SPEC, checkpoint, spans, verification=three) as (peers, coordinator):
+        honest_route = route_through(await coordinator.candidates(SPEC.id), peers[0], peers[6])
+        coordinator.auditor.config = VerificationConfig(verify_rate=0.0)  # one route, for the reference
+        coordinator.verification = coordinator.auditor.config
+        honest = await coordinator.generate(REQUEST, honest_route)
+        coordinator.verification = coordinator.auditor.config = three
+        cheater = peers[4]
+        replace_handler(cheater, SkipsABlock)
+        completion = await coordinator.generate(REQUEST)
+        await settle(coordinator)
+        assert completion.token_ids == honest.token_ids
+        failed = {r.peer_id for r in coordinator.auditor.stats.recent if r.outcome == "failed"}
+        assert failed == {cheater.peer_id}
+        assert not coordinator.admissible(cheater.peer_id)
+
+
+async def test_a_colluding_pair_that_agrees_is_still_caught_by_an_outside_verifier(checkpoint: Path) -> None:
+    """Two redundant routes whose second stages skip the same block agree with each other;
+    audits (tier 3) have a peer on neither route recompute, and both are convicted."""
+    spans = [(0, 3)] * 2 + [(3, 6)] * 3
+    pair = VerificationConfig(verify_rate=1.0, redundancy=2, seed=2)
+    async with swarm(SPEC, checkpoint, spans, verification=pair) as (peers, coordinator):
+        outsider = peers[4]
+        for colluder in peers[2:4]:
+            replace_handler(colluder, SkipsABlock)
+        for seconds in (0.001, 0.1):  # an erratic round trip: routes avoid the outsider (it stays
+            coordinator.reputation.record_latency(outsider.peer_id, seconds)  # admissible to verify)
+        route_a = route_through(await coordinator.candidates(SPEC.id), peers[0], peers[2])
+        await coordinator.generate(REQUEST, route_a)
+        await settle(coordinator)
+        failed = [r for r in coordinator.auditor.stats.recent if r.outcome == "failed"]
+        assert {r.peer_id for r in failed} == {peers[2].peer_id, peers[3].peer_id}
+        assert {r.verifier for r in failed} == {outsider.peer_id}
+
+
+async def test_probes_only_audits_synthetic_generations_on_the_users_route(checkpoint: Path) -> None:
+    probes = VerificationConfig(verify_rate=1.0, probes_only=True, seed=3)
+    async with swarm(SPEC, checkpoint, SPANS, verification=probes) as (peers, coordinator):
+        a, b, _ = peers
+        replace_handler(b, Noisy)
+        route = route_through(await coordinator.candidates(SPEC.id), a, b)
+        await coordinator.generate(REQUEST, route)
+        await settle(coordinator)
+        results = list(coordinator.auditor.stats.recent)
+        assert coordinator.auditor.stats.probes == 1
+        assert results and all(r.probe for r in results), "a user's own steps were audited"
+        assert b.peer_id in {r.peer_id for r in results if r.outcome == "failed"}
+
+
+class LyingVerifier(StageConversation):
+    """Honest with users, but adds noise when its session has replayed history (a recompute)."""
+
+    async def compute(self, session, step, hidden):
+        out = await super().compute(session, step, hidden)
+        return out + 0.1 * out if len(step.chunks) > 1 else out
+
+
+async def test_a_lying_verifier_cannot_frame_an_honest_stage(checkpoint: Path) -> None:
+    spans = [(0, 3)] + [(3, 6)] * 3
+    async with swarm(SPEC, checkpoint, spans, verification=EVERY_STEP) as (peers, coordinator):
+        a, honest, liar, second = peers
+        replace_handler(liar, LyingVerifier)
+        for seconds in (0.001, 0.1):  # the liar outranks the second verifier: it is asked first
+            coordinator.reputation.record_latency(second.peer_id, seconds)
+        await coordinator.generate(REQUEST, route_through(await coordinator.candidates(SPEC.id), a, honest))
+        await settle(coordinator)
+        assert coordinator.admissible(honest.peer_id)
+        assert not coordinator.admissible(liar.peer_id)
+        assert coordinator.reputation.evidence(liar.peer_id)[0]["kind"] == "verifier"
+        assert second.peer_id in {r.verifier for r in coordinator.auditor.stats.recent}

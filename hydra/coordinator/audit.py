@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 CHALLENGE_TIMEOUT_S = 30.0
 MAX_QUEUED = 64  # recomputes waiting; more are dropped (counted) rather than piling up
 MAX_PAGES = 64
+CANDIDATES_MAX_AGE_S = 30.0  # a verifier may come from a lookup this recent
 
 
 class RevealRejected(PeerError):
@@ -414,7 +415,7 @@ class Auditor:
         hop = job.stage.hop
         found = [
             c
-            for c in await self.coordinator.candidates(job.model)
+            for c in await self.coordinator.candidates(job.model, max_age=CANDIDATES_MAX_AGE_S)
             if (c.hop.layer_start, c.hop.layer_end) == (hop.layer_start, hop.layer_end)
             and c.peer_id not in job.route
             and c.peer_id != also_exclude

@@ -179,6 +179,7 @@ class Coordinator:
         self.models: dict[str, LoadedModel] = {}
         self._loading = trio.Lock()
         self.active_pipelines: set[Pipeline | RedundantPipeline] = set()
+        self._found: dict[str, tuple[float, list[Candidate]]] = {}  # model -> (when, last lookup)
 
     @property
     def peer_id(self) -> str:
@@ -212,12 +213,18 @@ class Coordinator:
 
     # --- the pipeline's view of the network ----------------------------------------------
 
-    async def candidates(self, model: str) -> list[Candidate]:
+    async def candidates(self, model: str, max_age: float = 0.0) -> list[Candidate]:
         """Peers serving blocks of ``model`` now: this node's own stage, and those a fresh DHT
-        lookup finds (their round-trip times measured on the way)."""
+        lookup finds (their round-trip times measured on the way); ``max_age`` > 0 accepts the
+        last lookup's answer if it is that recent (audits looking for a verifier)."""
         spec = self.catalog.resolve(model)
+        cached = self._found.get(spec.id)
+        if cached is not None and time.monotonic() - cached[0] <= max_age:
+            return cached[1]
         found = await self._remote_candidates(spec) if self.dht is not None else []
-        return found + self._local_candidates(spec)
+        found += self._local_candidates(spec)
+        self._found[spec.id] = (time.monotonic(), found)
+        return found
 
     def _local_candidates(self, spec: ModelSpec) -> list[Candidate]:
         if self.local is None or self.local.model_id != spec.id:
@@ -264,7 +271,11 @@ class Coordinator:
         shunned = frozenset(p for p, score in scores.items() if score < self.verification.min_reputation)
         weights = {p: 1.0 + max(0.0, NEUTRAL - score) for p, score in scores.items()}
         rtt = self.rtt_table.values
-        return plan_route(candidates, spec.num_layers, rtt, exclude | shunned, first, weights)
+        route = plan_route(candidates, spec.num_layers, rtt, exclude | shunned, first, weights)
+        if route is None and shunned:
+            log.warning("no route for %s without the peers below --min-reputation: %s", spec.id,
+                        ", ".join(f"{p} ({scores[p]:.2f})" for p in sorted(shunned)))
+        return route
 
     async def route_available(self, model: str) -> bool:
         return await self.plan(model) is not None

@@ -179,7 +179,8 @@ async def test_redundancy_takes_the_majority_and_audits_the_dissenter(checkpoint
         coordinator.verification = coordinator.auditor.config = three
         cheater = peers[4]
         replace_handler(cheater, SkipsABlock)
-        completion = await coordinator.generate(REQUEST)
+        primary = route_through(await coordinator.candidates(SPEC.id), peers[1], cheater)
+        completion = await coordinator.generate(REQUEST, primary)  # the other two routes are planned
         await settle(coordinator)
         assert completion.token_ids == honest.token_ids
         failed = {r.peer_id for r in coordinator.auditor.stats.recent if r.outcome == "failed"}

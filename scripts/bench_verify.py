@@ -10,8 +10,8 @@
    process) with ``--verify-rate 0.1`` against verification off, and the commitment bytes the
    coordinator receives per token per stage.
 
-``--calibrate`` prints each span output's massive-activation channels (for the catalog's
-``massive_channels``) and exits.
+``--calibrate`` prints what the catalog records per model for verification and exits: the
+massive-activation channels, and the fp32-vs-bf16 bounds (3x the largest honest difference).
 
 Usage: scripts/bench_verify.py [--trials 200] [--tokens 32] [--runs 3] [--calibrate]
 """
@@ -21,6 +21,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
 
 import argparse
+import dataclasses
+import json
 import statistics
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -38,10 +40,11 @@ from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
 from hydra.node import start_stage
-from hydra.runtime.shard import StageBlocks, load_head, load_stage
+from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.limits import StageLimits
-from hydra.verification.compare import STRICT, compare, massive_channels
+from hydra.verification.compare import LOOSE, STRICT, compare, massive_channels
+from hydra.verification.compare import calibrate as calibrate_bounds
 from hydra.verification.config import VerificationConfig
 
 CPU = torch.device("cpu")
@@ -84,13 +87,10 @@ def cheats(blocks: StageBlocks, inputs: list[torch.Tensor], honest: list[torch.T
 
 
 def detection(checkpoint: Path, trials: int, decode: int) -> None:
-    head = load_head(checkpoint, torch.float32, CPU)
-    ids = torch.randint(0, 5000, (PROMPT + decode,), generator=torch.Generator().manual_seed(0)).tolist()
-    embedded = head.embed(ids)
-    inputs = [embedded[:, :PROMPT], *(embedded[:, i : i + 1] for i in range(PROMPT, PROMPT + decode))]
+    inputs = token_inputs(load_head(checkpoint, torch.float32, CPU), decode, seed=0)
     blocks = load_stage(checkpoint, 0, 15, torch.float32, CPU)
     honest = span_outputs(blocks, inputs)
-    massive = massive_channels(honest[0])
+    massive = load_catalog().resolve("smollm2").massive_channels
     table = Table(title=f"requests until flagged (blocks 0:15, fp32 verifier, {trials} trials, cap 500)")
     table.add_column("cheat")
     for rate in RATES:
@@ -140,15 +140,21 @@ async def throughput(checkpoint: Path, tokens: int, runs: int) -> None:
         coordinators = {}
         for name, rate in (("off", 0.0), ("0.1", 0.1)):  # one client host, two coordinators
             coordinators[name] = coordinator = Coordinator(
-                client.host, client.dht, load_catalog(), checkpoints={spec.id: checkpoint},
+                client.host,
+                client.dht,
+                load_catalog(),
+                checkpoints={spec.id: checkpoint},
                 verification=VerificationConfig(verify_rate=rate, seed=3),
             )
             nursery = await stack.enter_async_context(trio.open_nursery())
             stack.callback(nursery.cancel_scope.cancel)
             await nursery.start(coordinator.auditor.run)
             await wait_for_route(coordinator, spec.id, 30)
-        request = GenerationRequest(spec.id, prompt="The history of the printing press",
-                                    params=SamplingParams(max_tokens=tokens, temperature=0.0))
+        request = GenerationRequest(
+            spec.id,
+            prompt="The history of the printing press",
+            params=SamplingParams(max_tokens=tokens, temperature=0.0),
+        )
         for coordinator in coordinators.values():
             await coordinator.generate(request)  # warm-up
         for _ in range(runs):  # alternating, so drift on a shared machine hits both alike
@@ -168,22 +174,40 @@ async def throughput(checkpoint: Path, tokens: int, runs: int) -> None:
         table.add_row("off", f"{off:.2f}", "1.00")
         table.add_row("rate 0.1", f"{on:.2f}", f"{on / off:.2f}")
         Console(width=200).print(table)
-        print(f"commitment bytes per token per stage: {statistics.median(commitments):.1f} "
-              f"({statistics.median(per_generated):.1f} per generated token)")
+        print(
+            f"commitment bytes per token per stage: {statistics.median(commitments):.1f} "
+            f"({statistics.median(per_generated):.1f} per generated token)"
+        )
+
+
+def token_inputs(head: ClientHead, decode: int, seed: int) -> list[torch.Tensor]:
+    """A prompt of ``PROMPT`` random tokens, then ``decode`` single tokens, embedded."""
+    ids = torch.randint(0, 5000, (PROMPT + decode,), generator=torch.Generator().manual_seed(seed)).tolist()
+    embedded = head.embed(ids)
+    return [embedded[:, :PROMPT], *(embedded[:, i : i + 1] for i in range(PROMPT, PROMPT + decode))]
 
 
 def calibrate(checkpoint: Path) -> None:
+    """Massive channels after every 5 blocks, and fp32-vs-bf16 bounds over two half-model spans
+    (the last through the head), on calibration tokens the tests do not use."""
     head = load_head(checkpoint, torch.float32, CPU)
-    ids = torch.randint(0, 5000, (64,), generator=torch.Generator().manual_seed(0)).tolist()
-    hidden = head.embed(ids)
-    found: set[int] = set()
+    hidden, found = token_inputs(head, 0, seed=1)[0], set()
     for start in range(0, 30, 5):
         blocks = load_stage(checkpoint, start, start + 5, torch.float32, CPU)
         hidden = blocks.forward(hidden, blocks.new_cache(), 0)
-        channels = massive_channels(hidden)
-        found.update(channels)
-        print(f"after block {start + 5}: massive channels {channels}")
-    print(f"massive_channels: {sorted(found)}")
+        found.update(massive_channels(hidden))
+    massive = sorted(found)
+    inputs, verdicts = token_inputs(head, 40, seed=1), []
+    for start, end in ((0, 15), (15, 30)):
+        reference = span_outputs(load_stage(checkpoint, start, end, torch.float32, CPU), inputs)
+        replica = span_outputs(load_stage(checkpoint, start, end, torch.bfloat16, CPU), inputs)
+        logits = head.all_logits if end == 30 else None
+        verdicts += [
+            compare(r.float(), f, LOOSE, massive, logits) for r, f in zip(replica, reference, strict=True)
+        ]
+        inputs = reference
+    bounds = calibrate_bounds(verdicts)
+    print(json.dumps({"massive_channels": massive, "mixed_precision": dataclasses.asdict(bounds)}))
 
 
 def main() -> None:

@@ -402,8 +402,10 @@ class Auditor:
             return None
         claimed = from_wire(job.output)
         reference = reference[:, -claimed.shape[1] :]
-        tolerance = tolerance_for(job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype)
         spec = self.coordinator.catalog.resolve(job.model)
+        tolerance = tolerance_for(
+            job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype, mixed=spec.mixed_precision
+        )
         head = (await self.coordinator.load(job.model)).head if job.last else None
         logits = head.all_logits if head is not None else None
         return await run_compute(compare, claimed, reference, tolerance, spec.massive_channels, logits)

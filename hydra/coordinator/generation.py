@@ -467,7 +467,7 @@ class Coordinator:
         members = [
             Pipeline(self, config, route if i == 0 else None, auditor=self.auditor) for i in range(copies)
         ]
-        return RedundantPipeline(members, self.catalog.resolve(config.model).massive_channels)
+        return RedundantPipeline(members, self.catalog.resolve(config.model))
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
         return await run_compute(model.head.embed, ids)

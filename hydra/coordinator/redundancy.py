@@ -17,6 +17,7 @@ import trio
 
 from hydra.coordinator.pipeline import Pipeline
 from hydra.coordinator.routing import Candidate, NoRoute
+from hydra.models.catalog import ModelSpec
 from hydra.verification.compare import STRICT, Tolerance, compare, tolerance_for
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class RedundantPipeline:
     """N pipelines stepped together; quacks like the first one (the primary) otherwise."""
 
     members: list[Pipeline]
-    massive: tuple[int, ...] | None = None
+    spec: ModelSpec
     tolerance: Tolerance = STRICT  # set once the routes are open, from their peers' precisions
     dissents: int = 0  # steps on which some route disagreed with the majority
     _open: list[Pipeline] = field(default_factory=list)
@@ -53,7 +54,7 @@ class RedundantPipeline:
         for member in self._open:
             member.companions = everyone
         dtypes = [c.dtype or member.config.dtype for member in self._open for c in member.route]
-        self.tolerance = tolerance_for(self.primary.config.dtype, *dtypes)
+        self.tolerance = tolerance_for(self.primary.config.dtype, *dtypes, mixed=self.spec.mixed_precision)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
@@ -117,7 +118,7 @@ class RedundantPipeline:
         groups: list[list[int]] = []
         for index, output in sorted(outputs.items()):
             for group in groups:
-                if compare(output, outputs[group[0]], self.tolerance, self.massive).passed:
+                if compare(output, outputs[group[0]], self.tolerance, self.spec.massive_channels).passed:
                     group.append(index)
                     break
             else:

@@ -24,6 +24,18 @@ class PackagedWeights:
 
 
 @dataclass(frozen=True)
+class MixedPrecisionBounds:
+    """The largest differences between honest fp32 and bf16/fp16 replicas of a model's spans,
+    times a safety margin (``scripts/bench_verify.py --calibrate``): an audit across precisions
+    fails beyond them. Models differ by orders of magnitude here (recurrent blocks amplify
+    rounding), so one bound for all would either flag honest peers or miss cheats."""
+
+    max_cos_distance: float
+    max_rel_l2: float
+    max_kl: float
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     id: str
     family: str
@@ -42,6 +54,7 @@ class ModelSpec:
     # channels with massive activations, left out when comparing a stage's output with a
     # verifier's (calibrated with scripts/bench_verify.py --calibrate); None: detect per check
     massive_channels: tuple[int, ...] | None = None
+    mixed_precision: MixedPrecisionBounds | None = None  # None: the default bounds apply
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ def _spec(entry: dict[str, Any]) -> ModelSpec:
     fields["aliases"] = tuple(fields.get("aliases", ()))
     if fields.get("massive_channels") is not None:
         fields["massive_channels"] = tuple(fields["massive_channels"])
+    if fields.get("mixed_precision") is not None:
+        fields["mixed_precision"] = MixedPrecisionBounds(**fields["mixed_precision"])
     if fields.get("package"):
         fields["package"] = PackagedWeights(**fields["package"])
     return ModelSpec(**fields)

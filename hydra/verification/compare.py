@@ -12,10 +12,12 @@ logits through the client head are compared too: KL per token, and top-1 agreeme
 enough tokens are compared for a rate to mean something.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from hydra.models.catalog import MixedPrecisionBounds
 
 MASSIVE_RATIO = 8.0  # a channel whose RMS exceeds the median channel's by this much
 MAX_MASSIVE = 16
@@ -31,14 +33,22 @@ class Tolerance:
     min_top1: float  # share of tokens whose top-1 token agrees
 
 
-# Thresholds: several times the largest honest difference measured, far below cheating.
+# Thresholds: several times the largest honest difference measured, far below cheating. LOOSE
+# is for models with no calibrated ``mixed_precision`` bounds (it is SmolLM2's, rounded up).
 STRICT = Tolerance("fp32", max_cos_distance=1e-6, max_rel_l2=1e-4, max_kl=1e-4, min_top1=0.99)
 LOOSE = Tolerance("mixed", max_cos_distance=3e-3, max_rel_l2=0.1, max_kl=0.05, min_top1=0.75)
 
 
-def tolerance_for(*dtypes: str) -> Tolerance:
-    """Strict when everything involved (each side's compute and the wire) is float32."""
-    return STRICT if all(d == "float32" for d in dtypes) else LOOSE
+def tolerance_for(*dtypes: str, mixed: MixedPrecisionBounds | None = None) -> Tolerance:
+    """Strict when everything involved (each side's compute and the wire) is float32; else the
+    model's calibrated mixed-precision bounds, or the default ones."""
+    if all(d == "float32" for d in dtypes):
+        return STRICT
+    if mixed is None:
+        return LOOSE
+    return Tolerance(
+        "mixed (calibrated)", mixed.max_cos_distance, mixed.max_rel_l2, mixed.max_kl, LOOSE.min_top1
+    )
 
 
 @dataclass
@@ -108,3 +118,16 @@ def _compare_logits(
         verdict.fail(f"KL {verdict.metrics['kl']:.3g} > {tolerance.max_kl:g}")
     if reference.shape[0] >= MIN_TOP1_TOKENS and verdict.metrics["top1"] < tolerance.min_top1:
         verdict.fail(f"top-1 agreement {verdict.metrics['top1']:.2f} < {tolerance.min_top1:g}")
+
+
+def calibrate(honest: Iterable[Verdict], margin: float = 3.0) -> MixedPrecisionBounds:
+    """Bounds ``margin`` times the largest differences seen between honest replicas."""
+    worst = {"cos_distance": 0.0, "rel_l2": 0.0, "kl": 0.0}
+    for verdict in honest:
+        for key in worst:
+            worst[key] = max(worst[key], verdict.metrics.get(key, 0.0))
+    return MixedPrecisionBounds(
+        max_cos_distance=float(f"{margin * worst['cos_distance']:.2g}"),
+        max_rel_l2=float(f"{margin * worst['rel_l2']:.2g}"),
+        max_kl=float(f"{margin * worst['kl']:.2g}") or LOOSE.max_kl,
+    )

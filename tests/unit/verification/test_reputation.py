@@ -3,17 +3,19 @@
 import time
 from pathlib import Path
 
+import pytest
+
 from hydra.verification.reputation import NEUTRAL, Reputation
 
 
 def test_a_new_peer_is_neutral_and_one_failed_check_drops_it_below_the_threshold() -> None:
     reputation = Reputation()
-    assert reputation.score("p").total == NEUTRAL
+    assert reputation.score("p").total == pytest.approx(NEUTRAL)
     for _ in range(100):
         reputation.record_check("p", True)
     reputation.record_check("p", False)
     score = reputation.score("p")
-    assert score.total < 0.5 and score.checks_failed == 1 and score.stake == 0.0
+    assert score.total < 0.5 and score.checks_failed == pytest.approx(1) and score.stake == 0.0
 
 
 def test_uptime_and_latency_consistency_weigh_in() -> None:
@@ -23,7 +25,7 @@ def test_uptime_and_latency_consistency_weigh_in() -> None:
         reputation.record_latency("jittery", seconds)
     for _ in range(4):
         reputation.record_latency("steady", 0.01)
-    assert reputation.score("flaky").uptime == 0.5
+    assert reputation.score("flaky").uptime == pytest.approx(0.5)
     assert reputation.score("jittery").latency < reputation.score("steady").latency == 1.0
     assert reputation.table()[0].peer_id == "steady"
 

@@ -4,6 +4,7 @@ chunk shapes, fp32 against bf16 replicas; SmolLM2 and the tiny Qwen3.5 hybrid), 
 200 seeded trials, using the auditor's own choice of steps and the real comparison."""
 
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 from hydra.coordinator.audit import requests_until_flagged
+from hydra.models.catalog import MixedPrecisionBounds, load_catalog
 from hydra.runtime.shard import StageBlocks, load_head, load_stage
-from hydra.verification.compare import STRICT, compare, massive_channels, tolerance_for
+from hydra.verification.compare import STRICT, Verdict, calibrate, compare, tolerance_for
 from hydra.verification.config import VerificationConfig
 from tests.tiny_models import save_tiny_model, tiny_qwen35_config
 
@@ -20,6 +22,8 @@ PROMPT = 24
 DECODE = {"smollm2": 60, "qwen35": 150}
 TRIALS = 200
 STEPS_PER_REQUEST = 9  # a prompt and eight generated tokens
+# as calibrated in the catalog for SmolLM2; detected per check for the random tiny model
+MASSIVE = {"smollm2": load_catalog().resolve("smollm2").massive_channels, "qwen35": None}
 
 
 @dataclass
@@ -52,9 +56,9 @@ def run_span(blocks: StageBlocks, inputs: list[torch.Tensor], threads: int = 1, 
         torch.set_num_threads(previous)
 
 
-def step_inputs(checkpoint: Path, decode: int) -> list[torch.Tensor]:
+def step_inputs(checkpoint: Path, decode: int, seed: int = 0) -> list[torch.Tensor]:
     head = load_head(checkpoint, torch.float32, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(
         0, min(head.config.vocab_size, 5000), (PROMPT + decode,), generator=generator
     ).tolist()
@@ -79,34 +83,50 @@ def smollm2_first_span(smollm2_checkpoint: Path) -> tuple[StageBlocks, list[torc
     return blocks, inputs, run_span(blocks, inputs)
 
 
-def test_no_false_flags_in_1000_honest_checks(checkpoints, smollm2_first_span) -> None:
+def honest_checks(
+    name: str, checkpoint: Path, layers: int, seed: int, mixed: MixedPrecisionBounds | None
+) -> Iterator[tuple[str, Verdict]]:
+    """Every step of two half-model spans (the last through the head), each compared between
+    an fp32 reference and three honest replicas: 2 threads, the prefill in 3 chunks, bf16."""
+    inputs = step_inputs(checkpoint, DECODE[name], seed)
+    head = load_head(checkpoint, torch.float32, torch.device("cpu"))
+    for start, end in ((0, layers // 2), (layers // 2, layers)):
+        blocks = load_stage(checkpoint, start, end, torch.float32, torch.device("cpu"))
+        reference = run_span(blocks, inputs)
+        bf16 = load_stage(checkpoint, start, end, torch.bfloat16, torch.device("cpu"))
+        replicas = {
+            "fp32, 2 threads": (run_span(blocks, inputs, threads=2), "float32"),
+            "fp32, prefill in 3 chunks": (run_span(blocks, inputs, split=3), "float32"),
+            "bf16 replica": (run_span(bf16, inputs), "bfloat16"),
+        }
+        logits = head.all_logits if end == layers else None
+        for label, (replica, dtype) in replicas.items():
+            tolerance = tolerance_for("float32", dtype, "float32", mixed=mixed)
+            for claimed, expected in zip(replica.steps, reference.steps, strict=True):
+                yield (
+                    f"{name} {start}:{end} {label}",
+                    compare(claimed, expected, tolerance, MASSIVE[name], logits),
+                )
+        inputs = reference.steps  # the next span's inputs
+
+
+def test_no_false_flags_in_1000_honest_checks(checkpoints) -> None:
+    """SmolLM2 is judged with its catalog bounds; the random tiny hybrid, which has none, with
+    bounds calibrated here on other tokens (seeds 1-3) than the ones checked (seed 0)."""
+    calibration = [
+        verdict
+        for seed in (1, 2, 3)
+        for label, verdict in honest_checks("qwen35", *checkpoints["qwen35"], seed=seed, mixed=None)
+        if "bf16" in label
+    ]
+    bounds = {"smollm2": load_catalog().resolve("smollm2").mixed_precision, "qwen35": calibrate(calibration)}
     checks, worst = 0, {}
     for name, (checkpoint, layers) in checkpoints.items():
-        inputs = step_inputs(checkpoint, DECODE[name])
-        head = load_head(checkpoint, torch.float32, torch.device("cpu"))
-        for start, end in ((0, layers // 2), (layers // 2, layers)):
-            if name == "smollm2" and start == 0:
-                blocks, _, reference = smollm2_first_span
-            else:
-                blocks = load_stage(checkpoint, start, end, torch.float32, torch.device("cpu"))
-                reference = run_span(blocks, inputs)
-            bf16 = load_stage(checkpoint, start, end, torch.bfloat16, torch.device("cpu"))
-            replicas = {
-                "fp32, 2 threads": (run_span(blocks, inputs, threads=2), "float32"),
-                "fp32, prefill in 3 chunks": (run_span(blocks, inputs, split=3), "float32"),
-                "bf16 replica": (run_span(bf16, inputs), "bfloat16"),
-            }
-            logits = head.all_logits if end == layers else None
-            for label, (replica, dtype) in replicas.items():
-                tolerance = tolerance_for("float32", dtype, "float32")
-                for claimed, expected in zip(replica.steps, reference.steps, strict=True):
-                    verdict = compare(claimed, expected, tolerance, None, logits)
-                    assert verdict.passed, f"{name} {start}:{end} {label}: {verdict.reason}"
-                    checks += 1
-                    key = f"{name} {start}:{end} {label}"
-                    worst[key] = max(worst.get(key, 0.0), verdict.metrics["rel_l2"])
-            inputs = reference.steps  # the next span's inputs
-    print(f"{checks} honest checks; worst relative L2 per replica: {worst}")
+        for label, verdict in honest_checks(name, checkpoint, layers, seed=0, mixed=bounds[name]):
+            assert verdict.passed, f"{label}: {verdict.reason}"
+            checks += 1
+            worst[label] = max(worst.get(label, 0.0), verdict.metrics["rel_l2"])
+    print(f"{checks} honest checks; bounds {bounds}; worst relative L2 per replica: {worst}")
     assert checks >= 1000
 
 
@@ -143,7 +163,7 @@ def test_always_cheating_stage_flagged_within_50_requests_in_99_percent_of_trial
         "skipped block": lambda: skipped_block(blocks, inputs),
         "stale output": lambda: stale(honest),
     }[kind]()
-    massive = massive_channels(honest.steps[0])
+    massive = MASSIVE["smollm2"]
 
     def check(i: int) -> bool:  # the real comparison, as a verifier of the same precision runs it
         return compare(cheat.steps[i], honest.steps[i], STRICT, massive).passed

@@ -89,13 +89,12 @@ class StageServer:
         self.blocks = blocks
         self.limits = limits
         self.sessions: dict[bytes, Session] = {}
-        self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype))
+        # per token of a session: its KV cache, and what it keeps for audits (its input and
+        # output as exchanged; counted at float32, the widest activation dtype)
+        audit = 2 * blocks.hidden_size * WIRE_DTYPES["float32"].itemsize
+        self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype)) + audit
         self.per_session = session_state_bytes(blocks.config)
         self.steps_served = 0
-
-    def audit_bytes_per_token(self, dtype: str) -> int:
-        """What a session keeps per token for audits: its input and output as exchanged."""
-        return 2 * self.blocks.hidden_size * WIRE_DTYPES[dtype].itemsize
 
     def attach(self, host: IHost) -> None:
         self.host = host
@@ -211,8 +210,7 @@ class StageConversation:
                 f"this peer serves {server.model_id} blocks {blocks.layer_start}:{blocks.layer_end}, not "
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
-        per_token = server.per_token + server.audit_bytes_per_token(header.dtype)
-        reserve = header.max_length * per_token + server.per_session
+        reserve = header.max_length * server.per_token + server.per_session
         server.admit(self.remote, reserve, header.max_length)
         last = header.next_hop is None
         terms = Terms(

@@ -109,7 +109,9 @@ async def test_bad_requests_get_typed_errors_while_another_session_generates(che
 
 
 async def test_session_and_cache_limits_refuse_with_overloaded(checkpoint):
-    per_token = 2 * 6 * 2 * 16 * 4  # bytes per token in 6 blocks: K+V x kv_heads x head_dim x fp32
+    # bytes per token in 6 blocks: K+V x kv_heads x head_dim x fp32, and the audit log's input
+    # and output (2 x hidden 64 x fp32)
+    per_token = 2 * 6 * 2 * 16 * 4 + 2 * 64 * 4
     limits = StageLimits(max_sessions=2, cache_bytes=100 * per_token, peer_share=1.0)
     async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as peer, client_host() as host:
         assert peer.stage.cache_tokens_free() == 100

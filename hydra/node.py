@@ -136,8 +136,7 @@ async def run_node(
                 "total_layers": spec.num_layers,
                 "throughput_tokens_s": round(throughput, 1),
                 "stage": stage.status(),
-                "verification": coordinator.verification_status(),
-                "reputation": coordinator.reputation_status(),
+                **coordinator.status(),
                 "announce": {
                     "interval_s": discovery.announce_interval,
                     "ttl_s": discovery.record_ttl,

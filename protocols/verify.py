@@ -28,6 +28,7 @@ DIGEST_BYTES: Final = 16
 SIGN_EVERY: Final = 8  # decode steps one signature covers (keeps commitments under 64 B/token)
 MAX_LAYER: Final = MAX_FRAME  # one onion layer: a page of a reveal at most
 REVEAL_ROOM: Final = 16 << 20  # input bytes one page of a reveal carries
+MAX_AUDITED: Final = 256  # steps one challenge audits
 
 
 def tensor_digest(tensor: Tensor) -> bytes:
@@ -93,15 +94,18 @@ class Forward(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Audit(Message):
-    """Inside a layer: reveal the inputs of the steps from position ``start`` up to the step
-    that began at ``position``, and that step's output."""
+    """Inside a layer: reveal the inputs of the steps from position ``start`` up to the last of
+    the audited steps (those that began at ``positions``), and the audited steps' outputs."""
 
     TYPE: ClassVar[str] = "audit"
-    position: int
+    positions: tuple[int, ...]
     start: int = 0
 
     def check(self) -> None:
-        require(0 <= self.start <= self.position < MAX_LENGTH, "positions out of range")
+        require(0 < len(self.positions) <= MAX_AUDITED, f"1..{MAX_AUDITED} audited steps")
+        require(list(self.positions) == sorted(set(self.positions)), "positions must ascend")
+        require(self.start >= 0 and self.positions[0] >= 0 and self.positions[-1] < MAX_LENGTH,
+                "positions out of range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,17 +119,17 @@ class AuditedStep(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Reveal(Message):
-    """One page of a stage's answer to an ``Audit``. The last page (``output`` set) carries the
-    audited step's output as sent and a signature over the commitment chain up to that step."""
+    """One page of a stage's answer to an ``Audit``. The last page (signed) carries the audited
+    steps' outputs as sent and a signature over the commitment chain up to the last of them."""
 
     TYPE: ClassVar[str] = "reveal"
     steps: tuple[AuditedStep, ...]
-    output: Tensor | None = None
+    outputs: tuple[Tensor, ...] = ()
     signature: bytes = b""
 
     def check(self) -> None:
         require(len(self.signature) in (0, SIGNATURE_BYTES), f"a signature is {SIGNATURE_BYTES} bytes")
-        require((self.output is None) == (not self.signature), "the last page is signed, others not")
+        require(bool(self.outputs) == bool(self.signature), "the last page is signed, others not")
 
 
 REQUESTS: Final = Schema([Challenge])

@@ -166,7 +166,7 @@ async def throughput(checkpoint: Path, tokens: int, runs: int) -> None:
                 per_generated.append(done.commitment_bytes / done.completion_tokens / len(done.route))
                 with trio.fail_after(120):
                     await coordinator.auditor.idle.wait()
-        print(f"audits at rate 0.1: {coordinators['0.1'].verification_status()['audits']}")
+        print(f"audits at rate 0.1: {coordinators['0.1'].status()['verification']['audits']}")
         off, on = statistics.median(rates["off"]), statistics.median(rates["0.1"])
         table = Table(title=f"3-peer pipeline, {tokens} tokens, median of {runs}")
         for column in ("verification", "decode tokens/s", "vs off"):

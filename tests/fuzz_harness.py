@@ -176,7 +176,7 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
             await live.call(audited.route.open, 10.0)
             await live.call(audited.step(0, tokens=3), 10.0)
             sid, report_key = audited.route.session_ids[0], audited.route.report_keys[0]
-            layer = AuditSeal(report_key, sid).seal(encode(verify.Audit(0)), CHALLENGE)
+            layer = AuditSeal(report_key, sid).seal(encode(verify.Audit((0,))), CHALLENGE)
 
             async def verify_open():
                 return (await RemoteLink.open(host, hop_of(target), 5.0, VERIFY_LINK)).stream

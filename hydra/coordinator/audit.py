@@ -38,7 +38,7 @@ from hydra.verification.reputation import Reputation
 from protocols import inference, verify
 from protocols.codec import Error, encode
 from protocols.errors import ProtocolError
-from protocols.verify import Audit, AuditedStep, Forward, Reveal, tensor_digest
+from protocols.verify import MAX_AUDITED, Audit, AuditedStep, Forward, Reveal, tensor_digest
 
 if TYPE_CHECKING:
     from hydra.coordinator.generation import Coordinator
@@ -63,8 +63,9 @@ class AuditJob:
     stage: Candidate
     route: frozenset[str]  # the audited route's peers: none of them may verify it
     dtype: str  # of the exchanged activations
-    steps: tuple[AuditedStep, ...]
-    output: inference.Tensor
+    steps: tuple[AuditedStep, ...]  # every input up to the last audited step
+    positions: tuple[int, ...]  # the audited steps
+    outputs: tuple[inference.Tensor, ...]  # their outputs as the stage sent them
     last: bool  # the model's last span: compare logits through the head too
     evidence: bytes
     probe: bool
@@ -181,22 +182,25 @@ class Auditor:
         self._begin()
 
     async def audit(self, pipeline: Pipeline, pending: list[tuple[int, int]]) -> None:
-        """Challenge each ``(stage, position)`` of ``pipeline``'s open session; queue recomputes."""
+        """Challenge each stage with audited steps of ``pipeline``'s open session once, for all
+        of them; queue one recompute per stage."""
+        by_stage: dict[int, set[int]] = {}
         for index, position in pending:
+            by_stage.setdefault(index, set()).add(position)
+        for index, chosen in sorted(by_stage.items()):
+            positions = tuple(sorted(chosen))[-MAX_AUDITED:]
             stage = pipeline.route[index]
             try:
-                steps, reveal = await self.challenge(pipeline, index, position, start=0)
-                self._check_reveal(pipeline, index, position, steps, reveal)
+                steps, reveal = await self.challenge(pipeline, index, positions, start=0)
+                self._check_reveal(pipeline, index, positions, steps, reveal)
             except RevealRejected as exc:
+                detail = {"reason": str(exc), "positions": list(positions)}
                 self._record_failure(
-                    stage.peer_id,
-                    "reveal",
-                    {"reason": str(exc), "position": position},
-                    self._evidence(pipeline, index, steps=None),
+                    stage.peer_id, "reveal", detail, self._evidence(pipeline, index, steps=None)
                 )
                 continue
             except (HopFailed, SealError, ProtocolError) as exc:
-                log.info("audit of %s at %d got no reveal: %s", stage.peer_id, position, exc)
+                log.info("audit of %s got no reveal: %s", stage.peer_id, exc)
                 self.reputation.record_contact(stage.peer_id, False)
                 continue
             job = AuditJob(
@@ -205,7 +209,8 @@ class Auditor:
                 frozenset(c.peer_id for c in pipeline.route) | pipeline.companions,
                 pipeline.config.dtype,
                 tuple(steps),
-                reveal.output,
+                positions,
+                reveal.outputs,
                 index == len(pipeline.route) - 1,
                 self._evidence(pipeline, index, steps),
                 pipeline.config.probe,
@@ -213,19 +218,19 @@ class Auditor:
             self._enqueue(job)
 
     async def challenge(
-        self, pipeline: Pipeline, index: int, position: int, start: int
+        self, pipeline: Pipeline, index: int, positions: tuple[int, ...], start: int
     ) -> tuple[list[AuditedStep], Reveal]:
-        """Every page of stage ``index``'s reveal for the step at ``position``, from ``start``."""
+        """Every page of stage ``index``'s reveal of the steps at ``positions``, from ``start``."""
         steps: list[AuditedStep] = []
         for _ in range(MAX_PAGES):
-            page = await self._challenge_once(pipeline, index, Audit(position, start))
+            page = await self._challenge_once(pipeline, index, Audit(positions, start))
             steps.extend(page.steps)
-            if page.output is not None:
+            if page.outputs:
                 return steps, page
             if not page.steps:
                 break
             start = page.steps[-1].position + 1
-        raise RevealRejected("the reveal never reached the audited step")
+        raise RevealRejected("the reveal never reached the audited steps")
 
     async def _challenge_once(self, pipeline: Pipeline, index: int, audit: Audit) -> Reveal:
         wrapped = pipeline.wrapped
@@ -252,10 +257,15 @@ class Auditor:
         return page
 
     def _check_reveal(
-        self, pipeline: Pipeline, index: int, position: int, steps: list[AuditedStep], reveal: Reveal
+        self,
+        pipeline: Pipeline,
+        index: int,
+        positions: tuple[int, ...],
+        steps: list[AuditedStep],
+        reveal: Reveal,
     ) -> None:
         ledger = pipeline.ledger.stages[index]
-        records = [r for r in ledger.chain.steps if r.position <= position]
+        records = [r for r in ledger.chain.steps if r.position <= positions[-1]]
         if [s.position for s in steps] != [r.position for r in records]:
             raise RevealRejected("revealed steps differ from the committed ones")
         for step, record in zip(steps, records, strict=True):
@@ -265,9 +275,12 @@ class Auditor:
                 )
             if step.chunks and sum(step.chunks) != record.tokens:
                 raise RevealRejected(f"chunks revealed for position {step.position} do not sum to its tokens")
-        assert reveal.output is not None
-        if tensor_digest(reveal.output) != records[-1].out_hash:
-            raise RevealRejected("the output revealed is not the committed one")
+        committed = {r.position: r.out_hash for r in records}
+        if len(reveal.outputs) != len(positions) or any(
+            tensor_digest(output) != committed.get(position)
+            for output, position in zip(reveal.outputs, positions, strict=True)
+        ):
+            raise RevealRejected("the outputs revealed are not the committed ones")
         if not head_signed(ledger.peer_id, records[-1].head, reveal.signature):
             raise RevealRejected("the reveal's signature does not cover the committed chain")
 
@@ -279,7 +292,7 @@ class Auditor:
         if len(broken.stages) == 2:
             earlier = broken.stages[0]
             try:
-                steps, _ = await self.challenge(pipeline, culprit, broken.position, start=broken.position)
+                steps, _ = await self.challenge(pipeline, culprit, (broken.position,), start=broken.position)
                 step = steps[-1]
                 digest = tensor_digest(step.input)
                 committed = pipeline.ledger.stages[culprit].commitments[-1].in_hash
@@ -367,53 +380,53 @@ class Auditor:
                     probe=job.probe,
                 )
             )
+        judge = verifier
         if not verdict.passed and not verifier.local:
             second = await self._verifier_for(job, also_exclude=verifier.peer_id)
             second_verdict = await self._judge(job, second) if second is not None else None
-            if second_verdict is not None and second_verdict.passed:
-                verdict = second_verdict  # the first verifier lied, not the stage
-                self._record_failure(
-                    verifier.peer_id,
-                    "verifier",
-                    {"reason": "recomputed a step wrongly", "second_verifier": second.peer_id},
-                    job.evidence,
-                )
+            if second is not None and second_verdict is not None and second_verdict.passed:
+                detail = {"reason": "recomputed a step wrongly", "second_verifier": second.peer_id}
+                self._record_failure(verifier.peer_id, "verifier", detail, job.evidence)
+                judge, verdict = second, second_verdict  # the first verifier lied, not the stage
         if verdict.passed:
             self.reputation.record_check(job.stage.peer_id, True)
         else:
-            detail = {"verdict": verdict.reason, "metrics": verdict.metrics, "verifier": verifier.peer_id}
+            detail = {"verdict": verdict.reason, "metrics": verdict.metrics, "verifier": judge.peer_id}
             self._record_failure(job.stage.peer_id, "recompute", detail, job.evidence)
-        return self._result(
-            AuditResult(
-                job.stage.peer_id,
-                "passed" if verdict.passed else "failed",
-                verdict,
-                verifier.peer_id,
-                probe=job.probe,
-            )
-        )
+        outcome = "passed" if verdict.passed else "failed"
+        return self._result(AuditResult(job.stage.peer_id, outcome, verdict, judge.peer_id, probe=job.probe))
 
     async def _judge(self, job: AuditJob, verifier: Candidate) -> Verdict | None:
-        """The comparison of the audited output with ``verifier``'s recompute (None if it failed)."""
+        """The audited outputs against ``verifier``'s recompute: the first that fails, else the
+        furthest from the reference (None if the verifier failed)."""
         try:
             reference = await self.recompute(job, verifier)
         except PeerError as exc:
             log.info("verifier %s failed: %s", verifier.peer_id, exc)
             return None
-        claimed = from_wire(job.output)
-        reference = reference[:, -claimed.shape[1] :]
         spec = self.coordinator.catalog.resolve(job.model)
         tolerance = tolerance_for(
             job.stage.dtype or job.dtype, verifier.dtype or job.dtype, job.dtype, mixed=spec.mixed_precision
         )
         head = (await self.coordinator.load(job.model)).head if job.last else None
         logits = head.all_logits if head is not None else None
-        return await run_compute(compare, claimed, reference, tolerance, spec.massive_channels, logits)
+        tokens = {s.position: s.input.shape[1] for s in job.steps}
+        verdicts = []
+        for position, output in zip(job.positions, job.outputs, strict=True):
+            claimed = from_wire(output)  # every position of the step, or (last stage) its last
+            end = position + tokens[position]
+            expected = reference[:, end - claimed.shape[1] : end]
+            verdict = await run_compute(compare, claimed, expected, tolerance, spec.massive_channels, logits)
+            if not verdict.passed:
+                verdict.reason = f"step at {position}: {verdict.reason}"
+                return verdict
+            verdicts.append(verdict)
+        return max(verdicts, key=lambda v: v.metrics.get("rel_l2", 0.0))
 
     async def _verifier_for(self, job: AuditJob, also_exclude: str = "") -> Candidate | None:
         """Another peer serving exactly the audited span and on none of the audited routes
-        (tier 3: redundant copies agreeing proves nothing): this node first, then the best
-        reputed."""
+        (tier 3: redundant copies agreeing proves nothing): this node first, then peers of the
+        audited stage's precision, then the best reputed."""
         hop = job.stage.hop
         found = [
             c
@@ -423,12 +436,15 @@ class Auditor:
             and c.peer_id != also_exclude
             and self.coordinator.admissible(c.peer_id)
         ]
-        found.sort(key=lambda c: (not c.local, -self.reputation.score(c.peer_id).total, c.peer_id))
+        same = job.stage.dtype  # a verifier of the same precision judges by the strict class
+        found.sort(
+            key=lambda c: (not c.local, c.dtype != same, -self.reputation.score(c.peer_id).total, c.peer_id)
+        )
         return found[0] if found else None
 
     async def recompute(self, job: AuditJob, verifier: Candidate) -> torch.Tensor:
-        """The verifier's output for the audited step, from the revealed inputs (replayed in
-        their original chunks, so a same-precision verifier computes with the same shapes)."""
+        """The verifier's output at every position, from the revealed inputs (replayed in their
+        original chunks, so a same-precision verifier computes with the same shapes)."""
         tokens = sum(s.input.shape[1] for s in job.steps)
         config = PipelineConfig(
             job.model,

@@ -189,7 +189,11 @@ class Coordinator:
     def identity(self) -> KeyPair:
         return KeyPair(self.host.get_private_key(), self.host.get_public_key())
 
-    def verification_status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, Any]:
+        """What ``/v1/network/status`` and ``hydra status`` show of this coordinator."""
+        return {"verification": self._verification_status(), "reputation": self._reputation_status()}
+
+    def _verification_status(self) -> dict[str, Any]:
         stats = self.auditor.stats
         return {
             "verify_rate": self.verification.verify_rate,
@@ -201,7 +205,7 @@ class Coordinator:
                        "unverifiable": stats.unverifiable, "dropped": stats.dropped},
         }
 
-    def reputation_status(self) -> list[dict[str, Any]]:
+    def _reputation_status(self) -> list[dict[str, Any]]:
         return [
             {**dataclasses.asdict(score), "admissible": score.total >= self.verification.min_reputation}
             for score in self.reputation.table()

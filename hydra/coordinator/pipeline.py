@@ -282,30 +282,28 @@ class Pipeline:
         except UnboundKey as exc:
             raise HopFailed(candidate.peer_id, str(exc)) from None
 
-    async def _replay(self) -> torch.Tensor:
+    async def _replay(self, keep: bool = False) -> list[torch.Tensor]:
         """Rebuild the new route's caches from the history, in the original chunk shapes,
-        packed into as few messages as the frame limit allows; the last message's output at
+        packed into as few messages as the frame limit allows; with ``keep``, the output at
         every position."""
-        position = 0
-        batches = pack_history(self.history, self.config.dtype)
-        output = torch.empty(0)
-        for i, batch in enumerate(batches):
+        position, outputs = 0, []
+        for batch in pack_history(self.history, self.config.dtype):
             chunks = tuple(t.shape[1] for t in batch)
-            output = await self._send_step(torch.cat(batch, dim=1), chunks, position, i == len(batches) - 1)
+            outputs.append(await self._send_step(torch.cat(batch, dim=1), chunks, position, keep))
             position += sum(chunks)
-        return output
+        return outputs if keep else []
 
     async def recompute(self, steps: list[tuple[torch.Tensor, tuple[int, ...]]]) -> torch.Tensor:
-        """This route's output at every position of the last of ``steps``, each step run in
-        its own chunks after the ones before it (how a verifier recomputes a revealed step)."""
+        """This route's output at every position of ``steps``, each run in its own chunks after
+        the ones before it (how a verifier recomputes revealed steps)."""
         self.history = [
             piece
             for hidden, chunks in steps
             for piece in torch.split(hidden, list(chunks) or [hidden.shape[1]], dim=1)
         ]
-        output = await self._replay()
+        outputs = await self._replay(keep=True)
         self.position = sum(t.shape[1] for t in self.history)
-        return output[:, -steps[-1][0].shape[1]:]
+        return torch.cat(outputs, dim=1)
 
     def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
         return max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))

@@ -65,21 +65,25 @@ class SessionAudit:
         return self.cipher.seal(Commitment(record.in_hash, record.out_hash, signature), step.position)
 
     def reveal(self, audit: Audit, identity: KeyPair) -> Reveal:
-        """One page of the inputs from ``audit.start``; the last page adds the audited step's
-        output and a signature over the chain up to it."""
-        target = self.chain.at(audit.position)
-        if target is None:
-            raise ProtocolError(ErrorCode.BAD_FIELD, f"no step of this session began at {audit.position}")
+        """One page of the inputs from ``audit.start``; the last page adds the audited steps'
+        outputs and a signature over the chain up to the last of them."""
+        missing = [p for p in audit.positions if p not in self.outputs]
+        if missing:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"no step of this session began at {missing[0]}")
+        last = audit.positions[-1]
         page: list[AuditedStep] = []
         size = 0
         for step in self.steps:
-            if not audit.start <= step.position <= audit.position:
+            if not audit.start <= step.position <= last:
                 continue
             if page and size + len(step.input.data) > verify.REVEAL_ROOM:
                 return Reveal(tuple(page))
             page.append(step)
             size += len(step.input.data)
-        return Reveal(tuple(page), self.outputs[audit.position], sign_head(identity, target.head))
+        target = self.chain.at(last)
+        assert target is not None  # every output kept has its step in the chain
+        outputs = tuple(self.outputs[p] for p in audit.positions)
+        return Reveal(tuple(page), outputs, sign_head(identity, target.head))
 
 
 class VerifyConversation:

@@ -56,7 +56,9 @@ class Tensor(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Hop(Message):
-    """One stage of a route: who, where, and which blocks [layer_start, layer_end)."""
+    """One stage of a route: who, where, and which blocks [layer_start, layer_end). An empty
+    range makes the hop a relay: it runs no blocks and passes the activations on (so that the
+    next hop does not learn who opened the session)."""
 
     TYPE: ClassVar[str] = "hop"
     peer_id: str
@@ -68,7 +70,7 @@ class Hop(Message):
         require(0 < len(self.peer_id) <= MAX_TEXT, "bad peer id")
         require(0 < len(self.addrs) <= MAX_ADDRS, f"1..{MAX_ADDRS} addrs")
         require(all(0 < len(a) <= MAX_TEXT for a in self.addrs), "addr empty or too long")
-        require(0 <= self.layer_start < self.layer_end, "empty layer range")
+        require(0 <= self.layer_start <= self.layer_end, "bad layer range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,8 +96,13 @@ class HopHeader(Message):
     next_ephemeral: bytes = b""
     next_header: bytes = b""
 
+    @property
+    def relay(self) -> bool:
+        return self.layer_start == self.layer_end
+
     def check(self) -> None:
-        require(0 <= self.layer_start < self.layer_end, "empty layer range")
+        require(0 <= self.layer_start <= self.layer_end, "bad layer range")
+        require(not self.relay or self.next_hop is not None, "a relay cannot end a route")
         require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
         require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
         require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")

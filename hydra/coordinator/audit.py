@@ -69,6 +69,7 @@ class AuditJob:
     last: bool  # the model's last span: compare logits through the head too
     evidence: bytes
     probe: bool
+    relay: Candidate | None  # the hop a recompute session goes through, so a verifier never sees us
 
 
 @dataclass
@@ -131,6 +132,18 @@ PROBE_FORMS = (
     "Give me a short list of tips about {}.",
     "Why does {} matter?",
 )
+
+
+def relay_for(route: list[Candidate]) -> Candidate | None:
+    """The hop recompute sessions go through: the route's first remote stage. It already has
+    this node as its predecessor in the session being audited, so relaying teaches it nothing
+    about who asks, and the verifier sees it, not us, as the sender. It cannot alter what it
+    passes on unnoticed: a relay's commitment must have equal input and output digests."""
+    for candidate in route:
+        if not candidate.local:
+            hop = inference.Hop(candidate.peer_id, candidate.hop.addrs, 0, 0)
+            return Candidate(hop, kx_key=candidate.kx_key, kx_signature=candidate.kx_signature)
+    return None
 
 
 def synthetic_prompt(rng: random.Random) -> str:
@@ -214,6 +227,7 @@ class Auditor:
                 index == len(pipeline.route) - 1,
                 self._evidence(pipeline, index, steps),
                 pipeline.config.probe,
+                relay_for(pipeline.route),
             )
             self._enqueue(job)
 
@@ -453,7 +467,8 @@ class Auditor:
             dtype=job.dtype,
             max_failovers=0,
         )
-        async with Pipeline(self.coordinator, config, [verifier]) as pipeline:
+        route = [verifier] if job.relay is None or verifier.local else [job.relay, verifier]
+        async with Pipeline(self.coordinator, config, route) as pipeline:
             return await pipeline.recompute([(from_wire(s.input), s.chunks) for s in job.steps])
 
     # --- bookkeeping -------------------------------------------------------------------------

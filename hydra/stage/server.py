@@ -66,6 +66,7 @@ class Session:
     audit: SessionAudit
     next_hop: inference.Hop | None = None
     next_session_id: bytes = b""
+    relay: bool = False  # runs no blocks: passes its input on unchanged
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
@@ -201,9 +202,8 @@ class StageConversation:
         header = open_header(request, server.kx)
         server.replays.admit(request, header)
         blocks = server.blocks
-        if request.model != server.model_id or (header.layer_start, header.layer_end) != (
-            blocks.layer_start,
-            blocks.layer_end,
+        if not header.relay and (request.model, header.layer_start, header.layer_end) != (
+            server.model_id, blocks.layer_start, blocks.layer_end,
         ):
             raise ProtocolError(
                 ErrorCode.WRONG_LAYERS,
@@ -214,8 +214,8 @@ class StageConversation:
         server.admit(self.remote, reserve, header.max_length)
         last = header.next_hop is None
         terms = Terms(
-            request.session_id, server.model_id, blocks.layer_start, blocks.layer_end,
-            blocks.model_hash, header.dtype,
+            request.session_id, request.model, header.layer_start, header.layer_end,
+            b"" if header.relay else blocks.model_hash, header.dtype,
         )
         session = Session(
             id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
@@ -235,6 +235,7 @@ class StageConversation:
             audit=SessionAudit.start(terms, header.key_report),
             next_hop=header.next_hop,
             next_session_id=header.next_session_id,
+            relay=header.relay,
         )
         server.sessions[session.id] = session
         self.session = session
@@ -304,6 +305,8 @@ class StageConversation:
 
     async def compute(self, session: Session, step: inference.Step, hidden: torch.Tensor) -> torch.Tensor:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
+        if session.relay:
+            return hidden
         return await run_compute(self.server.run_chunks, hidden, step.chunks, session.cache, step.position)
 
     def claimed_input(self, session: Session, received: inference.Tensor) -> inference.Tensor:
@@ -314,7 +317,7 @@ class StageConversation:
         if step.chunks and sum(step.chunks) != tensor.shape[1]:
             raise ProtocolError(ErrorCode.BAD_FIELD, "chunks must sum to the tokens")
         tokens, width = tensor.shape[1], tensor.shape[2]
-        if width != self.server.blocks.hidden_size:
+        if width != self.server.blocks.hidden_size and not session.relay:
             raise ProtocolError(
                 ErrorCode.BAD_TENSOR,
                 f"hidden size {width}, this model's is {self.server.blocks.hidden_size}",

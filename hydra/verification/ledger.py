@@ -58,6 +58,9 @@ class RouteLedger:
                 if not head_signed(stage.peer_id, record.head, commitment.signature):
                     raise ChainBroken((i,), "a commitment signature does not verify", position)
                 stage.signed_through = len(stage.chain.steps) - 1
+            terms = stage.chain.terms
+            if terms.layer_start == terms.layer_end and commitment.in_hash != commitment.out_hash:
+                raise ChainBroken((i,), "a relay altered what it passed on", position)
             if commitment.in_hash != expected_in:
                 culprits = (i,) if i == 0 else (i - 1, i)
                 raise ChainBroken(culprits, "committed to an input its predecessor did not send", position)

@@ -279,3 +279,27 @@ async def test_hydra_status_shows_reputation_and_audits(checkpoint: Path) -> Non
         assert "reputation" in text and any(
             b.peer_id[-12:] in line and "excluded" in line for line in text.splitlines()
         ), text
+
+
+OPENED_BY: list[str] = []
+
+
+class Recording(StageConversation):
+    """An honest stage that notes who opens each session on it."""
+
+    async def _open(self, request):
+        OPENED_BY.append(self.remote)
+        return await super()._open(request)
+
+
+async def test_a_verifier_learns_the_span_input_but_not_who_asked(checkpoint: Path) -> None:
+    """The recompute session reaches the verifier through the audited route's first stage,
+    which relays it unchanged; the verifier never sees the coordinator."""
+    async with swarm(SPEC, checkpoint, SPANS, verification=EVERY_STEP) as (peers, coordinator):
+        a, b, c = peers
+        replace_handler(c, Recording)
+        await coordinator.generate(REQUEST, route_through(await coordinator.candidates(SPEC.id), a, b))
+        await settle(coordinator)
+        assert coordinator.auditor.stats.passed == 1
+        assert OPENED_BY and set(OPENED_BY) == {a.peer_id}
+        assert coordinator.peer_id not in OPENED_BY

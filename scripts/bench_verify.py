@@ -78,6 +78,8 @@ def cheats(blocks: StageBlocks, inputs: list[torch.Tensor], honest: list[torch.T
         ]
 
     return {
+        "noise 1e-6": noise(1e-6),
+        "noise 1e-5": noise(1e-5),
         "noise 1e-4": noise(1e-4),
         "noise 1e-3": noise(1e-3),
         "noise 1e-2": noise(1e-2),

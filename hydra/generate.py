@@ -18,6 +18,7 @@ from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageServer
+from hydra.verification.config import VerificationConfig
 
 
 def generation_request(config: GenerateConfig, model: str) -> GenerationRequest:
@@ -46,6 +47,9 @@ async def run_generate(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
             privacy=config.privacy,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
+            # one generation, then gone: no reputation to keep, so no audits (commitments and
+            # the chain check still guard the answer)
+            verification=VerificationConfig(verify_rate=0.0),
         )
         await wait_for_route(coordinator, spec.id, config.wait)
         events = coordinator.stream(generation_request(config, spec.id))

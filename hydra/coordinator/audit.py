@@ -225,7 +225,7 @@ class Auditor:
                 positions,
                 reveal.outputs,
                 index == len(pipeline.route) - 1,
-                self._evidence(pipeline, index, steps),
+                self._evidence(pipeline, index, steps, reveal),
                 pipeline.config.probe,
                 relay_for(pipeline.route),
             )
@@ -492,8 +492,11 @@ class Auditor:
             self._result(AuditResult(peer_id, "failed", reason=f"{kind}: {detail.get('reason', '')}"))
 
     @staticmethod
-    def _evidence(pipeline: Pipeline, index: int, steps: list[AuditedStep] | None) -> bytes:
-        """The stage's terms, its commitments as received (signed), and what it revealed."""
+    def _evidence(
+        pipeline: Pipeline, index: int, steps: list[AuditedStep] | None, reveal: Reveal | None = None
+    ) -> bytes:
+        """The stage's terms, its commitments as received (signed), and what it revealed: the
+        inputs with their receipts, the audited outputs and the signature over them."""
         ledger = pipeline.ledger.stages[index]
         terms = ledger.chain.terms
         return msgpack.packb(
@@ -510,6 +513,8 @@ class Auditor:
                 "steps": [[r.position, r.tokens] for r in ledger.chain.steps],
                 "commitments": [c.to_bytes() for c in ledger.commitments],
                 "revealed": [encode(s) for s in steps or ()],
+                "outputs": [encode(o) for o in reveal.outputs] if reveal is not None else [],
+                "signature": reveal.signature if reveal is not None else b"",
             },
             use_bin_type=True,
         )

@@ -76,6 +76,22 @@ class CommitmentChain:
         return next((s for s in reversed(self.steps) if s.position == position), None)
 
 
+def signed_chain(
+    peer_id: str, terms: Terms, steps: list[tuple[int, int]], commitments: list[Commitment]
+) -> bool:
+    """Whether ``commitments`` (one per ``(position, tokens)`` step, as a stage sent them) form
+    a chain over ``terms`` that ``peer_id`` signed: what anyone holding evidence can check."""
+    chain = CommitmentChain(terms)
+    signed = False
+    for (position, tokens), commitment in zip(steps, commitments, strict=True):
+        record = chain.append(position, tokens, commitment.in_hash, commitment.out_hash)
+        if commitment.signature:
+            if not head_signed(peer_id, record.head, commitment.signature):
+                return False
+            signed = True
+    return signed
+
+
 def sign_head(identity: KeyPair, head: bytes) -> bytes:
     return identity.private_key.sign(CHAIN_DOMAIN + head)
 

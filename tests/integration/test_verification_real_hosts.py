@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import msgpack
 import pytest
 import torch
 import trio
@@ -20,7 +21,9 @@ from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.routing import Candidate
 from hydra.runtime.compute import run_compute
 from hydra.stage.server import StageConversation
+from hydra.verification.commitments import Terms, signed_chain
 from hydra.verification.config import VerificationConfig
+from protocols.verify import Commitment
 from tests.peers import StagePeer, replace_handler, spec_for, swarm
 from tests.swarm import free_port
 from tests.tiny_models import save_tiny_model, tiny_llama_config
@@ -80,6 +83,14 @@ class ClaimsAnotherInput(StageConversation):
         return dataclasses.replace(received, data=bytes(len(received.data)))
 
 
+def proves_commitments(blob: bytes) -> bool:
+    """Evidence a third party can check: the stage's signature covers its commitments."""
+    kept = msgpack.unpackb(blob, raw=False)
+    terms = Terms(*kept["terms"])
+    commitments = [Commitment.from_bytes(c) for c in kept["commitments"]]
+    return signed_chain(kept["peer"], terms, [tuple(s) for s in kept["steps"]], commitments)
+
+
 def route_through(candidates: list[Candidate], *peers: StagePeer) -> list[Candidate]:
     by_id = {c.peer_id: c for c in candidates}
     return [by_id[p.peer_id] for p in peers]
@@ -106,7 +117,7 @@ async def test_a_cheating_stage_is_caught_excluded_and_routed_around(checkpoint:
         failed = [r for r in coordinator.auditor.stats.recent if r.outcome == "failed"]
         assert failed and {r.peer_id for r in failed} == {b.peer_id}, failed
         assert coordinator.reputation.score(b.peer_id).total < coordinator.verification.min_reputation
-        assert coordinator.reputation.evidence(b.peer_id), "a failed check keeps its evidence"
+        assert proves_commitments(coordinator.reputation.evidence(b.peer_id)[0]["blob"])
         route = await coordinator.plan(SPEC.id)
         assert route is not None and b.peer_id not in [x.peer_id for x in route]
         again = await coordinator.generate(REQUEST)

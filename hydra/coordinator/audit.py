@@ -1,13 +1,16 @@
-"""Tier-1 verification from the coordinator's side (the mystery shopper).
+"""Audits from the coordinator's side: the mystery shopper (tier 1), the checks behind
+redundant execution (tier 2) and the outside re-checks that keep agreeing routes honest
+(tier 3).
 
 After each step the coordinator's private randomness picks which stages' steps to audit; no
 stage can tell, since nothing is sent until the generation ends. Then, while the session is
-still open, each chosen stage is challenged along the route for its inputs up to that step;
-the reveal must match its signed commitments. A second peer serving the same span (or this
-node, when it serves it) recomputes the step from the revealed inputs in a background task,
-the outputs are compared with tolerances for their precision class, and the result goes to
-the reputation store, with the evidence when the check fails. The user's reply never waits on
-a recompute, and nothing the user receives depends on an audit.
+still open, each chosen stage is challenged once, along the route, for its inputs up to the
+last chosen step and the chosen steps' outputs; the reveal must match its signed
+commitments. A peer serving the same span on none of the audited routes (or this node, when
+it serves it) recomputes them from the revealed inputs in a background task, through a relay
+so it never learns who asks; the outputs are compared with the tolerances of their precision
+class, and the result goes to the reputation store, with the evidence when the check fails.
+The user's reply never waits on a recompute, and nothing the user receives depends on one.
 """
 
 import logging

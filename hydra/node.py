@@ -19,6 +19,7 @@ from hydra.dht.announcer import Announcer
 from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.dht.work import solve
+from hydra.economy.ledger import LEDGER_FILE, Ledger
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
@@ -57,13 +58,14 @@ async def start_stage(
     dtype: torch.dtype,
     device: torch.device,
     limits: StageLimits,
+    ledger: Ledger | None = None,
 ) -> tuple[StageServer, Announcer, float]:
     """Load blocks ``layers`` off the event loop, serve them on ``peer``'s host, measure their
     throughput; returns the stage, an announcer describing it, and the throughput."""
     start, end = layers
     log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
     blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device)
-    stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair)
+    stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair, ledger)
     stage.attach(peer.host)
     throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
     log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
@@ -122,7 +124,8 @@ async def run_node(
         start, end = await choose_layers(peer, config, spec)
         path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
         stage, announcer, throughput = await start_stage(
-            peer, spec, path, (start, end), dtype, device, config.stage_limits
+            peer, spec, path, (start, end), dtype, device, config.stage_limits,
+            Ledger(config.home / LEDGER_FILE),
         )
 
         def status() -> dict[str, Any]:

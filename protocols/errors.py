@@ -27,6 +27,10 @@ class ErrorCode(StrEnum):
     # verification
     BAD_RECEIPT = "bad_receipt"  # the predecessor's signed receipt does not match its activations
     NOT_FOR_ROUTE = "not_for_route"  # a challenge that no stage of the route can open
+    # economy
+    BAD_RECEIPT_SIGNATURE = "bad_receipt_signature"  # a payment receipt its payer did not sign
+    WRONG_AMOUNT = "wrong_amount"  # a receipt for other work than this stage did
+    STALE = "stale"  # a receipt or state older than one already accepted
     INTERNAL = "internal"
 
 

@@ -11,3 +11,6 @@ commitment, close."""
 
 VERIFY: Final = "/hydra/verify/1.0.0"
 """Challenges for a committed step, relayed along the session's route; onion-sealed reveals."""
+
+RECEIPT: Final = "/hydra/receipt/1.0.0"
+"""Cumulative receipts for a session's work, signed by the payer, countersigned by the stage."""

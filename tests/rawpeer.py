@@ -3,7 +3,7 @@
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from libp2p.abc import IHost
@@ -59,10 +59,15 @@ class RawSession:
 
     host: IHost
     route: WrappedRoute
+    made: list[bytes] = field(default_factory=list)  # digests of the steps' activations, in order
+
+    @property
+    def identity(self) -> KeyPair:
+        return KeyPair(self.host.get_private_key(), self.host.get_public_key())
 
     def step(self, position: int, tokens: int = 1, width: int = 64) -> inference.Step:
         tensor = to_wire(torch.randn(1, tokens, width), "float32")
-        identity = KeyPair(self.host.get_private_key(), self.host.get_public_key())
-        receipt = sign_receipt(identity, self.route.session_ids[0], position, tensor_digest(tensor))
+        self.made.append(tensor_digest(tensor))
+        receipt = sign_receipt(self.identity, self.route.session_ids[0], position, self.made[-1])
         hidden, sealed = self.route.to_first.wrap(tensor, position)
         return inference.Step(position=position, hidden=hidden, sealed=sealed, receipt=receipt)

@@ -31,6 +31,7 @@ from hydra.coordinator.sampling import Sampler
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
+from hydra.economy.ledger import Ledger
 from hydra.errors import ConfigError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.config import PrivacyConfig
@@ -40,10 +41,12 @@ from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.stage.audit import VerifyConversation
 from hydra.stage.links import VERIFY_LINK, Link, LocalLink, RemoteLink
+from hydra.stage.receipts import pay
 from hydra.stage.server import StageServer
 from hydra.verification.config import VerificationConfig
 from hydra.verification.reputation import NEUTRAL, Reputation
 from protocols import inference
+from protocols.receipt import ReceiptBody
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +165,7 @@ class Coordinator:
         privacy: PrivacyConfig = PrivacyConfig(),
         verification: VerificationConfig = VerificationConfig(),
         reputation: Reputation | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -173,6 +177,7 @@ class Coordinator:
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.verification = verification
+        self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
         self.reputation = reputation or Reputation()
         self.auditor = Auditor(self, verification, self.reputation)
         self.rtt_table = RttTable(dht, on_sample=self.reputation.record_latency)
@@ -289,6 +294,9 @@ class Coordinator:
             assert self.local is not None
             return self.local.local_link(self.peer_id)
         return await RemoteLink.open(self.host, candidate.hop, timeout)
+
+    async def pay(self, hop: inference.Hop, body: ReceiptBody) -> bool:
+        return await pay(self.host, self.identity, self.ledger, hop, body)
 
     async def verify_link(self, candidate: Candidate, timeout: float) -> Link:
         """Where challenges for a route starting at ``candidate`` go."""

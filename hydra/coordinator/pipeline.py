@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from libp2p.crypto.keys import KeyPair
 
 from hydra.coordinator.routing import Candidate, NoRoute
+from hydra.economy.receipts import work_root
 from hydra.privacy.keys import UnboundKey, verify_kx
 from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.privacy.sealing import SealError
@@ -33,6 +34,7 @@ from hydra.verification.ledger import ChainBroken, RouteLedger
 from protocols import inference
 from protocols.codec import Error, Message
 from protocols.errors import ProtocolError
+from protocols.receipt import ReceiptBody
 from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ CHUNK_BYTES = 9  # a replayed step's chunk size in its ``chunks`` list (the larg
 class Network(Protocol):
     """What a pipeline needs from its coordinator."""
 
+    peer_id: str
+
     async def plan(self, model: str, exclude: frozenset[str] = frozenset()) -> list[Candidate] | None:
         """The best route now over the peers serving ``model`` (a fresh DHT lookup)."""
         ...
@@ -53,6 +57,10 @@ class Network(Protocol):
     @property
     def identity(self) -> KeyPair:
         """Signs the receipts for what the coordinator sends the first stage."""
+        ...
+
+    async def pay(self, hop: inference.Hop, body: ReceiptBody) -> bool:
+        """Send the first stage a signed receipt for the route's work; post it once countersigned."""
         ...
 
 
@@ -115,7 +123,26 @@ class Pipeline:
             pending, self.pending_audits = self.pending_audits, []
             with trio.move_on_after(self.config.step_timeout):
                 await self.auditor.audit(self, pending)
+        await self._pay()
         await self.close()
+
+    async def _pay(self) -> None:
+        """Pay the first stage for the whole route's work, before the session closes (each
+        stage then pays its successor for the rest). This node's own stage is not paid."""
+        if self._link is None or not self.position or not self.route or self.route[0].local:
+            return
+        first = self.route[0]
+        body = ReceiptBody(
+            payer=self.network.peer_id,
+            payee=first.peer_id,
+            session_id=self.wrapped.session_ids[0],
+            model=self.config.model,
+            tokens=self.position,
+            units=self.position * len(self.route),
+            seq=0,
+            work_root=work_root(step.in_hash for step in self.ledger.stages[0].chain.steps),
+        )
+        await self.network.pay(first.hop, body)
 
     @property
     def wrapped(self) -> WrappedRoute:

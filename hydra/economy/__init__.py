@@ -1,1 +1,2 @@
-"""Barter credits now; the HYDRA token, staking and state channels next (issue 12)."""
+"""The economy: barter credits from receipts paid along the route (the HYDRA token, staking
+and state channels are still to come)."""

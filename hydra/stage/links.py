@@ -13,10 +13,10 @@ from multiaddr import Multiaddr
 
 from hydra.errors import PeerError
 from hydra.p2p.streams import Conversation, FramedStream, PeerUnreachable, open_stream
-from protocols import inference, verify
+from protocols import inference, receipt, verify
 from protocols.codec import Error, Message, Schema
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE, VERIFY
+from protocols.ids import INFERENCE, RECEIPT, VERIFY
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class LinkProtocol:
 
 INFERENCE_LINK = LinkProtocol(INFERENCE, inference.REPLIES, inference.MAX_FRAME)
 VERIFY_LINK = LinkProtocol(VERIFY, verify.REPLIES, verify.MAX_LAYER + 4096)
+RECEIPT_LINK = LinkProtocol(RECEIPT, receipt.REPLIES, 1 << 16)
 
 
 class Link(Protocol):

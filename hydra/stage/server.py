@@ -18,8 +18,11 @@ import torch
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
 from transformers.cache_utils import Cache
 
+from hydra.economy.ledger import Ledger
+from hydra.economy.receipts import work_root
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import serve
 from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, ActivationChannel
@@ -33,6 +36,7 @@ from hydra.runtime.wire import WIRE_DTYPES, from_wire, to_wire
 from hydra.stage.audit import SessionAudit, VerifyConversation
 from hydra.stage.limits import StageLimits
 from hydra.stage.links import (
+    RECEIPT_LINK,
     HopFailed,
     Link,
     LocalLink,
@@ -41,11 +45,12 @@ from hydra.stage.links import (
     downstream_budget,
     hop_failed_error,
 )
+from hydra.stage.receipts import ReceiptConversation, pay
 from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
-from protocols import inference, verify
+from protocols import inference, receipt, verify
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE, VERIFY
+from protocols.ids import INFERENCE, RECEIPT, VERIFY
 from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,8 @@ class Session:
     next_hop: inference.Hop | None = None
     next_session_id: bytes = b""
     relay: bool = False  # runs no blocks: passes its input on unchanged
+    hops: int = 1  # stages from this one to the end of the route (what a receipt pays for)
+    receipt_seq: int = -1  # of the latest receipt its predecessor paid with
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
@@ -81,9 +88,12 @@ class StageServer:
         blocks: StageBlocks,
         limits: StageLimits,
         identity: KeyPair,
+        ledger: Ledger | None = None,
     ) -> None:
         self.host = host
         self.identity = identity  # signs commitments and receipts
+        self.peer_id = ID.from_pubkey(identity.public_key).to_base58()
+        self.ledger = ledger or Ledger()  # credits earned from predecessors, paid to successors
         self.kx = KxKey.create(identity)  # opens onion headers sealed for this peer
         self.replays = ReplayGuard()
         self.model_id = model_id
@@ -115,6 +125,17 @@ class StageServer:
                 verify.REQUESTS,
                 conversation=lambda remote: VerifyConversation(self, remote.to_base58()),
                 max_frame=verify.MAX_LAYER + 4096,
+                idle_timeout=self.limits.idle_timeout,
+                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
+            ),
+        )
+
+        host.set_stream_handler(
+            TProtocol(RECEIPT),
+            serve(
+                receipt.REQUESTS,
+                conversation=lambda remote: ReceiptConversation(self, remote.to_base58()),
+                max_frame=RECEIPT_LINK.max_frame,
                 idle_timeout=self.limits.idle_timeout,
                 limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
             ),
@@ -265,7 +286,8 @@ class StageConversation:
         if not isinstance(reply, inference.SessionOpened):
             await self.aclose()
             return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
-        return inference.SessionOpened(hops=reply.hops + 1)
+        session.hops = reply.hops + 1
+        return inference.SessionOpened(hops=session.hops)
 
     async def _step(self, step: inference.Step) -> Message:
         session = self.session
@@ -357,5 +379,23 @@ class StageConversation:
             return
         self.server.sessions.pop(session.id, None)
         if session.downstream is not None:
+            await self._pay_successor(session)  # while its session is still open
             await session.downstream.aclose()
+
+    async def _pay_successor(self, session: Session) -> None:
+        """Pay the next hop for the rest of the route's work on this session."""
+        server = self.server
+        if session.broken or not session.position or session.next_hop is None or server.host is None:
+            return
+        body = receipt.ReceiptBody(
+            payer=server.peer_id,
+            payee=session.next_hop.peer_id,
+            session_id=session.next_session_id,
+            model=session.audit.chain.terms.model,
+            tokens=session.position,
+            units=session.position * (session.hops - 1),
+            seq=0,
+            work_root=work_root(step.out_hash for step in session.audit.chain.steps),
+        )
+        await pay(server.host, server.identity, server.ledger, session.next_hop, body)
 

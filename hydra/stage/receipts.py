@@ -1,0 +1,89 @@
+"""Paying along the route (``protocols.receipt``): a stage countersigns its predecessor's
+receipts for the work it did, and pays its successor for the rest of the route when its
+session ends. Both sides post to their own ledger."""
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+
+from hydra.economy.ledger import Ledger
+from hydra.economy.receipts import countersign, countersigned, opened, post_earned, post_paid, sign, work_root
+from hydra.stage.links import RECEIPT_LINK, HopFailed, RemoteLink
+from protocols import inference, receipt
+from protocols.codec import Message
+from protocols.errors import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from hydra.stage.server import StageServer
+
+log = logging.getLogger(__name__)
+
+PAY_TIMEOUT_S = 5.0
+
+
+class ReceiptConversation:
+    """One ``RECEIPT`` stream from ``remote``: receipts for sessions ``remote`` opened here."""
+
+    def __init__(self, server: "StageServer", remote: str) -> None:
+        self.server = server
+        self.remote = remote
+
+    async def aclose(self) -> None:
+        """Nothing to free: each receipt is answered on its own."""
+
+    async def handle(self, message: Message) -> Message:
+        if not isinstance(message, receipt.Receipt):
+            raise ProtocolError(ErrorCode.UNEXPECTED, f"{message.TYPE} is not a request")
+        body = opened(message)
+        server = self.server
+        if body is None or body.payer != self.remote:
+            raise ProtocolError(ErrorCode.BAD_RECEIPT_SIGNATURE, "the receipt is not signed by its sender")
+        if body.payee != server.peer_id:
+            raise ProtocolError(ErrorCode.WRONG_AMOUNT, "the receipt pays another peer")
+        session = server.find_session(self.remote, body.session_id)
+        if session is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "no open session of yours has that id")
+        if body.seq <= session.receipt_seq:
+            raise ProtocolError(ErrorCode.STALE, f"receipt {body.seq} after receipt {session.receipt_seq}")
+        served = work_root(step.in_hash for step in session.audit.chain.steps)
+        if (body.tokens, body.units, body.work_root) != (
+            session.position,
+            session.position * session.hops,
+            served,
+        ):
+            raise ProtocolError(
+                ErrorCode.WRONG_AMOUNT,
+                f"this session served {session.position} tokens through {session.hops} stage(s); "
+                f"the receipt says {body.tokens} tokens, {body.units} stage-tokens",
+            )
+        post_earned(server.ledger, body)
+        session.receipt_seq = body.seq
+        return receipt.Countersigned(countersign(server.identity, message))
+
+
+async def pay(
+    host: IHost, identity: KeyPair, ledger: Ledger, hop: inference.Hop, body: receipt.ReceiptBody
+) -> bool:
+    """Send ``body`` signed to ``hop``; post it once countersigned. False (logged) if the payee
+    did not countersign: the work stays unpaid, nothing is posted."""
+    signed = sign(identity, body)
+    try:
+        with trio.CancelScope(shield=True), trio.fail_after(PAY_TIMEOUT_S):
+            link = await RemoteLink.open(host, hop, PAY_TIMEOUT_S, RECEIPT_LINK)
+            try:
+                reply = await link.call(signed, PAY_TIMEOUT_S)
+            finally:
+                await link.aclose()
+    except (HopFailed, trio.TooSlowError) as exc:
+        log.info("paying %s failed: %s", hop.peer_id, exc)
+        return False
+    if not isinstance(reply, receipt.Countersigned) or not countersigned(
+        hop.peer_id, signed, reply.payee_signature
+    ):
+        log.info("%s did not countersign its receipt: %s", hop.peer_id, reply)
+        return False
+    post_paid(ledger, body)
+    return True

@@ -1,0 +1,90 @@
+"""Paying along the route over real hosts: after a generation on a 3-peer swarm, every
+stage's ledger holds credits for exactly the tokens it served, and each pair of neighbours
+agrees on what passed between them. Bad receipts get typed errors and post nothing."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import trio
+
+from hydra.coordinator.generation import GenerationRequest
+from hydra.coordinator.params import SamplingParams
+from hydra.economy.ledger import MICRO_PER_TOKEN
+from hydra.economy.receipts import SELF, peer_account, sign, work_root
+from hydra.stage.links import RECEIPT_LINK, RemoteLink
+from hydra.verification.config import VerificationConfig
+from protocols import receipt
+from protocols.codec import Error
+from protocols.errors import ErrorCode
+from tests.integration.test_stage_protocol_real_hosts import hop_of, wrapped
+from tests.peers import spec_for, swarm
+from tests.rawpeer import RawSession, client_host
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+SPEC = spec_for("tiny-llama", 6)
+REQUEST = GenerationRequest(SPEC.id, prompt="Pay me", params=SamplingParams(max_tokens=8))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("ckpt") / "tiny-llama")
+
+
+async def test_every_stage_is_credited_for_exactly_what_it_served(checkpoint: Path) -> None:
+    off = VerificationConfig(verify_rate=0.0)
+    async with swarm(SPEC, checkpoint, [(0, 2), (2, 4), (4, 6)], verification=off) as (peers, coordinator):
+        done = await coordinator.generate(REQUEST)
+        tokens = done.prompt_tokens + done.completion_tokens - 1  # the last token is never fed back
+        earned = tokens * MICRO_PER_TOKEN
+        assert coordinator.ledger.balance(SELF) == -3 * earned
+        with trio.fail_after(10):  # each stage pays its successor as its own session closes
+            while peers[-1].stage.ledger.balance(SELF) == 0:
+                await trio.sleep(0.05)
+        for peer in peers:
+            assert peer.stage.ledger.balance(SELF) == earned, peer.peer_id
+        chain = [coordinator.peer_id, *(p.peer_id for p in peers)]
+        ledgers = [coordinator.ledger, *(p.stage.ledger for p in peers)]
+        for i in range(3):  # payer i and payee i+1 agree on what passed between them
+            owed = (3 - i) * earned
+            assert ledgers[i].balance(peer_account(chain[i + 1])) == owed
+            assert ledgers[i + 1].balance(peer_account(chain[i])) == -owed
+        for ledger in ledgers:
+            assert ledger.unbalanced() == []
+
+
+async def test_forged_wrong_and_replayed_receipts_are_refused(checkpoint: Path) -> None:
+    async with swarm(SPEC, checkpoint, [(0, 6)]) as (peers, _), client_host() as host:
+        target = peers[0]
+        session = RawSession(host, wrapped([target], max_length=16))
+        link = await RemoteLink.open(host, hop_of(target), 5.0)
+        await link.call(session.route.open, 10.0)
+        await link.call(session.step(0, tokens=3), 10.0)
+        payments = await RemoteLink.open(host, hop_of(target), 5.0, RECEIPT_LINK)
+        me = host.get_id().to_base58()
+        body = receipt.ReceiptBody(
+            payer=me,
+            payee=target.peer_id,
+            session_id=session.route.session_ids[0],
+            model=SPEC.id,
+            tokens=3,
+            units=3,
+            seq=0,
+            work_root=work_root(session.made),
+        )
+        identity = session.identity
+
+        async def answer(message):
+            return await payments.call(message, 10.0)
+
+        forged = dataclasses.replace(sign(identity, body), payer_signature=bytes(64))
+        assert (await answer(forged)).code == ErrorCode.BAD_RECEIPT_SIGNATURE
+        too_much = sign(identity, dataclasses.replace(body, units=30))
+        assert (await answer(too_much)).code == ErrorCode.WRONG_AMOUNT
+        ok = await answer(sign(identity, body))
+        assert isinstance(ok, receipt.Countersigned)
+        replayed = await answer(sign(identity, body))
+        assert isinstance(replayed, Error) and replayed.code == ErrorCode.STALE
+        assert target.stage.ledger.balance(SELF) == 3 * MICRO_PER_TOKEN  # posted once
+        await payments.aclose()
+        await link.aclose()

@@ -36,7 +36,9 @@ from hydra.runtime.wire import WIRE_DTYPES, from_wire, to_wire
 from hydra.stage.audit import SessionAudit, VerifyConversation
 from hydra.stage.limits import StageLimits
 from hydra.stage.links import (
+    INFERENCE_LINK,
     RECEIPT_LINK,
+    VERIFY_LINK,
     HopFailed,
     Link,
     LocalLink,
@@ -50,7 +52,6 @@ from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
 from protocols import inference, receipt, verify
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
-from protocols.ids import INFERENCE, RECEIPT, VERIFY
 from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
@@ -108,38 +109,24 @@ class StageServer:
         self.steps_served = 0
 
     def attach(self, host: IHost) -> None:
+        """Serve this stage's protocols on ``host``: sessions, challenges and receipts."""
         self.host = host
-        host.set_stream_handler(
-            TProtocol(INFERENCE),
-            serve(
-                inference.REQUESTS,
-                conversation=lambda remote: StageConversation(self, remote.to_base58()),
-                max_frame=inference.MAX_FRAME,
-                idle_timeout=self.limits.idle_timeout,
-                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
-            ),
+        served = (
+            (INFERENCE_LINK, inference.REQUESTS, StageConversation),
+            (VERIFY_LINK, verify.REQUESTS, VerifyConversation),
+            (RECEIPT_LINK, receipt.REQUESTS, ReceiptConversation),
         )
-        host.set_stream_handler(
-            TProtocol(VERIFY),
-            serve(
-                verify.REQUESTS,
-                conversation=lambda remote: VerifyConversation(self, remote.to_base58()),
-                max_frame=verify.MAX_LAYER + 4096,
-                idle_timeout=self.limits.idle_timeout,
-                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
-            ),
-        )
-
-        host.set_stream_handler(
-            TProtocol(RECEIPT),
-            serve(
-                receipt.REQUESTS,
-                conversation=lambda remote: ReceiptConversation(self, remote.to_base58()),
-                max_frame=RECEIPT_LINK.max_frame,
-                idle_timeout=self.limits.idle_timeout,
-                limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
-            ),
-        )
+        for link, requests, conversation in served:
+            host.set_stream_handler(
+                TProtocol(link.id),
+                serve(
+                    requests,
+                    conversation=lambda remote, make=conversation: make(self, remote.to_base58()),
+                    max_frame=link.max_frame,
+                    idle_timeout=self.limits.idle_timeout,
+                    limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
+                ),
+            )
 
     def find_session(self, owner: str, hop_session_id: bytes) -> "Session | None":
         """The open session ``owner`` knows as ``hop_session_id``."""

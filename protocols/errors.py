@@ -31,6 +31,7 @@ class ErrorCode(StrEnum):
     BAD_RECEIPT_SIGNATURE = "bad_receipt_signature"  # a payment receipt its payer did not sign
     WRONG_AMOUNT = "wrong_amount"  # a receipt for other work than this stage did
     STALE = "stale"  # a receipt or state older than one already accepted
+    PAYMENT_REQUIRED = "payment_required"  # too much of this session's work is unreceipted
     INTERNAL = "internal"
 
 

@@ -61,6 +61,8 @@ class Countersigned(Message):
         require(len(self.payee_signature) == SIGNATURE_BYTES, f"a signature is {SIGNATURE_BYTES} bytes")
 
 
+RECEIPT_EVERY: Final = 256  # tokens: a payer sends a receipt once this many are unpaid
+
 BODIES: Final = Schema([ReceiptBody])
 REQUESTS: Final = Schema([Receipt])
 REPLIES: Final = Schema([Countersigned, Error])

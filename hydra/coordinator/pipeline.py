@@ -34,7 +34,7 @@ from hydra.verification.ledger import ChainBroken, RouteLedger
 from protocols import inference
 from protocols.codec import Error, Message
 from protocols.errors import ProtocolError
-from protocols.receipt import ReceiptBody
+from protocols.receipt import RECEIPT_EVERY, ReceiptBody
 from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,8 @@ class Pipeline:
     history: list[torch.Tensor] = field(default_factory=list)  # inputs as sent, one per step
     hop_seconds: list[float] = field(default_factory=list)  # per step: round trip / hops
     commitment_bytes: int = 0  # received with the steps' replies, all stages together
+    paid: int = 0  # tokens of this route's session the first stage has a receipt for
+    pay_seq: int = 0
     auditor: Audits | None = None
     pending_audits: list[tuple[int, int]] = field(default_factory=list)  # (route index, position)
     companions: frozenset[str] = frozenset()  # peers of redundant copies: none may verify this route
@@ -127,9 +129,10 @@ class Pipeline:
         await self.close()
 
     async def _pay(self) -> None:
-        """Pay the first stage for the whole route's work, before the session closes (each
-        stage then pays its successor for the rest). This node's own stage is not paid."""
-        if self._link is None or not self.position or not self.route or self.route[0].local:
+        """Pay the first stage for the whole route's work so far (each stage then pays its
+        successor for the rest): every ``RECEIPT_EVERY`` tokens, and before the session closes.
+        This node's own stage is not paid."""
+        if self._link is None or self.position <= self.paid or not self.route or self.route[0].local:
             return
         first = self.route[0]
         body = ReceiptBody(
@@ -139,10 +142,11 @@ class Pipeline:
             model=self.config.model,
             tokens=self.position,
             units=self.position * len(self.route),
-            seq=0,
+            seq=self.pay_seq,
             work_root=work_root(step.in_hash for step in self.ledger.stages[0].chain.steps),
         )
-        await self.network.pay(first.hop, body)
+        if await self.network.pay(first.hop, body):
+            self.paid, self.pay_seq = self.position, self.pay_seq + 1
 
     @property
     def wrapped(self) -> WrappedRoute:
@@ -181,6 +185,8 @@ class Pipeline:
                 continue
             self.history.append(hidden)
             self.position += hidden.shape[1]
+            if self.position - self.paid >= RECEIPT_EVERY:
+                await self._pay()
             return output
 
     async def _send_step(
@@ -242,6 +248,7 @@ class Pipeline:
                 raise NoRoute(f"gave up after {self.config.max_failovers} failovers: {exc}") from None
             self.excluded[exc.peer_id] = exc.reason
             self.pending_audits.clear()  # they were for sessions that close now
+            self.paid = self.pay_seq = 0  # a new route, new sessions to pay
             await self.close()
             await self._build()
             try:

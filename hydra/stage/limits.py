@@ -13,3 +13,6 @@ class StageLimits:
     peer_share: float = 0.5
     peer_rate: float = 2000.0  # messages per second, sustained
     peer_burst: float = 4000.0
+    # tokens of a session served without a receipt before it must be paid to go on (payers
+    # send one every protocols.receipt.RECEIPT_EVERY tokens, so honest ones never hit this)
+    unpaid_tokens: int = 1024

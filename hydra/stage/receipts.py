@@ -60,7 +60,7 @@ class ReceiptConversation:
                 f"the receipt says {body.tokens} tokens, {body.units} stage-tokens",
             )
         post_earned(server.ledger, body)
-        session.receipt_seq = body.seq
+        session.receipt_seq, session.receipted = body.seq, body.tokens
         return receipt.Countersigned(countersign(server.identity, message))
 
 

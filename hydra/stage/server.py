@@ -52,6 +52,7 @@ from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
 from protocols import inference, receipt, verify
 from protocols.codec import Error, Message
 from protocols.errors import ErrorCode, ProtocolError
+from protocols.receipt import RECEIPT_EVERY
 from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class Session:
     relay: bool = False  # runs no blocks: passes its input on unchanged
     hops: int = 1  # stages from this one to the end of the route (what a receipt pays for)
     receipt_seq: int = -1  # of the latest receipt its predecessor paid with
+    receipted: int = 0  # tokens that receipt covers
+    paid: int = 0  # tokens this stage has paid its successor for
+    pay_seq: int = 0  # of the next receipt it sends
     position: int = 0
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
@@ -282,6 +286,13 @@ class StageConversation:
             raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "open a session before stepping")
         if session.broken:
             raise ProtocolError(ErrorCode.NEXT_HOP_FAILED, session.broken)
+        owed = session.position - session.receipted  # this node's own coordinator does not pay it
+        if owed > self.server.limits.unpaid_tokens and session.owner != self.server.peer_id:
+            raise ProtocolError(
+                ErrorCode.PAYMENT_REQUIRED,
+                f"{owed} tokens served without a receipt "
+                f"(the limit is {self.server.limits.unpaid_tokens})",
+            )
         if step.position != session.position:
             raise ProtocolError(
                 ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
@@ -308,9 +319,11 @@ class StageConversation:
             wrapped = session.outbound.wrap(sent, step.position)
             return inference.Hidden(step.position, *wrapped, commitments=(commitment,))
         reply = await self._pass_on(session, step, sent, started)
-        if isinstance(reply, inference.Hidden):
-            return dataclasses.replace(reply, commitments=(commitment, *reply.commitments))
-        return reply
+        if not isinstance(reply, inference.Hidden):
+            return reply
+        if session.position - session.paid >= RECEIPT_EVERY:
+            await self._pay_successor(session)
+        return dataclasses.replace(reply, commitments=(commitment, *reply.commitments))
 
     async def compute(self, session: Session, step: inference.Step, hidden: torch.Tensor) -> torch.Tensor:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
@@ -370,9 +383,10 @@ class StageConversation:
             await session.downstream.aclose()
 
     async def _pay_successor(self, session: Session) -> None:
-        """Pay the next hop for the rest of the route's work on this session."""
+        """Pay the next hop for the rest of the route's work on this session so far."""
         server = self.server
-        if session.broken or not session.position or session.next_hop is None or server.host is None:
+        unpaid = session.position > session.paid
+        if session.broken or not unpaid or session.next_hop is None or server.host is None:
             return
         body = receipt.ReceiptBody(
             payer=server.peer_id,
@@ -381,8 +395,9 @@ class StageConversation:
             model=session.audit.chain.terms.model,
             tokens=session.position,
             units=session.position * (session.hops - 1),
-            seq=0,
+            seq=session.pay_seq,
             work_root=work_root(step.out_hash for step in session.audit.chain.steps),
         )
-        await pay(server.host, server.identity, server.ledger, session.next_hop, body)
+        if await pay(server.host, server.identity, server.ledger, session.next_hop, body):
+            session.paid, session.pay_seq = session.position, session.pay_seq + 1
 

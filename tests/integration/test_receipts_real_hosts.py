@@ -12,18 +12,20 @@ from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.economy.ledger import MICRO_PER_TOKEN
 from hydra.economy.receipts import SELF, peer_account, sign, work_root
+from hydra.stage.limits import StageLimits
 from hydra.stage.links import RECEIPT_LINK, RemoteLink
 from hydra.verification.config import VerificationConfig
-from protocols import receipt
+from protocols import inference, receipt
 from protocols.codec import Error
 from protocols.errors import ErrorCode
 from tests.integration.test_stage_protocol_real_hosts import hop_of, wrapped
-from tests.peers import spec_for, swarm
+from tests.peers import spec_for, stage_peer, swarm
 from tests.rawpeer import RawSession, client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
 SPEC = spec_for("tiny-llama", 6)
-REQUEST = GenerationRequest(SPEC.id, prompt="Pay me", params=SamplingParams(max_tokens=8))
+# a prompt long enough (byte tokens) that receipts also flow mid-session, not only at its end
+REQUEST = GenerationRequest(SPEC.id, prompt="Pay me. " * 40, params=SamplingParams(max_tokens=8))
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,8 @@ async def test_every_stage_is_credited_for_exactly_what_it_served(checkpoint: Pa
         tokens = done.prompt_tokens + done.completion_tokens - 1  # the last token is never fed back
         earned = tokens * MICRO_PER_TOKEN
         assert coordinator.ledger.balance(SELF) == -3 * earned
-        with trio.fail_after(10):  # each stage pays its successor as its own session closes
-            while peers[-1].stage.ledger.balance(SELF) == 0:
+        with trio.move_on_after(10):  # each stage pays its successor as its own session closes
+            while any(p.stage.ledger.balance(SELF) != earned for p in peers):
                 await trio.sleep(0.05)
         for peer in peers:
             assert peer.stage.ledger.balance(SELF) == earned, peer.peer_id
@@ -51,6 +53,22 @@ async def test_every_stage_is_credited_for_exactly_what_it_served(checkpoint: Pa
             assert ledgers[i + 1].balance(peer_account(chain[i])) == -owed
         for ledger in ledgers:
             assert ledger.unbalanced() == []
+        receipts = coordinator.ledger.db.execute("SELECT seq FROM receipts").fetchall()
+        assert [r[0] for r in receipts] == [1]  # two receipts: after the prompt, then at the close
+
+
+def receipt_for(session: RawSession, payee: str, tokens: int, steps: int) -> receipt.ReceiptBody:
+    """What a raw client owes a one-stage route for its first ``steps`` steps."""
+    return receipt.ReceiptBody(
+        payer=session.host.get_id().to_base58(),
+        payee=payee,
+        session_id=session.route.session_ids[0],
+        model=SPEC.id,
+        tokens=tokens,
+        units=tokens,
+        seq=0,
+        work_root=work_root(session.made[:steps]),
+    )
 
 
 async def test_forged_wrong_and_replayed_receipts_are_refused(checkpoint: Path) -> None:
@@ -61,17 +79,7 @@ async def test_forged_wrong_and_replayed_receipts_are_refused(checkpoint: Path) 
         await link.call(session.route.open, 10.0)
         await link.call(session.step(0, tokens=3), 10.0)
         payments = await RemoteLink.open(host, hop_of(target), 5.0, RECEIPT_LINK)
-        me = host.get_id().to_base58()
-        body = receipt.ReceiptBody(
-            payer=me,
-            payee=target.peer_id,
-            session_id=session.route.session_ids[0],
-            model=SPEC.id,
-            tokens=3,
-            units=3,
-            seq=0,
-            work_root=work_root(session.made),
-        )
+        body = receipt_for(session, target.peer_id, tokens=3, steps=1)
         identity = session.identity
 
         async def answer(message):
@@ -86,5 +94,23 @@ async def test_forged_wrong_and_replayed_receipts_are_refused(checkpoint: Path) 
         replayed = await answer(sign(identity, body))
         assert isinstance(replayed, Error) and replayed.code == ErrorCode.STALE
         assert target.stage.ledger.balance(SELF) == 3 * MICRO_PER_TOKEN  # posted once
+        await payments.aclose()
+        await link.aclose()
+
+
+async def test_a_stage_stops_serving_work_nobody_pays_for(checkpoint: Path) -> None:
+    limits = StageLimits(unpaid_tokens=4)
+    async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as target, client_host() as host:
+        session = RawSession(host, wrapped([target], max_length=32))
+        link = await RemoteLink.open(host, hop_of(target), 5.0)
+        await link.call(session.route.open, 10.0)
+        assert isinstance(await link.call(session.step(0, tokens=3), 10.0), inference.Hidden)
+        assert isinstance(await link.call(session.step(3, tokens=3), 10.0), inference.Hidden)
+        refused = await link.call(session.step(6), 10.0)
+        assert isinstance(refused, Error) and refused.code == ErrorCode.PAYMENT_REQUIRED
+        body = receipt_for(session, target.peer_id, tokens=6, steps=2)  # the refused step is not paid
+        payments = await RemoteLink.open(host, hop_of(target), 5.0, RECEIPT_LINK)
+        assert isinstance(await payments.call(sign(session.identity, body), 10.0), receipt.Countersigned)
+        assert isinstance(await link.call(session.step(6), 10.0), inference.Hidden)  # paid: serving again
         await payments.aclose()
         await link.aclose()

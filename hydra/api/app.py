@@ -55,6 +55,7 @@ def create_app(
         service = GenerationService(coordinator, catalog, metrics)
         app.extensions[GENERATION] = service
         add_generation(app, service, config)
+        add_account(app, coordinator)
     add_status(app, status, metrics)
     add_planned(app)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
@@ -93,15 +94,27 @@ def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Me
         return status()
 
 
-PLANNED = ("/v1/account/balance", "/v1/hydra/stake", "/v1/hydra/channels/open")
+PLANNED = ("/v1/hydra/stake", "/v1/hydra/unstake", "/v1/hydra/channels/open", "/v1/hydra/channels/close")
 """Endpoints of the product's economy that do not exist yet: a clear 501, not a 404."""
+
+
+def add_account(app: QuartTrio, coordinator: Coordinator) -> None:
+    @app.get("/v1/account/balance")
+    async def balance() -> Any:
+        """This node's barter credits (served minus consumed, decayed). The HYDRA token, stake
+        and channels are not built yet, so they are not reported."""
+        return {"peer_id": coordinator.peer_id, "barter": coordinator.barter_status()}
 
 
 def add_planned(app: QuartTrio) -> None:
     async def not_yet() -> Any:
-        raise APIError(501, f"{request.path} is part of OpenHydra's economy (credits, the HYDRA "
-                            "token, state channels), which this version does not have yet",
-                       type="not_implemented", code="not_implemented")
+        raise APIError(
+            501,
+            f"{request.path} is part of OpenHydra's economy (the HYDRA token, "
+            "staking, state channels), which this version does not have yet",
+            type="not_implemented",
+            code="not_implemented",
+        )
 
     for path in PLANNED:
         app.add_url_rule(path, f"planned:{path}", not_yet, methods=["GET", "POST"])

@@ -31,7 +31,8 @@ from hydra.coordinator.sampling import Sampler
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
-from hydra.economy.ledger import Ledger
+from hydra.economy.ledger import DAILY_DECAY, MICRO, Ledger
+from hydra.economy.receipts import SELF
 from hydra.errors import ConfigError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.config import PrivacyConfig
@@ -196,7 +197,16 @@ class Coordinator:
 
     def status(self) -> dict[str, Any]:
         """What ``/v1/network/status`` and ``hydra status`` show of this coordinator."""
-        return {"verification": self._verification_status(), "reputation": self._reputation_status()}
+        return {
+            "verification": self._verification_status(),
+            "reputation": self._reputation_status(),
+            "economy": {"barter": self.barter_status()},
+        }
+
+    def barter_status(self) -> dict[str, Any]:
+        """This node's barter credits: earned serving minus spent consuming, decayed."""
+        micro = self.ledger.balance(SELF)
+        return {"credits": micro / MICRO, "micro_credits": micro, "decay_per_day": round(1 - DAILY_DECAY, 4)}
 
     def _verification_status(self) -> dict[str, Any]:
         stats = self.auditor.stats

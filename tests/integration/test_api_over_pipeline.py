@@ -53,6 +53,10 @@ async def test_http_greedy_equals_the_coordinators_greedy_output(pipeline):
     served_after = [stage(p)["steps_served"] for p in nodes]
     pairs = zip(served_before, served_after, strict=True)
     assert all(after > before for before, after in pairs), "not 3 hops"
+    # the API node paid the next stages for its HTTP request, and the last stage earned from
+    # both generations: what each node served shows in its barter balance
+    last = httpx.get(f"{nodes[2].url}/v1/account/balance", timeout=10).json()["barter"]
+    assert last["micro_credits"] > 0 and last["micro_credits"] == round(last["credits"] * 1_000_000)
 
 
 def test_hydra_generate_joins_the_swarm_and_prints_the_greedy_text(pipeline, tmp_path):

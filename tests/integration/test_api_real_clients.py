@@ -155,10 +155,14 @@ def test_a_prompt_longer_than_the_context_names_the_limit_and_the_field(client):
     assert error["param"] == "prompt" and "8192 tokens" in error["message"]
 
 
-def test_the_economy_endpoints_say_they_are_not_built_yet(api):
-    for path in ("/v1/account/balance", "/v1/hydra/stake", "/v1/hydra/channels/open"):
+def test_the_economy_endpoints_say_which_are_not_built_yet(api):
+    planned = ("/v1/hydra/stake", "/v1/hydra/unstake", "/v1/hydra/channels/open", "/v1/hydra/channels/close")
+    for path in planned:
         response = httpx.post(f"{api}{path}", json={}, timeout=10)
         assert response.status_code == 501 and "economy" in response.json()["error"]["message"]
+    barter = httpx.get(f"{api}/v1/account/balance", timeout=10).json()["barter"]
+    assert barter["micro_credits"] == round(barter["credits"] * 1_000_000)  # a lone node: it pays nobody
+    assert httpx.get(f"{api}/v1/network/status", timeout=10).json()["economy"]["barter"] == barter
 
 
 # --- Ollama ---------------------------------------------------------------------------------

@@ -162,6 +162,10 @@ async def run_node(
             ),
             "hydra_known_peers": ("Peers in the DHT routing table", lambda: len(peer.dht.routing)),
             "hydra_layers_served": ("Transformer blocks this node serves", lambda: end - start),
+            "hydra_barter_credits": (
+                "Barter credits: earned serving minus spent consuming, decayed",
+                lambda: coordinator.barter_status()["credits"],
+            ),
         }
         app = create_app(peer.dht, status, catalog, coordinator, config.api, gauges)
         async with trio.open_nursery() as nursery:

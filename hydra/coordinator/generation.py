@@ -177,7 +177,6 @@ class Coordinator:
         self.step_timeout = step_timeout
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
-        self.verification = verification
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
         self.reputation = reputation or Reputation()
         self.auditor = Auditor(self, verification, self.reputation)
@@ -194,6 +193,11 @@ class Coordinator:
     @property
     def identity(self) -> KeyPair:
         return KeyPair(self.host.get_private_key(), self.host.get_public_key())
+
+    @property
+    def verification(self) -> VerificationConfig:
+        """How this coordinator checks stages: its auditor's settings (one copy of them)."""
+        return self.auditor.config
 
     def status(self) -> dict[str, Any]:
         """What ``/v1/network/status`` and ``hydra status`` show of this coordinator."""

@@ -3,7 +3,6 @@ audit window is the session's life, counted against its cache reservation) and a
 challenges on ``protocols.ids.VERIFY``, relaying those meant for a later stage of the route.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -52,17 +51,18 @@ class SessionAudit:
         identity: KeyPair,
         step: inference.Step,
         received: inference.Tensor,
-        claimed_input: inference.Tensor,
+        in_hash: bytes,
         output: inference.Tensor,
-    ) -> bytes:
-        """Record the step and return its commitment, encrypted for the coordinator.
-        ``claimed_input`` is ``received`` for an honest stage (tests substitute it)."""
+    ) -> tuple[bytes, bytes]:
+        """Record the step; its commitment (encrypted for the coordinator) and its output's
+        digest. ``in_hash`` is the digest of ``received`` for an honest stage."""
         tokens = received.shape[1]
-        record = self.chain.append(step.position, tokens, tensor_digest(claimed_input), tensor_digest(output))
+        record = self.chain.append(step.position, tokens, in_hash, tensor_digest(output))
         self.steps.append(AuditedStep(step.position, step.chunks, received, step.receipt))
         self.outputs[step.position] = output
         signature = sign_head(identity, record.head) if self.chain.signs(tokens) else b""
-        return self.cipher.seal(Commitment(record.in_hash, record.out_hash, signature), step.position)
+        sealed = self.cipher.seal(Commitment(record.in_hash, record.out_hash, signature), step.position)
+        return sealed, record.out_hash
 
     def reveal(self, audit: Audit, identity: KeyPair) -> Reveal:
         """One page of the inputs from ``audit.start``; the last page adds the audited steps'
@@ -111,9 +111,9 @@ class VerifyConversation:
             page = audit.reveal(layer, self.server.identity)
             return verify.Revealed(audit.seal.seal(encode(page), ANSWER))
         assert isinstance(layer, Forward)
-        return await self._relay(session, layer, lambda answer: audit.seal.seal(answer, ANSWER))
+        return await self._relay(session, layer)
 
-    async def _relay(self, session: "Session", layer: Forward, wrap: Callable[[bytes], bytes]) -> Message:
+    async def _relay(self, session: "Session", layer: Forward) -> Message:
         """Pass the challenge's inner layer to the next hop; wrap its answer in our layer."""
         hop = session.next_hop
         host = self.server.host
@@ -132,4 +132,4 @@ class VerifyConversation:
         if isinstance(reply, Error):
             return attributed(reply, hop.peer_id)
         assert isinstance(reply, verify.Revealed)
-        return verify.Revealed(wrap(reply.layer))
+        return verify.Revealed(session.audit.seal.seal(reply.layer, ANSWER))

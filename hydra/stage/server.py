@@ -312,13 +312,13 @@ class StageConversation:
         session.position += tensor.shape[1]
         self.server.steps_served += 1
         sent = to_wire(output if step.return_all or session.downstream else output[:, -1:], session.dtype)
-        commitment = session.audit.commit(
-            self.server.identity, step, tensor, self.claimed_input(session, tensor), sent
+        commitment, sent_hash = session.audit.commit(
+            self.server.identity, step, tensor, self.claimed_input_hash(session, digest), sent
         )
         if session.downstream is None:
             wrapped = session.outbound.wrap(sent, step.position)
             return inference.Hidden(step.position, *wrapped, commitments=(commitment,))
-        reply = await self._pass_on(session, step, sent, started)
+        reply = await self._pass_on(session, step, sent, sent_hash, started)
         if not isinstance(reply, inference.Hidden):
             return reply
         if session.position - session.paid >= RECEIPT_EVERY:
@@ -331,8 +331,9 @@ class StageConversation:
             return hidden
         return await run_compute(self.server.run_chunks, hidden, step.chunks, session.cache, step.position)
 
-    def claimed_input(self, session: Session, received: inference.Tensor) -> inference.Tensor:
-        """The input this stage commits to having computed on. Tests override it to lie."""
+    def claimed_input_hash(self, session: Session, received: bytes) -> bytes:
+        """The digest of the input this stage commits to having computed on (that of what it
+        ``received``). Tests override it to lie."""
         return received
 
     def _check_input(self, session: Session, step: inference.Step, tensor: inference.Tensor) -> None:
@@ -351,13 +352,12 @@ class StageConversation:
             )
 
     async def _pass_on(
-        self, session: Session, step: inference.Step, output: inference.Tensor, started: float
+        self, session: Session, step: inference.Step, output: inference.Tensor, digest: bytes, started: float
     ) -> Message:
         """Send this stage's output, with a receipt for it, to the next hop; its reply (the last
         stage's output, or an error naming the peer at fault) goes back upstream."""
         assert session.downstream is not None
         hidden, sealed = session.outbound.wrap(output, step.position)
-        digest = tensor_digest(output)
         receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, digest)
         forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all, receipt)
         try:

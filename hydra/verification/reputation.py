@@ -105,19 +105,14 @@ class Reputation:
         return Score.of(stats)
 
     def record_check(self, peer_id: str, passed: bool) -> None:
-        stats = self._touch(peer_id)
-        if passed:
-            stats.passed += 1
-        else:
-            stats.failed += 1
-        self._save(stats)
+        self._count(peer_id, "passed" if passed else "failed")
 
     def record_contact(self, peer_id: str, reached: bool) -> None:
+        self._count(peer_id, "reached" if reached else "unreachable")
+
+    def _count(self, peer_id: str, counter: str) -> None:
         stats = self._touch(peer_id)
-        if reached:
-            stats.reached += 1
-        else:
-            stats.unreachable += 1
+        setattr(stats, counter, getattr(stats, counter) + 1)
         self._save(stats)
 
     def record_latency(self, peer_id: str, seconds: float) -> None:

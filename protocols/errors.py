@@ -32,6 +32,13 @@ class ErrorCode(StrEnum):
     WRONG_AMOUNT = "wrong_amount"  # a receipt for other work than this stage did
     STALE = "stale"  # a receipt or state older than one already accepted
     PAYMENT_REQUIRED = "payment_required"  # too much of this session's work is unreceipted
+    BAD_SIGNATURE = "bad_signature"  # an event, entry or channel state its signer did not sign
+    OVERDRAFT = "overdraft"  # more HYDRA than the account holds (liquid, staked or deposited)
+    TOO_MANY_CHANNELS = "too_many_channels"  # a peer already has its maximum of open channels
+    DUPLICATE = "duplicate"  # already in the token log (a claim, evidence or channel id)
+    BAD_EVIDENCE = "bad_evidence"  # slash evidence that does not prove what it claims
+    NOT_ALLOWED = "not_allowed"  # an event its author may not make now (wrong party, window)
+    BAD_ENTRY = "bad_entry"  # a log entry out of sequence, unchained or under-signed
     INTERNAL = "internal"
 
 

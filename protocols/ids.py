@@ -14,3 +14,9 @@ VERIFY: Final = "/hydra/verify/1.0.0"
 
 RECEIPT: Final = "/hydra/receipt/1.0.0"
 """Cumulative receipts for a session's work, signed by the payer, countersigned by the stage."""
+
+TOKEN_LOG: Final = "/hydra/tokenlog/1.0.0"
+"""The HYDRA token log: submit an event, co-sign an entry (federation members), fetch entries."""
+
+CHANNEL: Final = "/hydra/channel/1.0.0"
+"""Payment channels between neighbours of a route: balance updates signed by both sides."""

@@ -24,6 +24,7 @@ from hydra.config import (
 )
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
+from hydra.economy.config import TokenConfig
 from hydra.errors import ConfigError, HydraError
 from hydra.p2p.home import KEY_FILE, default_home
 from hydra.privacy.config import PrivacyConfig
@@ -176,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             min_reputation=args.min_reputation,
         ),
         discovery=_discovery(args),
+        token=TokenConfig(federation=tuple(args.federation or ())),
     )
     ready = ReadyLine("OpenHydra node ready")
     trio.run(_until_signal, lambda stopping: run_node(config, ready, stopping), ready.printed)
@@ -238,6 +240,7 @@ def cmd_signpost(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         relay=args.relay,
         discovery=_discovery(args),
+        token=TokenConfig(federation=tuple(args.federation or ()), ledger=args.ledger, k=args.federation_k),
     )
     ready = ReadyLine("OpenHydra signpost ready")
     trio.run(_until_signal, lambda stopping: run_signpost(config, ready, stopping), ready.printed)
@@ -405,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tokens generated when a request gives no limit (default %(default)s)")
     _add_privacy(run)
     _add_verification(run)
+    run.add_argument("--federation", action="append", metavar="MULTIADDR",
+                     help="a HYDRA token federation member to follow (repeatable; default: ask the "
+                          "--bootstrap signposts)")
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")
@@ -448,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--http-host", default=SIGNPOST.http_host)
     sp.add_argument("--http-port", type=int, default=SIGNPOST.http_port)
     sp.add_argument("--relay", action="store_true", help="act as a circuit-relay v2 hop")
+    sp.add_argument("--ledger", action="store_true",
+                    help="keep the HYDRA token log and co-sign it as a federation member "
+                         "(alone: a federation of one, for a local swarm)")
+    sp.add_argument("--federation", action="append", metavar="MULTIADDR",
+                    help="with --ledger: every member in order, this signpost included; the first "
+                         "orders the log (repeatable)")
+    sp.add_argument("--federation-k", type=int, metavar="K",
+                    help="co-signatures an entry needs (default: a majority of the members)")
     sp.set_defaults(func=cmd_signpost)
 
     kg = sub.add_parser("keygen", help="create the identity key (if absent); print the peer ID")

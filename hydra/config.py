@@ -2,7 +2,8 @@
 
 Every library package owns the configuration of its own code (``DiscoveryConfig`` in
 ``hydra.dht``, ``StageLimits`` in ``hydra.stage``, ``PrivacyConfig`` in ``hydra.privacy``,
-``VerificationConfig`` in ``hydra.verification``, ``APIConfig`` in ``hydra.api``); this module
+``VerificationConfig`` in ``hydra.verification``, ``TokenConfig`` in ``hydra.economy``,
+``APIConfig`` in ``hydra.api``); this module
 puts them together per command and is where
 every default the CLI shows comes from: ``hydra.cli`` reads them from the instances below."""
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from hydra.api.config import APIConfig
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
+from hydra.economy.config import TokenConfig
 from hydra.p2p.home import default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
@@ -41,6 +43,7 @@ class NodeConfig:
     privacy: PrivacyConfig = PrivacyConfig()
     verification: VerificationConfig = VerificationConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    token: TokenConfig = TokenConfig()
 
     def torch_device(self) -> "torch.device":
         from hydra.runtime.device import resolve_device  # lazily: DHT-only commands skip torch
@@ -59,6 +62,7 @@ class SignpostConfig:
     http_port: int = 8468
     relay: bool = False
     discovery: DiscoveryConfig = DiscoveryConfig()
+    token: TokenConfig = TokenConfig()
 
 
 GENERATE_SAMPLING = SamplingParams(max_tokens=128, temperature=0.0)

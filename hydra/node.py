@@ -20,6 +20,7 @@ from hydra.dht.keyspace import model_key
 from hydra.dht.service import DhtPeer, open_dht_peer
 from hydra.dht.work import solve
 from hydra.economy.ledger import LEDGER_FILE, Ledger
+from hydra.economy.service import TokenService
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
@@ -148,10 +149,15 @@ async def run_node(
                 },
             }
 
+        tokens = TokenService(
+            peer.host, peer.keypair, config.home, config.token.federation or discovery.bootstrap
+        )
+        stage.earned = tokens.earned
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
-            reputation=Reputation(config.home / REPUTATION_FILE),
+            reputation=Reputation(config.home / REPUTATION_FILE, stake_of=tokens.stake_of),
+            tokens=tokens,
         )
         gauges = {
             "hydra_stage_sessions": (
@@ -170,6 +176,7 @@ async def run_node(
         app = create_app(peer.dht, status, catalog, coordinator, config.api, gauges)
         async with trio.open_nursery() as nursery:
             await nursery.start(coordinator.auditor.run)
+            await nursery.start(tokens.run, config.token.mint_every_s)
             await nursery.start(announcer.run)
             await nursery.start(serve_http, app, config.api_host, config.api_port)
             on_ready(status())

@@ -159,15 +159,21 @@ class ChainStep(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Equivocation(Message):
-    """A stage signed two different outputs for one step: its commitment chain (``terms``,
-    the ``(position, tokens, in digest, out digest)`` of each step, ``head_signature`` over the
-    head after the last) says one, the receipt it signed its successor (``receipt`` over
-    ``digest`` for the step at ``position`` of the hop ``session_id``) says another."""
+    """A stage signed two different outputs for one step: its commitment chain (its terms are
+    ``session_id`` to ``dtype``, as ``hydra.verification.commitments.Terms``; then each step;
+    ``head_signature`` over the head after the last) says one, the receipt it signed its
+    successor (``receipt`` over ``digest`` for the step at ``position`` of the hop
+    ``next_session_id``) says another."""
 
     TYPE: ClassVar[str] = "equivocation"
     peer: str
-    terms: tuple[bytes, str, int, int, bytes, str]
-    steps: tuple[tuple[int, int, bytes, bytes], ...]
+    session_id: bytes
+    model: str
+    layer_start: int
+    layer_end: int
+    model_hash: bytes
+    dtype: str
+    steps: tuple[ChainStep, ...]
     head_signature: bytes
     position: int
     next_session_id: bytes

@@ -1,13 +1,23 @@
-"""An in-process federation for token-log tests: members' keys seal entries directly."""
+"""Federations for token tests: in-process (members' keys seal entries directly) and on real
+hosts (members serving the token-log protocol), and wallets that follow them."""
 
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.dht.service import DhtPeer, open_dht_peer
+from hydra.economy.federation import FederationMember
 from hydra.economy.tokenlog import TokenLog, cosign, sign_event
+from hydra.economy.wallet import Wallet
+from hydra.p2p.host import build_host, running_host
 from protocols.token import Entry, Event, Genesis, Sealed
+from tests.factories import discovery
 
 
 def peer_of(identity: KeyPair) -> str:
@@ -39,3 +49,50 @@ class LocalFederation:
         sealed = self.seal(self.entry(author, event))
         self.log.append(sealed)
         return sealed
+
+
+@dataclass
+class FederationPeers:
+    """Real hosts on 127.0.0.1, each a member of one federation."""
+
+    peers: list[DhtPeer]
+    members: list[FederationMember]
+
+    @property
+    def addrs(self) -> dict[str, tuple[str, ...]]:
+        return {p.peer_id: tuple(p.dht.own_addrs()) for p in self.peers}
+
+    @property
+    def genesis(self) -> Genesis:
+        return self.members[0].log.genesis
+
+    def multiaddr(self, i: int = 0) -> str:
+        return self.peers[i].multiaddrs()[0]
+
+
+@asynccontextmanager
+async def federation(
+    directory: Path, n: int = 3, k: int = 2, clock: Callable[[], float] = time.time
+) -> AsyncIterator[FederationPeers]:
+    async with AsyncExitStack() as stack:
+        peers = []
+        for _ in range(n):
+            peers.append(await stack.enter_async_context(open_dht_peer(None, "127.0.0.1", 0, discovery())))
+        genesis = Genesis(tuple(p.peer_id for p in peers), k)
+        addrs = {p.peer_id: tuple(p.dht.own_addrs()) for p in peers}
+        members = []
+        for i, peer in enumerate(peers):
+            replica = TokenLog(genesis, directory / f"member-{i}.db")
+            member = FederationMember(peer.keypair, replica, addrs, clock)
+            member.attach(peer.host)
+            members.append(member)
+        yield FederationPeers(peers, members)
+
+
+@asynccontextmanager
+async def wallet_host(fed: FederationPeers, identity: KeyPair | None = None) -> AsyncIterator[Wallet]:
+    """A bare libp2p host on 127.0.0.1 with a wallet following ``fed``."""
+    identity = identity or create_new_key_pair()
+    host = build_host(identity)
+    async with running_host(host, "127.0.0.1", 0):
+        yield Wallet(host, identity, TokenLog(fed.genesis), fed.addrs)

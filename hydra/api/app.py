@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from hydra.api.config import APIConfig
 from hydra.api.dht import dht_blueprint
+from hydra.api.economy import economy_blueprint
 from hydra.api.errors import APIError, from_error, hydra_body, ollama_body, openai_body
 from hydra.api.metrics import Metrics
 from hydra.api.ollama import ollama_blueprint
@@ -55,7 +56,7 @@ def create_app(
         service = GenerationService(coordinator, catalog, metrics)
         app.extensions[GENERATION] = service
         add_generation(app, service, config)
-        add_account(app, coordinator)
+        app.register_blueprint(economy_blueprint(coordinator, config))
     add_status(app, status, metrics)
     add_planned(app)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
@@ -94,16 +95,8 @@ def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Me
         return status()
 
 
-PLANNED = ("/v1/hydra/stake", "/v1/hydra/unstake", "/v1/hydra/channels/open", "/v1/hydra/channels/close")
+PLANNED = ("/v1/hydra/channels/open", "/v1/hydra/channels/close")
 """Endpoints of the product's economy that do not exist yet: a clear 501, not a 404."""
-
-
-def add_account(app: QuartTrio, coordinator: Coordinator) -> None:
-    @app.get("/v1/account/balance")
-    async def balance() -> Any:
-        """This node's barter credits (served minus consumed, decayed). The HYDRA token, stake
-        and channels are not built yet, so they are not reported."""
-        return {"peer_id": coordinator.peer_id, "barter": coordinator.barter_status()}
 
 
 def add_planned(app: QuartTrio) -> None:

@@ -33,6 +33,7 @@ from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.economy.ledger import DAILY_DECAY, MICRO, Ledger
 from hydra.economy.receipts import SELF
+from hydra.economy.service import TokenService
 from hydra.errors import ConfigError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.config import PrivacyConfig
@@ -167,6 +168,7 @@ class Coordinator:
         verification: VerificationConfig = VerificationConfig(),
         reputation: Reputation | None = None,
         ledger: Ledger | None = None,
+        tokens: TokenService | None = None,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -179,6 +181,7 @@ class Coordinator:
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
         self.reputation = reputation or Reputation()
+        self.tokens = tokens  # the HYDRA token: None for a coordinator without a node (hydra generate)
         self.auditor = Auditor(self, verification, self.reputation)
         self.rtt_table = RttTable(dht, on_sample=self.reputation.record_latency)
         self.models: dict[str, LoadedModel] = {}
@@ -204,7 +207,10 @@ class Coordinator:
         return {
             "verification": self._verification_status(),
             "reputation": self._reputation_status(),
-            "economy": {"barter": self.barter_status()},
+            "economy": {
+                "barter": self.barter_status(),
+                "hydra": self.tokens.status() if self.tokens is not None else {"federation": None},
+            },
         }
 
     def barter_status(self) -> dict[str, Any]:
@@ -292,7 +298,8 @@ class Coordinator:
         first = self.privacy.local_layers  # blocks this coordinator runs itself
         scores = {c.peer_id: self.reputation.score(c.peer_id).total for c in candidates}
         shunned = frozenset(p for p, score in scores.items() if score < self.verification.min_reputation)
-        weights = {p: 1.0 + max(0.0, NEUTRAL - score) for p, score in scores.items()}
+        # a hop costs more the further its peer scores below NEUTRAL, less the more it has staked
+        weights = {p: 1.0 + NEUTRAL - score for p, score in scores.items()}
         rtt = self.rtt_table.values
         route = plan_route(candidates, spec.num_layers, rtt, exclude | shunned, first, weights)
         if route is None and shunned:

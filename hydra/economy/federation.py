@@ -25,7 +25,7 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from hydra.economy.proofs import check_proof
-from hydra.economy.tokenlog import TokenLog, cosign, cosigned, entry_hash
+from hydra.economy.tokenlog import MICRO, TokenLog, cosign, cosigned, entry_hash
 from hydra.errors import HydraError
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import FramedStream, open_stream, request, serve
@@ -108,6 +108,16 @@ class FederationMember:
     def genesis(self) -> Genesis:
         members = self.log.genesis.members
         return Genesis(members, self.log.genesis.k, tuple(tuple(self.addrs.get(m, ())) for m in members))
+
+    def status(self) -> dict[str, object]:
+        genesis = self.log.genesis
+        return {
+            "members": list(genesis.members),
+            "k": genesis.k,
+            "sequencer": self.peer_id == self.sequencer,
+            "entries": self.log.length,
+            "supply": self.log.state.supply / MICRO,
+        }
 
     def attach(self, host: IHost) -> None:
         self.host = host

@@ -6,11 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import sqlite_utils
 import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.economy.config import MINT_EVERY_S
 from hydra.economy.federation import ask, catch_up, expect
 from hydra.economy.proofs import claim
 from hydra.economy.receipts import opened
@@ -23,7 +25,24 @@ from protocols.token import Event, MintProof, Sealed, Submit
 
 log = logging.getLogger(__name__)
 
-MINT_EVERY_S = 30.0  # how often a node claims the mints its receipts earned
+
+def remember_claim(
+    db: sqlite_utils.Database, receipt: Receipt | None = None, countersignature: bytes = b""
+) -> None:
+    """Keep the latest receipt of each session this node's stage countersigned, to mint for it
+    (called with no receipt, only make sure the table exists)."""
+    if not db["to_mint"].exists():
+        db["to_mint"].create({"ref": bytes, "tokens": int, "proof": bytes}, pk="ref")
+    body = opened(receipt) if receipt is not None else None
+    if body is None:
+        return
+    proof = encode(MintProof(encode(receipt), countersignature))
+    with db.conn:
+        db.execute(
+            "INSERT INTO to_mint (ref, tokens, proof) VALUES (?, ?, ?) ON CONFLICT(ref) DO UPDATE SET "
+            "tokens = excluded.tokens, proof = excluded.proof WHERE excluded.tokens > to_mint.tokens",
+            [claim(body), body.tokens, proof],
+        )
 
 
 class TokenRefused(InvalidRequest):
@@ -52,9 +71,7 @@ class Wallet:
         self.log = log_
         # the sequencer first: any member forwards a submission to it, asking it saves a hop
         self.members = [Member(m, tuple(members.get(m, ()))) for m in log_.genesis.members]
-        claims = log_.db["to_mint"]
-        if not claims.exists():
-            claims.create({"ref": bytes, "tokens": int, "proof": bytes}, pk="ref")
+        remember_claim(log_.db)  # creates the table
 
     async def submit(self, event: Event, proof: bytes = b"") -> Sealed:
         """Sign ``event``, have it sealed, and append it to this replica. ``TokenRefused`` when a
@@ -95,17 +112,7 @@ class Wallet:
     # --- minting -----------------------------------------------------------------------------
 
     def earned(self, receipt: Receipt, countersignature: bytes) -> None:
-        """Remember the latest receipt of a session this node's stage countersigned, to mint for it."""
-        body = opened(receipt)
-        if body is None:
-            return
-        proof = encode(MintProof(encode(receipt), countersignature))
-        with self.log.db.conn:
-            self.log.db.execute(
-                "INSERT INTO to_mint (ref, tokens, proof) VALUES (?, ?, ?) ON CONFLICT(ref) DO UPDATE SET "
-                "tokens = excluded.tokens, proof = excluded.proof WHERE excluded.tokens > to_mint.tokens",
-                [claim(body), body.tokens, proof],
-            )
+        remember_claim(self.log.db, receipt, countersignature)
 
     async def mint_pending(self) -> int:
         """Claim every mint not in the log yet; the number sealed. A claim the federation

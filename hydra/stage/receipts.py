@@ -61,7 +61,10 @@ class ReceiptConversation:
             )
         post_earned(server.ledger, body)
         session.receipt_seq, session.receipted = body.seq, body.tokens
-        return receipt.Countersigned(countersign(server.identity, message))
+        signature = countersign(server.identity, message)
+        if server.earned is not None:
+            server.earned(message, signature)
+        return receipt.Countersigned(signature)
 
 
 async def pay(

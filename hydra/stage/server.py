@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -99,6 +100,7 @@ class StageServer:
         self.identity = identity  # signs commitments and receipts
         self.peer_id = ID.from_pubkey(identity.public_key).to_base58()
         self.ledger = ledger or Ledger()  # credits earned from predecessors, paid to successors
+        self.earned: Callable[[receipt.Receipt, bytes], None] | None = None  # mints HYDRA for receipts
         self.kx = KxKey.create(identity)  # opens onion headers sealed for this peer
         self.replays = ReplayGuard()
         self.model_id = model_id

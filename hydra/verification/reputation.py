@@ -5,7 +5,8 @@ Score = 40% verification + 25% uptime + 20% latency consistency + 15% stake, eac
   a peer below the routing threshold whatever its history;
 - uptime: (reached + 1) / (reached + unreachable + 1);
 - latency consistency: 1 / (1 + coefficient of variation of its measured round trips);
-- stake: 0 until the economy lands.
+- stake: staked / (staked + STAKE_HALF) of the HYDRA the peer has staked in the token log
+  (``stake_of``), so a peer with stake is preferred by routing over an equal one without.
 Counts decay with age (half-life ``half_life_s``), so an old failure fades and a peer that
 stopped misbehaving is readmitted eventually. Evidence of every failed check is kept for
 slashing. State lives in memory and is written through on every change (a few small rows).
@@ -14,6 +15,7 @@ slashing. State lives in memory and is written through on every change (a few sm
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ import sqlite_utils
 REPUTATION_FILE = "reputation.db"  # in the node's home
 WEIGHTS = {"verification": 0.40, "uptime": 0.25, "latency": 0.20, "stake": 0.15}
 FAIL_WEIGHT = 1000.0
-NEUTRAL = 1.0 - WEIGHTS["stake"]  # a peer nobody has anything against, before stake exists
+NEUTRAL = 1.0 - WEIGHTS["stake"]  # a peer nobody has anything against, and no stake
+STAKE_HALF = 10_000_000  # micro-HYDRA (10 HYDRA, what 10,000 tokens served mint): half the stake term
 COUNTERS = ("passed", "failed", "reached", "unreachable")
 
 
@@ -58,13 +61,18 @@ class Score:
     checks_failed: float
 
     @classmethod
-    def of(cls, stats: PeerStats) -> "Score":
+    def of(cls, stats: PeerStats, staked: int = 0) -> "Score":
         verification = (stats.passed + 1) / (stats.passed + 1 + FAIL_WEIGHT * stats.failed)
         uptime = (stats.reached + 1) / (stats.reached + stats.unreachable + 1)
         latency = 1.0
         if stats.latency_n >= 1.5 and stats.latency_mean > 0:  # two samples, however decayed
             latency = 1 / (1 + math.sqrt(stats.latency_m2 / stats.latency_n) / stats.latency_mean)
-        parts = {"verification": verification, "uptime": uptime, "latency": latency, "stake": 0.0}
+        parts = {
+            "verification": verification,
+            "uptime": uptime,
+            "latency": latency,
+            "stake": staked / (staked + STAKE_HALF),
+        }
         total = sum(WEIGHTS[k] * v for k, v in parts.items())
         return cls(stats.peer_id, total, **parts, checks_passed=stats.passed, checks_failed=stats.failed)
 
@@ -72,7 +80,13 @@ class Score:
 class Reputation:
     """Open with a path (``$HYDRA_HOME/reputation.db``) or None for an in-memory store."""
 
-    def __init__(self, path: Path | None = None, half_life_s: float = 86400.0) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        half_life_s: float = 86400.0,
+        stake_of: Callable[[str], int] = lambda peer_id: 0,
+    ) -> None:
+        self.stake_of = stake_of
         self.db = sqlite_utils.Database(path) if path is not None else sqlite_utils.Database(memory=True)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.half_life_s = half_life_s
@@ -100,9 +114,9 @@ class Reputation:
     def score(self, peer_id: str) -> Score:
         stats = self.stats.get(peer_id)
         if stats is None:
-            return Score.of(PeerStats(peer_id))
+            return Score.of(PeerStats(peer_id), self.stake_of(peer_id))
         stats.decay(time.time(), self.half_life_s)
-        return Score.of(stats)
+        return Score.of(stats, self.stake_of(peer_id))
 
     def record_check(self, peer_id: str, passed: bool) -> None:
         self._count(peer_id, "passed" if passed else "failed")

@@ -155,14 +155,22 @@ def test_a_prompt_longer_than_the_context_names_the_limit_and_the_field(client):
     assert error["param"] == "prompt" and "8192 tokens" in error["message"]
 
 
-def test_the_economy_endpoints_say_which_are_not_built_yet(api):
-    planned = ("/v1/hydra/stake", "/v1/hydra/unstake", "/v1/hydra/channels/open", "/v1/hydra/channels/close")
-    for path in planned:
+def test_the_economy_endpoints_check_amounts_and_say_when_no_federation_answers(api):
+    for amount in (-1, 0, "lots", True, 1e300, "0.0000001", None):
+        response = httpx.post(f"{api}/v1/hydra/stake", json={"amount": amount}, timeout=10)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "amount", amount
+    for path in ("/v1/hydra/stake", "/v1/hydra/unstake"):  # a lone node follows no federation
+        response = httpx.post(f"{api}{path}", json={"amount": "1.5"}, timeout=10)
+        assert response.status_code == 503 and "federation" in response.json()["error"]["message"]
+    for path in ("/v1/hydra/channels/open", "/v1/hydra/channels/close"):
         response = httpx.post(f"{api}{path}", json={}, timeout=10)
         assert response.status_code == 501 and "economy" in response.json()["error"]["message"]
-    barter = httpx.get(f"{api}/v1/account/balance", timeout=10).json()["barter"]
+    balance = httpx.get(f"{api}/v1/account/balance", timeout=10).json()
+    barter = balance["barter"]
     assert barter["micro_credits"] == round(barter["credits"] * 1_000_000)  # a lone node: it pays nobody
-    assert httpx.get(f"{api}/v1/network/status", timeout=10).json()["economy"]["barter"] == barter
+    assert balance["hydra"] == {"federation": None}
+    economy = httpx.get(f"{api}/v1/network/status", timeout=10).json()["economy"]
+    assert economy == {"barter": barter, "hydra": {"federation": None}}
 
 
 # --- Ollama ---------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The token side of a running node: find the federation, pin its genesis, keep a replica of
+the log current and claim mints for what this node's stage served."""
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+import trio
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from hydra.economy.federation import ask, expect
+from hydra.economy.tokenlog import TOKEN_LOG_FILE, TokenLog, genesis_hash
+from hydra.economy.wallet import Wallet, remember_claim
+from hydra.errors import ConfigError, HydraError, Unavailable
+from protocols.codec import encode
+from protocols.receipt import Receipt
+from protocols.token import Event, Genesis, GetGenesis
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 10.0  # between attempts to reach a federation
+
+
+def split(addrs: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """``(peer id, (address,))`` for each ``/.../p2p/PEER_ID`` multiaddr."""
+    found = []
+    for text in addrs:
+        try:
+            info = info_from_p2p_addr(Multiaddr(text))
+        except Exception:  # noqa: BLE001 - multiaddr raises many types for bad text
+            raise ConfigError(
+                f"bad federation address {text!r}: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID"
+            ) from None
+        found.append((info.peer_id.to_base58(), tuple(str(a) for a in info.addrs)))
+    return found
+
+
+def pinned_genesis(db: sqlite_utils.Database, genesis: Genesis) -> None:
+    """Remember the first federation this node follows; refuse to follow a different one."""
+    if not db["genesis"].exists():
+        db["genesis"].create({"hash": bytes, "body": bytes}, pk="hash")
+    row = db.execute("SELECT hash FROM genesis").fetchone()
+    if row is None:
+        db["genesis"].insert({"hash": genesis_hash(genesis), "body": encode(genesis)})
+    elif row[0] != genesis_hash(genesis):
+        raise ConfigError(
+            f"the federation answering now is not the one this node follows (genesis {row[0].hex()[:16]}); "
+            f"move {TOKEN_LOG_FILE} away to follow the new one"
+        )
+
+
+class TokenService:
+    """``wallet`` is None until a federation answered."""
+
+    def __init__(self, host: IHost, identity: KeyPair, home: Path, federation: Sequence[str]) -> None:
+        self.host = host
+        self.identity = identity
+        self.path = home / TOKEN_LOG_FILE
+        self.federation = split(federation)
+        self.db = sqlite_utils.Database(self.path)
+        self.wallet: Wallet | None = None
+
+    def ready(self) -> Wallet:
+        if self.wallet is None:
+            raise Unavailable(
+                "no HYDRA token federation has answered yet (run a signpost with --ledger, or give "
+                "--federation)"
+            )
+        return self.wallet
+
+    def status(self) -> dict[str, Any]:
+        if self.wallet is None:
+            return {"federation": None}
+        genesis = self.wallet.log.genesis
+        return {"federation": {"members": len(genesis.members), "k": genesis.k}, **self.wallet.account()}
+
+    async def stake(self, amount: int) -> dict[str, Any]:
+        wallet = self.ready()
+        await wallet.submit(Event("stake", wallet.peer_id, amount))
+        return wallet.account()
+
+    async def unstake(self, amount: int) -> dict[str, Any]:
+        wallet = self.ready()
+        await wallet.submit(Event("unstake", wallet.peer_id, amount))
+        return wallet.account()
+
+    def stake_of(self, peer_id: str) -> int:
+        return self.wallet.stake_of(peer_id) if self.wallet is not None else 0
+
+    def earned(self, receipt: Receipt, countersignature: bytes) -> None:
+        """A receipt this node's stage countersigned: mint for it (now or once a federation answers)."""
+        remember_claim(self.db, receipt, countersignature)
+
+    async def connect(self) -> Wallet | None:
+        """Ask each known member for the genesis; open the replica on the first answer."""
+        for peer, addrs in self.federation:
+            try:
+                genesis = expect(await ask(self.host, peer, addrs, GetGenesis(), timeout=5.0), Genesis)
+            except (HydraError, trio.TooSlowError) as exc:
+                log.debug("no token federation at %s: %s", peer, exc)
+                continue
+            pinned_genesis(self.db, genesis)
+            members = {m: tuple(a) for m, a in zip(genesis.members, genesis.addrs, strict=False)}
+            log_ = await trio.to_thread.run_sync(TokenLog, Genesis(genesis.members, genesis.k), self.path)
+            self.wallet = Wallet(self.host, self.identity, log_, members)
+            log.info("following the token federation of %d member(s), k=%d", len(genesis.members), genesis.k)
+            return self.wallet
+        return None
+
+    async def run(
+        self, every: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while self.wallet is None:
+            if await self.connect() is None:
+                await trio.sleep(RETRY_S)
+        await self.wallet.run(every)

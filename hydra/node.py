@@ -149,10 +149,8 @@ async def run_node(
                 },
             }
 
-        tokens = TokenService(
-            peer.host, peer.keypair, config.home, config.token.federation or discovery.bootstrap
-        )
-        stage.earned = tokens.earned
+        tokens = TokenService(peer.host, peer.keypair, config.home, config.token, discovery.bootstrap)
+        stage.tokens = tokens
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,

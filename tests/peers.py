@@ -2,6 +2,7 @@
 with its own DHT node, stage server and signed announcement; plus a coordinator that finds
 them through the DHT like any other node would."""
 
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -14,12 +15,15 @@ from libp2p.custom_types import TProtocol
 
 from hydra.coordinator.generation import Coordinator
 from hydra.dht.service import DhtPeer, open_dht_peer
+from hydra.economy.config import TokenConfig
+from hydra.economy.service import TokenService
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
 from hydra.p2p.streams import serve
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation, StageServer
 from hydra.verification.config import VerificationConfig
+from hydra.verification.reputation import Reputation
 from protocols import inference
 from protocols.ids import INFERENCE
 from tests.factories import discovery
@@ -71,16 +75,30 @@ async def stage_peer(
     limits: StageLimits = StageLimits(),
     kad_rate: float = 200.0,
     on: Compute = CPU,
+    token: TokenConfig | None = None,
 ) -> AsyncIterator[StagePeer]:
     config = discovery(*bootstrap, peer_rate=kad_rate, peer_burst=2 * kad_rate)
-    async with open_dht_peer(None, "127.0.0.1", 0, config) as peer:
+    async with open_dht_peer(None, "127.0.0.1", 0, config) as peer, token_service(peer, token) as tokens:
         stage, announcer, _ = await start_stage(
             peer, spec, checkpoint, layers, on.dtype, on.device, limits
         )
+        stage.tokens = tokens
         async with trio.open_nursery() as nursery:
             await nursery.start(announcer.run)  # re-announces as the swarm grows
             yield StagePeer(peer, stage)
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def token_service(peer: DhtPeer, token: TokenConfig | None) -> AsyncIterator[TokenService | None]:
+    """With ``token``: ``peer``'s wallet, following the federation it names (home in a temp dir)."""
+    if token is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as home:
+        service = TokenService(peer.host, peer.keypair, Path(home), token)
+        assert await service.connect() is not None, "no federation member answered"
+        yield service
 
 
 @asynccontextmanager
@@ -90,19 +108,21 @@ async def swarm(
     spans: list[tuple[int, int]],
     on: Compute = CPU,
     verification: VerificationConfig = VerificationConfig(),
+    token: TokenConfig | None = None,
 ) -> AsyncIterator[tuple[list[StagePeer], Coordinator]]:
     """Stage peers serving ``spans`` (the first is everyone's bootstrap) and a coordinator
-    with no blocks of its own, joined through the first peer; all computing ``on``."""
+    with no blocks of its own, joined through the first peer; all computing ``on``, and with
+    ``token`` all following a token federation."""
     async with AsyncExitStack() as stack:
-        peers = [await stack.enter_async_context(stage_peer(spec, checkpoint, spans[0], on=on))]
+        peers = [await stack.enter_async_context(stage_peer(spec, checkpoint, spans[0], on=on, token=token))]
         for span in spans[1:]:
             peers.append(
                 await stack.enter_async_context(
-                    stage_peer(spec, checkpoint, span, (peers[0].multiaddr,), on=on)
+                    stage_peer(spec, checkpoint, span, (peers[0].multiaddr,), on=on, token=token)
                 )
             )
         client = await stack.enter_async_context(
-            coordinator_for(spec, checkpoint, peers[0].multiaddr, on, verification)
+            coordinator_for(spec, checkpoint, peers[0].multiaddr, on, verification, token)
         )
         with trio.fail_after(15):  # every record announced and findable before the test
             while len(await client.candidates(spec.id)) < len(peers):
@@ -117,14 +137,19 @@ async def coordinator_for(
     bootstrap: str,
     on: Compute = CPU,
     verification: VerificationConfig = VerificationConfig(),
+    token: TokenConfig | None = None,
 ) -> AsyncIterator[Coordinator]:
     """A coordinator with no blocks of its own, joined through ``bootstrap``, its auditor
     recomputing in the background as a node's does."""
-    async with open_dht_peer(None, "127.0.0.1", 0, discovery(bootstrap)) as client:
+    async with (
+        open_dht_peer(None, "127.0.0.1", 0, discovery(bootstrap)) as client,
+        token_service(client, token) as tokens,
+    ):
         coordinator = Coordinator(
             client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
             device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
-            verification=verification,
+            verification=verification, tokens=tokens,
+            reputation=Reputation(stake_of=tokens.stake_of) if tokens is not None else None,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(coordinator.auditor.run)

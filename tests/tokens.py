@@ -90,9 +90,15 @@ async def federation(
 
 
 @asynccontextmanager
-async def wallet_host(fed: FederationPeers, identity: KeyPair | None = None) -> AsyncIterator[Wallet]:
-    """A bare libp2p host on 127.0.0.1 with a wallet following ``fed``."""
+async def wallet_host(
+    fed: FederationPeers, identity: KeyPair | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Wallet]:
+    """A bare libp2p host on 127.0.0.1 with a wallet following ``fed`` (and taking channel
+    updates; ``clock`` judges their TTLs)."""
     identity = identity or create_new_key_pair()
     host = build_host(identity)
     async with running_host(host, "127.0.0.1", 0):
-        yield Wallet(host, identity, TokenLog(fed.genesis), fed.addrs)
+        wallet = Wallet(host, identity, TokenLog(fed.genesis), fed.addrs)
+        wallet.channels.clock = clock
+        wallet.channels.attach(host)
+        yield wallet

@@ -58,7 +58,6 @@ def create_app(
         add_generation(app, service, config)
         app.register_blueprint(economy_blueprint(coordinator, config))
     add_status(app, status, metrics)
-    add_planned(app)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
     add_error_shapes(app)
     return app
@@ -93,24 +92,6 @@ def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Me
     @app.get("/v1/network/status")
     async def network_status() -> Any:
         return status()
-
-
-PLANNED = ("/v1/hydra/channels/open", "/v1/hydra/channels/close")
-"""Endpoints of the product's economy that do not exist yet: a clear 501, not a 404."""
-
-
-def add_planned(app: QuartTrio) -> None:
-    async def not_yet() -> Any:
-        raise APIError(
-            501,
-            f"{request.path} is part of OpenHydra's economy (the HYDRA token, "
-            "staking, state channels), which this version does not have yet",
-            type="not_implemented",
-            code="not_implemented",
-        )
-
-    for path in PLANNED:
-        app.add_url_rule(path, f"planned:{path}", not_yet, methods=["GET", "POST"])
 
 
 def add_rate_limit(app: QuartTrio, limiter: SlidingWindowLimiter, metrics: Metrics) -> None:

@@ -1,5 +1,5 @@
 """The economy's endpoints: balances for anyone who can reach the API, and the calls that move
-this node's HYDRA (stake, unstake, channels) for its operator only.
+this node's HYDRA (stake, unstake, opening and closing channels) for its operator only.
 
 Money calls answer only clients on this machine (loopback), or a client presenting
 ``Authorization: Bearer <APIConfig.money_token>`` when the operator set one: an API opened to
@@ -15,6 +15,7 @@ from quart import Blueprint, request
 from hydra.api.bodies import json_body
 from hydra.api.config import APIConfig
 from hydra.api.errors import APIError, bad_request
+from hydra.api.fields import Fields
 from hydra.coordinator.generation import Coordinator
 from hydra.economy.service import TokenService
 from hydra.economy.tokenlog import CAP, MICRO
@@ -90,5 +91,22 @@ def economy_blueprint(coordinator: Coordinator, config: APIConfig) -> Blueprint:
         operator_only(config)
         amount = hydra_amount(await json_body(), "amount")
         return await refusals_as_errors(tokens().unstake(amount))
+
+    @bp.post("/v1/hydra/channels/open")
+    async def open_channel() -> Any:
+        operator_only(config)
+        body = await json_body()
+        peer = Fields(body).string("peer", required=True, max_length=128)
+        return await refusals_as_errors(tokens().open_channel(peer, hydra_amount(body, "deposit")))
+
+    @bp.post("/v1/hydra/channels/close")
+    async def close_channel() -> Any:
+        operator_only(config)
+        text = Fields(await json_body()).string("id", required=True, max_length=64)
+        try:
+            channel_id = bytes.fromhex(text)
+        except ValueError:
+            raise bad_request("'id' must be the channel's id in hex", "id") from None
+        return await refusals_as_errors(tokens().close_channel(channel_id))
 
     return bp

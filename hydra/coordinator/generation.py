@@ -317,7 +317,7 @@ class Coordinator:
         return await RemoteLink.open(self.host, candidate.hop, timeout)
 
     async def pay(self, hop: inference.Hop, body: ReceiptBody) -> bool:
-        return await pay(self.host, self.identity, self.ledger, hop, body)
+        return await pay(self.host, self.identity, self.ledger, hop, body, self.tokens)
 
     async def verify_link(self, candidate: Candidate, timeout: float) -> Link:
         """Where challenges for a route starting at ``candidate`` go."""

@@ -16,3 +16,4 @@ class TokenConfig:
     ledger: bool = False  # signposts: keep the log and co-sign it
     k: int | None = None  # signposts: co-signatures an entry needs (default: a majority)
     mint_every_s: float = MINT_EVERY_S
+    channel_deposit: int = 0  # micro-HYDRA: open a channel this size to a peer it pays that has none

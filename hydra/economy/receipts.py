@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from libp2p.crypto.keys import KeyPair
 
-from hydra.economy.ledger import Ledger
+from hydra.economy.ledger import Ledger, Posted
 from hydra.p2p.identity import signed_by
 from protocols.codec import encode
 from protocols.receipt import BODIES, Receipt, ReceiptBody
@@ -56,10 +56,10 @@ def hop_key(counterparty: str, session_id: bytes) -> str:
     return f"{counterparty}:{session_id.hex()}"
 
 
-def post_paid(ledger: Ledger, body: ReceiptBody) -> None:
+def post_paid(ledger: Ledger, body: ReceiptBody) -> Posted:
     """The payer's side: it owes ``body.units`` stage-tokens to the payee."""
     key = hop_key(body.payee, body.session_id)
-    ledger.post_receipt(key, body.seq, body.units, payer=SELF, payee=peer_account(body.payee))
+    return ledger.post_receipt(key, body.seq, body.units, payer=SELF, payee=peer_account(body.payee))
 
 
 def post_earned(ledger: Ledger, body: ReceiptBody) -> None:

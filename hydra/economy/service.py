@@ -10,14 +10,17 @@ import sqlite_utils
 import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from hydra.economy.config import TokenConfig
 from hydra.economy.federation import ask, expect
-from hydra.economy.tokenlog import TOKEN_LOG_FILE, TokenLog, genesis_hash
-from hydra.economy.wallet import Wallet, remember_claim
+from hydra.economy.tokenlog import PRICE_PER_UNIT, TOKEN_LOG_FILE, TokenLog, genesis_hash
+from hydra.economy.wallet import TokenRefused, Wallet, remember_claim
 from hydra.errors import ConfigError, HydraError, Unavailable
 from protocols.codec import encode
+from protocols.inference import Hop
 from protocols.receipt import Receipt
 from protocols.token import Event, Genesis, GetGenesis
 
@@ -57,11 +60,14 @@ def pinned_genesis(db: sqlite_utils.Database, genesis: Genesis) -> None:
 class TokenService:
     """``wallet`` is None until a federation answered."""
 
-    def __init__(self, host: IHost, identity: KeyPair, home: Path, federation: Sequence[str]) -> None:
+    def __init__(
+        self, host: IHost, identity: KeyPair, home: Path, config: TokenConfig, signposts: Sequence[str] = ()
+    ) -> None:
         self.host = host
         self.identity = identity
+        self.config = config
         self.path = home / TOKEN_LOG_FILE
-        self.federation = split(federation)
+        self.federation = split(config.federation or signposts)
         self.db = sqlite_utils.Database(self.path)
         self.wallet: Wallet | None = None
 
@@ -89,6 +95,43 @@ class TokenService:
         await wallet.submit(Event("unstake", wallet.peer_id, amount))
         return wallet.account()
 
+    async def open_channel(self, payee: str, deposit: int) -> dict[str, Any]:
+        wallet = self.ready()
+        channel_id = await wallet.channels.open(payee, deposit)
+        return {"id": channel_id.hex(), **wallet.account()}
+
+    async def close_channel(self, channel_id: bytes) -> dict[str, Any]:
+        wallet = self.ready()
+        c = wallet.channels.channel(channel_id)
+        if c is None or wallet.peer_id not in (c.opener, c.peer):
+            raise TokenRefused("not_allowed", "this node has no open channel with that id")
+        await wallet.channels.close(channel_id, self.addrs_of(c.peer))
+        return wallet.account()
+
+    async def pay_by_channel(self, hop: Hop, units: int) -> None:
+        """Pay ``hop`` for ``units`` more stage-tokens over this node's channel to it, opening one
+        first when ``channel_deposit`` says so; logged, never raised (the receipt stands)."""
+        wallet = self.wallet
+        if wallet is None or units <= 0:
+            return
+        book = wallet.channels
+        try:
+            channel_id = book.paying(hop.peer_id)
+            deposit = min(self.config.channel_deposit, wallet.log.state.balances[wallet.peer_id])
+            if channel_id is None and deposit > 0:  # as much as asked for, or all there is
+                channel_id = await book.open(hop.peer_id, deposit)
+            if channel_id is not None:
+                await book.pay(channel_id, units * PRICE_PER_UNIT, hop.addrs)
+        except (HydraError, trio.TooSlowError) as exc:
+            log.info("paying %s by channel failed: %s", hop.peer_id, exc)
+
+    def addrs_of(self, peer: str) -> tuple[str, ...]:
+        """Where ``peer`` was last reached (the host's peerstore)."""
+        try:
+            return tuple(str(a) for a in self.host.get_peerstore().addrs(ID.from_base58(peer)))
+        except Exception:  # noqa: BLE001 - an unknown peer or a malformed id: no address known
+            return ()
+
     def stake_of(self, peer_id: str) -> int:
         return self.wallet.stake_of(peer_id) if self.wallet is not None else 0
 
@@ -108,6 +151,7 @@ class TokenService:
             members = {m: tuple(a) for m, a in zip(genesis.members, genesis.addrs, strict=False)}
             log_ = await trio.to_thread.run_sync(TokenLog, Genesis(genesis.members, genesis.k), self.path)
             self.wallet = Wallet(self.host, self.identity, log_, members)
+            self.wallet.channels.attach(self.host)
             log.info("following the token federation of %d member(s), k=%d", len(genesis.members), genesis.k)
             return self.wallet
         return None
@@ -119,4 +163,4 @@ class TokenService:
         while self.wallet is None:
             if await self.connect() is None:
                 await trio.sleep(RETRY_S)
-        await self.wallet.run(every)
+        await self.wallet.run(every, self.addrs_of)

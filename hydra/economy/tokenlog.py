@@ -12,6 +12,7 @@ Amounts are integer micro-HYDRA (``MICRO`` per HYDRA).
 """
 
 import hashlib
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from protocols.token import HASH_BYTES, Cosignature, Entry, Event, Genesis, Seal
 MICRO = 1_000_000
 CAP = 69_000_000 * MICRO
 MINT_PER_TOKEN = MICRO // 1000  # 1 HYDRA per 1,000 tokens served while the supply is small
+PRICE_PER_UNIT = MINT_PER_TOKEN  # what a payer pays per stage-token over a channel: what serving it mints
 SLASH_SHARE = 2  # a slash takes 1/SLASH_SHARE of the stake (and burns it)
 TOKEN_LOG_FILE = "tokenlog.db"  # in the node's home
 
@@ -98,6 +100,11 @@ class TokenState:
     claims: dict[bytes, int] = field(default_factory=dict)  # mint claim -> tokens minted for
     evidence: set[bytes] = field(default_factory=set)
     channels: dict[bytes, Channel] = field(default_factory=dict)
+
+    def holdings(self) -> int:
+        """Everything accounts hold, liquid, staked or deposited in channels: always the supply."""
+        deposits = sum(c.deposit for c in self.channels.values())
+        return sum(self.balances.values()) + sum(self.staked.values()) + deposits
 
     def open_channels(self, peer: str) -> int:
         return sum(peer in (c.opener, c.peer) for c in self.channels.values())
@@ -221,7 +228,9 @@ class TokenLog:
 
     def __init__(self, genesis: Genesis, path: Path | None = None) -> None:
         self.genesis = genesis
-        self.db = sqlite_utils.Database(path) if path is not None else sqlite_utils.Database(memory=True)
+        # opened (and replayed) off the event loop, then used on it: one thread at a time
+        conn = sqlite3.connect(path if path is not None else ":memory:", check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         if not self.db["entries"].exists():

@@ -2,7 +2,7 @@
 burn, channels) and the mints it claims for the receipts its stage countersigned."""
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
+from hydra.economy.channel_book import ChannelBook
 from hydra.economy.config import MINT_EVERY_S
 from hydra.economy.federation import ask, catch_up, expect
 from hydra.economy.proofs import claim
@@ -72,6 +73,7 @@ class Wallet:
         # the sequencer first: any member forwards a submission to it, asking it saves a hop
         self.members = [Member(m, tuple(members.get(m, ()))) for m in log_.genesis.members]
         remember_claim(log_.db)  # creates the table
+        self.channels = ChannelBook(self)
 
     async def submit(self, event: Event, proof: bytes = b"") -> Sealed:
         """Sign ``event``, have it sealed, and append it to this replica. ``TokenRefused`` when a
@@ -133,11 +135,14 @@ class Wallet:
                 self.log.db.execute("DELETE FROM to_mint WHERE ref = ? AND tokens = ?", [ref, tokens])
         return minted
 
-    async def run(self, every: float = MINT_EVERY_S) -> None:
-        """Keep the replica current and claim mints, until cancelled."""
+    async def run(
+        self, every: float = MINT_EVERY_S, addrs_of: Callable[[str], tuple[str, ...]] = lambda peer: ()
+    ) -> None:
+        """Keep the replica current, claim mints and look after channels, until cancelled."""
         while True:
             await self.sync()
             await self.mint_pending()
+            await self.channels.watch(addrs_of)
             await trio.sleep(every)
 
     # --- what it holds -----------------------------------------------------------------------

@@ -9,8 +9,9 @@ import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 
-from hydra.economy.ledger import Ledger
+from hydra.economy.ledger import MICRO_PER_TOKEN, Ledger
 from hydra.economy.receipts import countersign, countersigned, opened, post_earned, post_paid, sign, work_root
+from hydra.economy.service import TokenService
 from hydra.stage.links import RECEIPT_LINK, HopFailed, RemoteLink
 from protocols import inference, receipt
 from protocols.codec import Message
@@ -62,16 +63,22 @@ class ReceiptConversation:
         post_earned(server.ledger, body)
         session.receipt_seq, session.receipted = body.seq, body.tokens
         signature = countersign(server.identity, message)
-        if server.earned is not None:
-            server.earned(message, signature)
+        if server.tokens is not None:
+            server.tokens.earned(message, signature)
         return receipt.Countersigned(signature)
 
 
 async def pay(
-    host: IHost, identity: KeyPair, ledger: Ledger, hop: inference.Hop, body: receipt.ReceiptBody
+    host: IHost,
+    identity: KeyPair,
+    ledger: Ledger,
+    hop: inference.Hop,
+    body: receipt.ReceiptBody,
+    tokens: TokenService | None = None,
 ) -> bool:
-    """Send ``body`` signed to ``hop``; post it once countersigned. False (logged) if the payee
-    did not countersign: the work stays unpaid, nothing is posted."""
+    """Send ``body`` signed to ``hop``; post it once countersigned, and pay the increase in
+    HYDRA too when this node has a channel to ``hop``. False (logged) if the payee did not
+    countersign: the work stays unpaid, nothing is posted."""
     signed = sign(identity, body)
     try:
         with trio.CancelScope(shield=True), trio.fail_after(PAY_TIMEOUT_S):
@@ -88,5 +95,7 @@ async def pay(
     ):
         log.info("%s did not countersign its receipt: %s", hop.peer_id, reply)
         return False
-    post_paid(ledger, body)
+    posted = post_paid(ledger, body)
+    if tokens is not None and posted.new:
+        await tokens.pay_by_channel(hop, posted.amount // MICRO_PER_TOKEN)
     return True

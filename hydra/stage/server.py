@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +23,7 @@ from transformers.cache_utils import Cache
 
 from hydra.economy.ledger import Ledger
 from hydra.economy.receipts import work_root
+from hydra.economy.service import TokenService
 from hydra.p2p.limits import PeerRateLimiter
 from hydra.p2p.streams import serve
 from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, ActivationChannel
@@ -100,7 +100,7 @@ class StageServer:
         self.identity = identity  # signs commitments and receipts
         self.peer_id = ID.from_pubkey(identity.public_key).to_base58()
         self.ledger = ledger or Ledger()  # credits earned from predecessors, paid to successors
-        self.earned: Callable[[receipt.Receipt, bytes], None] | None = None  # mints HYDRA for receipts
+        self.tokens: TokenService | None = None  # mints HYDRA for receipts, pays successors by channel
         self.kx = KxKey.create(identity)  # opens onion headers sealed for this peer
         self.replays = ReplayGuard()
         self.model_id = model_id
@@ -400,6 +400,6 @@ class StageConversation:
             seq=session.pay_seq,
             work_root=work_root(step.out_hash for step in session.audit.chain.steps),
         )
-        if await pay(server.host, server.identity, server.ledger, session.next_hop, body):
+        if await pay(server.host, server.identity, server.ledger, session.next_hop, body, server.tokens):
             session.paid, session.pay_seq = session.position, session.pay_seq + 1
 

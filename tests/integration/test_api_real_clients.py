@@ -162,9 +162,20 @@ def test_the_economy_endpoints_check_amounts_and_say_when_no_federation_answers(
     for path in ("/v1/hydra/stake", "/v1/hydra/unstake"):  # a lone node follows no federation
         response = httpx.post(f"{api}{path}", json={"amount": "1.5"}, timeout=10)
         assert response.status_code == 503 and "federation" in response.json()["error"]["message"]
-    for path in ("/v1/hydra/channels/open", "/v1/hydra/channels/close"):
-        response = httpx.post(f"{api}{path}", json={}, timeout=10)
-        assert response.status_code == 501 and "economy" in response.json()["error"]["message"]
+    bad = {
+        "/v1/hydra/channels/open": ({}, {"peer": "p", "deposit": -2}),
+        "/v1/hydra/channels/close": ({"id": "zz"},),
+    }
+    for path, bodies in bad.items():
+        for body in bodies:
+            assert httpx.post(f"{api}{path}", json=body, timeout=10).status_code == 400, body
+    good = {
+        "/v1/hydra/channels/open": {"peer": "p", "deposit": 2},
+        "/v1/hydra/channels/close": {"id": "00" * 16},
+    }
+    for path, body in good.items():
+        response = httpx.post(f"{api}{path}", json=body, timeout=10)
+        assert response.status_code == 503 and "federation" in response.json()["error"]["message"]
     balance = httpx.get(f"{api}/v1/account/balance", timeout=10).json()
     barter = balance["barter"]
     assert barter["micro_credits"] == round(barter["credits"] * 1_000_000)  # a lone node: it pays nobody

@@ -77,7 +77,7 @@ def test_the_supply_never_exceeds_69_million_and_always_equals_the_holdings(ops)
         except ProtocolError:
             pass
         assert 0 <= state.supply <= CAP
-        assert state.supply == sum(state.balances.values()) + sum(state.staked.values())
+        assert state.supply == state.holdings()
         assert all(v >= 0 for v in (*state.balances.values(), *state.staked.values()))
 
 

@@ -1,4 +1,4 @@
-"""The ``hydra`` command: run, signpost, keygen, id, status."""
+"""The ``hydra`` command: run, signpost, generate, chat, keygen, id, status, account."""
 
 import argparse
 import logging
@@ -177,7 +177,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             min_reputation=args.min_reputation,
         ),
         discovery=_discovery(args),
-        token=TokenConfig(federation=tuple(args.federation or ())),
+        token=TokenConfig(
+            federation=tuple(args.federation or ()),
+            channel_deposit=_micro(args.channel_deposit, "--channel-deposit"),
+        ),
     )
     ready = ReadyLine("OpenHydra node ready")
     trio.run(_until_signal, lambda stopping: run_node(config, ready, stopping), ready.printed)
@@ -322,6 +325,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_account(args: argparse.Namespace) -> int:
+    from hydra.account import run_account
+
+    return run_account(with_scheme(args.api), args.action, args.values, args.json)
+
+
+def _micro(hydra: float, flag: str) -> int:
+    """An amount of HYDRA from the command line as integer micro-HYDRA."""
+    if not 0 <= hydra <= 69e6:
+        raise ConfigError(f"{flag} must be between 0 and 69,000,000 HYDRA")
+    return round(hydra * 1_000_000)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help="state directory (default $HYDRA_HOME or ~/.openhydra)")
     p.add_argument("--log-level", default=os.environ.get("HYDRA_LOG_LEVEL", "INFO"))
@@ -411,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--federation", action="append", metavar="MULTIADDR",
                      help="a HYDRA token federation member to follow (repeatable; default: ask the "
                           "--bootstrap signposts)")
+    run.add_argument("--channel-deposit", type=float, default=NODE.token.channel_deposit / 1e6,
+                     metavar="HYDRA",
+                     help="pay the peers this node pays over channels, opening one of up to this "
+                          "deposit where none is open (default %(default)g: receipts only)")
     run.set_defaults(func=cmd_run)
 
     gen = sub.add_parser("generate", help="generate from a prompt through the swarm (or locally)")
@@ -479,6 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"node API or signpost HTTP DHT (:{SIGNPOST.http_port}) URL")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    acct = sub.add_parser("account", help="a running node's credits and HYDRA; stake, unstake, channels")
+    _add_common(acct)
+    acct.add_argument("action", nargs="?", choices=["stake", "unstake", "open-channel", "close-channel"],
+                      help="stake AMOUNT | unstake AMOUNT | open-channel PEER DEPOSIT | close-channel ID "
+                           "(none: show the account)")
+    acct.add_argument("values", nargs="*", help="the action's arguments (amounts in HYDRA)")
+    acct.add_argument("--api", default=f"http://127.0.0.1:{NODE.api_port}", help="the node's API URL")
+    acct.add_argument("--json", action="store_true")
+    acct.set_defaults(func=cmd_account)
     return parser
 
 

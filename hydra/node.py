@@ -170,6 +170,7 @@ async def run_node(
                 "Barter credits: earned serving minus spent consuming, decayed",
                 lambda: coordinator.barter_status()["credits"],
             ),
+            **tokens.gauges(),
         }
         app = create_app(peer.dht, status, catalog, coordinator, config.api, gauges)
         async with trio.open_nursery() as nursery:

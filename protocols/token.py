@@ -26,7 +26,17 @@ MAX_FETCH: Final = 512  # entries one fetch returns
 MAX_AMOUNT: Final = 1 << 62
 
 KINDS: Final = frozenset(
-    {"mint", "burn", "stake", "unstake", "slash", "channel_open", "channel_close", "channel_settle"}
+    {
+        "mint",
+        "burn",
+        "stake",
+        "unstake",
+        "withdraw",
+        "slash",
+        "channel_open",
+        "channel_close",
+        "channel_settle",
+    }
 )
 
 

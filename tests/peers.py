@@ -98,7 +98,10 @@ async def token_service(peer: DhtPeer, token: TokenConfig | None) -> AsyncIterat
     with tempfile.TemporaryDirectory() as home:
         service = TokenService(peer.host, peer.keypair, Path(home), token)
         assert await service.connect() is not None, "no federation member answered"
-        yield service
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run, 3600.0)  # slashes at once; mints when a test asks
+            yield service
+            nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -28,6 +28,7 @@ import trio
 from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate
+from hydra.economy.proofs import check_equivocation, evidence_ref
 from hydra.errors import PeerError
 from hydra.privacy.sealing import SealError
 from hydra.runtime.compute import run_compute
@@ -41,6 +42,7 @@ from hydra.verification.reputation import Reputation
 from protocols import inference, verify
 from protocols.codec import Error, encode
 from protocols.errors import ProtocolError
+from protocols.token import ChainStep, Equivocation, Event
 from protocols.verify import MAX_AUDITED, Audit, AuditedStep, Forward, Reveal, tensor_digest
 
 if TYPE_CHECKING:
@@ -305,7 +307,7 @@ class Auditor:
         """The peer a broken chain convicts. Between two stages, the later one's reveal of the
         earlier one's receipt decides: it proves the earlier one signed two different outputs,
         or it fails to, and the later one lied about its input."""
-        culprit = broken.stages[-1]
+        culprit, proof = broken.stages[-1], None
         if len(broken.stages) == 2:
             earlier = broken.stages[0]
             try:
@@ -317,12 +319,55 @@ class Auditor:
                 sid = pipeline.wrapped.session_ids[culprit]
                 if digest == committed and receipt_valid(sender, sid, broken.position, digest, step.receipt):
                     culprit = earlier
+                    proof = await self._equivocation(
+                        pipeline, earlier, broken.position, sid, digest, step.receipt
+                    )
             except (HopFailed, SealError, ProtocolError, RevealRejected, IndexError) as exc:
                 log.info("settling a broken chain: no usable reveal (%s)", exc)
         peer = pipeline.route[culprit].peer_id
         detail = {"reason": broken.reason, "position": broken.position, "stages": list(broken.stages)}
-        self._record_failure(peer, "chain", detail, self._evidence(pipeline, culprit, steps=None))
+        if proof is not None:
+            detail["slashable"] = True
+            self._record_failure(peer, "equivocation", detail, encode(proof))
+            if self.coordinator.tokens is not None:
+                self.coordinator.tokens.accuse(proof)
+        else:
+            self._record_failure(peer, "chain", detail, self._evidence(pipeline, culprit, steps=None))
         return peer
+
+    async def _equivocation(
+        self,
+        pipeline: Pipeline,
+        index: int,
+        position: int,
+        next_session: bytes,
+        digest: bytes,
+        receipt: bytes,
+    ) -> Equivocation | None:
+        """Stage ``index`` signed a receipt for ``digest`` at ``position``; with a signature over
+        its chain through that step (the commitment's own, else a reveal's), the two make
+        evidence anyone can check. None when the stage signs no such chain."""
+        ledger = pipeline.ledger.stages[index]
+        through = next(i for i, s in enumerate(ledger.chain.steps) if s.position == position)
+        if ledger.signed_through >= through:
+            records = ledger.chain.steps[: ledger.signed_through + 1]
+            signature = ledger.commitments[ledger.signed_through].signature
+        else:
+            _, reveal = await self.challenge(pipeline, index, (position,), start=position)
+            records, signature = ledger.chain.steps[: through + 1], reveal.signature
+        terms = ledger.chain.terms
+        proof = Equivocation(
+            ledger.peer_id, terms.session_id, terms.model, terms.layer_start, terms.layer_end,
+            terms.model_hash, terms.dtype,
+            tuple(ChainStep(r.position, r.tokens, r.in_hash, r.out_hash) for r in records),
+            signature, position, next_session, digest, receipt,
+        )
+        try:
+            check_equivocation(Event("slash", ledger.peer_id, ref=evidence_ref(proof)), proof)
+        except ProtocolError as exc:
+            log.info("no slashable evidence against %s: %s", ledger.peer_id, exc)
+            return None
+        return proof
 
     # --- recomputing, in the background ------------------------------------------------------
 

@@ -2,7 +2,7 @@
 the log current and claim mints for what this node's stage served."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,19 @@ from multiaddr import Multiaddr
 
 from hydra.economy.config import TokenConfig
 from hydra.economy.federation import ask, expect
+from hydra.economy.proofs import evidence_ref
 from hydra.economy.tokenlog import PRICE_PER_UNIT, TOKEN_LOG_FILE, TokenLog, genesis_hash
 from hydra.economy.wallet import TokenRefused, Wallet, remember_claim
 from hydra.errors import ConfigError, HydraError, Unavailable
 from protocols.codec import encode
 from protocols.inference import Hop
 from protocols.receipt import Receipt
-from protocols.token import Event, Genesis, GetGenesis
+from protocols.token import Equivocation, Event, Genesis, GetGenesis
 
 log = logging.getLogger(__name__)
 
 RETRY_S = 10.0  # between attempts to reach a federation
+MAX_ACCUSATIONS = 64  # slashes waiting to be submitted
 
 
 def split(addrs: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -70,6 +72,7 @@ class TokenService:
         self.federation = split(config.federation or signposts)
         self.db = sqlite_utils.Database(self.path)
         self.wallet: Wallet | None = None
+        self._accusations, self._accused = trio.open_memory_channel[Equivocation](MAX_ACCUSATIONS)
 
     def ready(self) -> Wallet:
         if self.wallet is None:
@@ -132,6 +135,25 @@ class TokenService:
         except Exception:  # noqa: BLE001 - an unknown peer or a malformed id: no address known
             return ()
 
+    def gauges(self) -> dict[str, tuple[str, Callable[[], float]]]:
+        """Prometheus gauges of this node's HYDRA (0 until a federation answers)."""
+
+        def mine(read: Callable[[Wallet], float]) -> Callable[[], float]:
+            return lambda: read(self.wallet) if self.wallet is not None else 0.0
+
+        return {
+            "hydra_token_balance": ("HYDRA this node holds, liquid", mine(lambda w: w.account()["hydra"])),
+            "hydra_token_staked": ("HYDRA this node has staked", mine(lambda w: w.account()["staked"])),
+            "hydra_channels_open": (
+                "Payment channels this node is in, as payer or payee",
+                mine(lambda w: len(w.account()["channels"])),
+            ),
+            "hydra_token_log_entries": (
+                "Entries in this node's replica of the token log",
+                mine(lambda w: w.log.length),
+            ),
+        }
+
     def stake_of(self, peer_id: str) -> int:
         return self.wallet.stake_of(peer_id) if self.wallet is not None else 0
 
@@ -156,11 +178,32 @@ class TokenService:
             return self.wallet
         return None
 
+    def accuse(self, evidence: Equivocation) -> None:
+        """Have the peer ``evidence`` convicts slashed (in the background: the federation
+        re-checks it first). Dropped, logged, when too many are waiting."""
+        try:
+            self._accusations.send_nowait(evidence)
+        except trio.WouldBlock:
+            log.warning("too many accusations waiting; dropped the one against %s", evidence.peer)
+
+    async def _slash(self, wallet: Wallet) -> None:
+        async for evidence in self._accused:
+            event = Event("slash", evidence.peer, ref=evidence_ref(evidence))
+            try:
+                await wallet.submit(event, encode(evidence))
+                log.warning("%s slashed for signing two different outputs", evidence.peer)
+            except HydraError as exc:
+                log.info("the federation did not slash %s: %s", evidence.peer, exc)
+
     async def run(
         self, every: float, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """Find the federation, then keep the replica current, claim mints, look after channels
+        and submit accusations, until cancelled."""
         task_status.started()
         while self.wallet is None:
             if await self.connect() is None:
                 await trio.sleep(RETRY_S)
-        await self.wallet.run(every, self.addrs_of)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._slash, self.wallet)
+            await self.wallet.run(every, self.addrs_of)

@@ -34,7 +34,8 @@ MICRO = 1_000_000
 CAP = 69_000_000 * MICRO
 MINT_PER_TOKEN = MICRO // 1000  # 1 HYDRA per 1,000 tokens served while the supply is small
 PRICE_PER_UNIT = MINT_PER_TOKEN  # what a payer pays per stage-token over a channel: what serving it mints
-SLASH_SHARE = 2  # a slash takes 1/SLASH_SHARE of the stake (and burns it)
+SLASH_SHARE = 2  # a slash takes 1/SLASH_SHARE of the stake, unbonding included (and burns it)
+UNBOND_S = 86400.0  # unstaked HYDRA stays slashable this long before it can be withdrawn
 TOKEN_LOG_FILE = "tokenlog.db"  # in the node's home
 
 _SEALED = Schema([Sealed])
@@ -94,6 +95,8 @@ class TokenState:
 
     balances: Counter[str] = field(default_factory=Counter)
     staked: Counter[str] = field(default_factory=Counter)
+    unbonding: Counter[str] = field(default_factory=Counter)  # unstaked, not yet withdrawable
+    unbonded_at: dict[str, float] = field(default_factory=dict)  # when an account's unbonding matures
     burned: Counter[str] = field(default_factory=Counter)
     slashed: Counter[str] = field(default_factory=Counter)
     supply: int = 0
@@ -104,7 +107,9 @@ class TokenState:
     def holdings(self) -> int:
         """Everything accounts hold, liquid, staked or deposited in channels: always the supply."""
         deposits = sum(c.deposit for c in self.channels.values())
-        return sum(self.balances.values()) + sum(self.staked.values()) + deposits
+        return (
+            sum(self.balances.values()) + sum(self.staked.values()) + sum(self.unbonding.values()) + deposits
+        )
 
     def open_channels(self, peer: str) -> int:
         return sum(peer in (c.opener, c.peer) for c in self.channels.values())
@@ -114,10 +119,13 @@ class TokenState:
         signed = entry.signed
         if not signed_by(signed.author, EVENT_DOMAIN + encode(signed.event), signed.signature):
             raise ProtocolError(ErrorCode.BAD_SIGNATURE, "the event is not signed by its author")
-        event = signed.event
-        if event.kind not in ("slash", "channel_settle") and event.account != signed.author:
+        self.apply_unsigned(signed.event, entry.at, signed.author)
+
+    def apply_unsigned(self, event: Event, at: float, author: str) -> None:
+        """The rules for ``event`` by ``author`` at ``at``, its signature already checked."""
+        if event.kind not in ("slash", "channel_settle") and event.account != author:
             raise ProtocolError(ErrorCode.NOT_ALLOWED, f"a {event.kind} is made by the account it concerns")
-        getattr(self, f"_{event.kind}")(event, entry.at, signed.author)
+        getattr(self, f"_{event.kind}")(event, at, author)
 
     def _spend(self, pool: Counter[str], account: str, amount: int, what: str) -> None:
         if amount <= 0:
@@ -149,7 +157,18 @@ class TokenState:
         self.staked[event.account] += event.amount
 
     def _unstake(self, event: Event, at: float, author: str) -> None:
+        """Stake leaves routing at once but stays slashable for ``UNBOND_S`` (a cheater cannot
+        unstake ahead of its slash); more unstaking restarts the wait."""
         self._spend(self.staked, event.account, event.amount, "unstake")
+        self.unbonding[event.account] += event.amount
+        self.unbonded_at[event.account] = at + UNBOND_S
+
+    def _withdraw(self, event: Event, at: float, author: str) -> None:
+        if at < self.unbonded_at.get(event.account, 0.0):
+            raise ProtocolError(
+                ErrorCode.NOT_ALLOWED, f"unbonding until {self.unbonded_at[event.account]:.0f}"
+            )
+        self._spend(self.unbonding, event.account, event.amount, "withdraw")
         self.balances[event.account] += event.amount
 
     def _slash(self, event: Event, at: float, author: str) -> None:
@@ -160,9 +179,12 @@ class TokenState:
         if author == event.account:
             raise ProtocolError(ErrorCode.NOT_ALLOWED, "nobody slashes themselves")
         self.evidence.add(event.ref)
-        penalty = self.staked[event.account] // SLASH_SHARE
-        self.staked[event.account] -= penalty
-        self.slashed[event.account] += penalty
+        account = event.account
+        penalty = (self.staked[account] + self.unbonding[account]) // SLASH_SHARE
+        from_stake = min(penalty, self.staked[account])
+        self.staked[account] -= from_stake
+        self.unbonding[account] -= penalty - from_stake
+        self.slashed[account] += penalty
         self.supply -= penalty
 
     def _channel_open(self, event: Event, at: float, author: str) -> None:
@@ -279,6 +301,8 @@ class TokenLog:
         return TokenState(
             Counter(s.balances),
             Counter(s.staked),
+            Counter(s.unbonding),
+            dict(s.unbonded_at),
             Counter(s.burned),
             Counter(s.slashed),
             s.supply,

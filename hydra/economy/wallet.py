@@ -143,7 +143,18 @@ class Wallet:
             await self.sync()
             await self.mint_pending()
             await self.channels.watch(addrs_of)
+            await self.withdraw_matured()
             await trio.sleep(every)
+
+    async def withdraw_matured(self) -> None:
+        """Move unstaked HYDRA whose unbonding has passed back to the liquid balance."""
+        state = self.log.state
+        waiting = state.unbonding[self.peer_id]
+        if waiting and self.channels.clock() >= state.unbonded_at[self.peer_id]:
+            try:
+                await self.submit(Event("withdraw", self.peer_id, waiting))
+            except HydraError as exc:
+                log.info("withdrawing unstaked HYDRA later: %s", exc)
 
     # --- what it holds -----------------------------------------------------------------------
 
@@ -169,6 +180,8 @@ class Wallet:
         return {
             "hydra": state.balances[peer] / MICRO,
             "staked": state.staked[peer] / MICRO,
+            "unbonding": state.unbonding[peer] / MICRO,
+            "unbonding_until": state.unbonded_at.get(peer),
             "burned": state.burned[peer] / MICRO,
             "slashed": state.slashed[peer] / MICRO,
             "channels": channels,

@@ -1,7 +1,9 @@
-"""The economy end to end on a 3-peer swarm following a real one-member federation: after a
-generation every stage has minted HYDRA for exactly the tokens it served, each payer has paid
-its successor over a channel for the rest of the route's work, and both sides of every channel
-hold the same state; closing the channels moves exactly that much."""
+"""The economy end to end on swarms following a real federation: after a generation every
+stage has minted HYDRA for exactly the tokens it served, each payer has paid its successor
+over a channel for the rest of the route's work, and both sides of every channel hold the
+same state; closing the channels moves exactly that much. A stage that signs two different
+outputs for one step is slashed once every federation member has re-checked the evidence, and
+a staked peer is preferred by routing."""
 
 from pathlib import Path
 
@@ -13,10 +15,14 @@ from hydra.economy.config import TokenConfig
 from hydra.economy.receipts import countersign
 from hydra.economy.tokenlog import MICRO, PRICE_PER_UNIT
 from hydra.economy.wallet import Wallet
+from hydra.runtime.wire import from_wire, to_wire
+from hydra.stage.server import StageConversation
 from hydra.verification.config import VerificationConfig
+from protocols.token import Event
+from protocols.verify import tensor_digest
 from tests.integration.test_receipts_real_hosts import REQUEST, SPEC
 from tests.integration.test_token_federation_real_hosts import receipt_from
-from tests.peers import swarm
+from tests.peers import replace_handler, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 from tests.tokens import federation
 
@@ -87,3 +93,66 @@ async def test_stages_mint_what_they_served_and_channels_pay_hop_by_hop(
                 assert payee.log.state.balances[payee.peer_id] == before + owed[i]
             await wallets[0].sync()
             assert wallets[0].log.state.supply == wallets[0].log.state.holdings()
+
+
+class Equivocates(StageConversation):
+    """Commits to what it computed, but sends its successor something else (with a receipt)."""
+
+    async def _pass_on(self, session, step, output, digest, started):
+        tampered = to_wire(from_wire(output) * 1.01, output.dtype)
+        return await super()._pass_on(session, step, tampered, tensor_digest(tampered), started)
+
+
+async def test_a_stage_that_signs_two_outputs_is_slashed_by_a_federation_that_rechecks(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    off = VerificationConfig(verify_rate=0.0)
+    async with federation(tmp_path, n=3, k=2) as fed:
+        token = TokenConfig(federation=(fed.multiaddr(1),))  # asking a member that is not the sequencer
+        async with swarm(SPEC, checkpoint, [(0, 3), (0, 3), (3, 6)], verification=off, token=token) as (
+            peers,
+            coordinator,
+        ):
+            cheat, honest, last = peers
+            wallet = cheat.stage.tokens.wallet
+            await fund(wallet)
+            await wallet.submit(Event("stake", wallet.peer_id, 8 * MICRO))
+            candidates = {c.peer_id: c for c in await coordinator.candidates(SPEC.id)}
+            through = [candidates[honest.peer_id], candidates[last.peer_id]]
+            expected = await coordinator.generate(REQUEST, through)
+            replace_handler(cheat, Equivocates)
+            done = await coordinator.generate(REQUEST, [candidates[cheat.peer_id], candidates[last.peer_id]])
+            assert done.token_ids == expected.token_ids and cheat.peer_id not in done.route
+            assert [e["kind"] for e in coordinator.reputation.evidence(cheat.peer_id)] == ["equivocation"]
+            with trio.fail_after(15):
+                while any(m.log.state.slashed[cheat.peer_id] == 0 for m in fed.members):
+                    await trio.sleep(0.05)
+            for member in fed.members:  # each re-checked it before signing or appending it
+                assert member.log.state.staked[cheat.peer_id] == 4 * MICRO
+                assert len(member.log.state.evidence) == 1
+
+
+async def test_a_staked_peer_is_preferred_by_routing(checkpoint: Path, tmp_path: Path) -> None:
+    """Two peers serve the same blocks; the one that stakes wins the route (reputation's stake
+    term lowers its hop's cost), and loses it again when it unstakes."""
+    async with federation(tmp_path, n=1, k=1) as fed:
+        token = TokenConfig(federation=(fed.multiaddr(),))
+        off = VerificationConfig(verify_rate=0.0)
+        async with swarm(SPEC, checkpoint, [(0, 6), (0, 6)], verification=off, token=token) as (
+            peers,
+            coordinator,
+        ):
+            route = await coordinator.plan(SPEC.id)
+            assert route is not None
+            chosen = route[0].peer_id
+            other = next(p for p in peers if p.peer_id != chosen)
+            wallet = other.stage.tokens.wallet
+            await fund(wallet)
+            await wallet.submit(Event("stake", wallet.peer_id, 70 * MICRO))
+            await coordinator.tokens.wallet.sync()
+            assert coordinator.reputation.score(other.peer_id).stake > 0.8
+            route = await coordinator.plan(SPEC.id)
+            assert route is not None and route[0].peer_id == other.peer_id
+            await wallet.submit(Event("unstake", wallet.peer_id, 70 * MICRO))
+            await coordinator.tokens.wallet.sync()
+            assert coordinator.reputation.score(other.peer_id).stake == 0

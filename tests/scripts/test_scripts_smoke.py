@@ -21,6 +21,7 @@ SMOKE_ARGS = {
     "bench_api.py": ["--clients", "1", "--tokens", "4"],
     "privacy_attack.py": ["--tokens", "2", "--prompts", "1", "--local-layers", "1", "--sigmas", "0.01"],
     "bench_verify.py": ["--trials", "3", "--decode", "4", "--tokens", "3", "--runs", "1"],
+    "bench_economy.py": ["--tokens", "4", "--runs", "1", "--postings", "200"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -29,9 +30,11 @@ EXPECTED = {  # what each prints when it worked
     "bench_api.py": ["http/direct"],
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],
     "bench_verify.py": ["requests until flagged", "commitment bytes per token per stage"],
+    "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
+    "bench_economy.py",
 }
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from libp2p.crypto.ed25519 import create_new_key_pair
 
 from hydra.economy.channels import CHALLENGE_S, MAX_CHANNELS, TTL_S, sign_state
-from hydra.economy.tokenlog import CAP, MICRO, MINT_PER_TOKEN, TokenLog, TokenState, mint_reward
+from hydra.economy.tokenlog import CAP, MICRO, MINT_PER_TOKEN, UNBOND_S, TokenLog, TokenState, mint_reward
 from protocols.channel import ChannelState
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.token import Entry, Event, Sealed
@@ -52,33 +52,55 @@ def test_the_mint_rate_falls_to_nothing_at_the_cap() -> None:
     assert mint_reward(10**12, CAP - 5) <= 5 and mint_reward(10**9, CAP) == 0
 
 
-@settings(max_examples=200, deadline=None)
+KINDS = ["mint", "burn", "stake", "unstake", "withdraw", "slash", "channel_open", "channel_settle"]
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["mint", "burn", "stake", "unstake", "slash"]),
-            st.integers(0, 3),
-            st.integers(0, 1 << 62),
+            st.sampled_from(KINDS), st.integers(0, 3), st.integers(0, 1 << 62), st.floats(0, 2 * UNBOND_S)
         ),
         max_size=40,
     )
 )
 def test_the_supply_never_exceeds_69_million_and_always_equals_the_holdings(ops) -> None:
-    """Replay arbitrary events (refused ones change nothing): the supply stays within the cap and
-    equals what accounts hold, liquid plus staked."""
+    """Replay arbitrary events at arbitrary times (refused ones change nothing): the supply stays
+    within the cap and equals what accounts hold, liquid, staked, unbonding or deposited."""
     state = TokenState()
     accounts = [f"peer-{i}" for i in range(4)]
-    for n, (kind, who, amount) in enumerate(ops):
-        account = accounts[who]
-        event = Event(kind, account, amount, ref=n.to_bytes(32, "big"))
-        rule = getattr(state, f"_{kind}")
+    at = 0.0
+    for n, (kind, who, amount, wait) in enumerate(ops):
+        account, other = accounts[who], accounts[(who + 1) % 4]
+        at += wait
+        ref = n.to_bytes(32, "big")
+        if kind.startswith("channel"):  # settles the channel opened the step before, if any
+            ref = ((n if kind == "channel_open" else n - 1) % 2**64).to_bytes(16, "big")
+        event = Event(kind, account, amount, counterparty=other, ref=ref)
         try:
-            rule(event, 0.0, accounts[(who + 1) % 4] if kind == "slash" else account)
+            state.apply_unsigned(event, at, other if kind == "slash" else account)
         except ProtocolError:
             pass
         assert 0 <= state.supply <= CAP
         assert state.supply == state.holdings()
-        assert all(v >= 0 for v in (*state.balances.values(), *state.staked.values()))
+        assert all(
+            v >= 0 for v in (*state.balances.values(), *state.staked.values(), *state.unbonding.values())
+        )
+
+
+def test_unstaked_hydra_stays_slashable_until_it_is_withdrawn() -> None:
+    fed = LocalFederation()
+    cheat, accuser = funded(fed), funded(fed)
+    fed.append(cheat, Event("stake", peer_of(cheat), 4 * MICRO))
+    fed.append(cheat, Event("unstake", peer_of(cheat), 4 * MICRO))
+    assert fed.log.state.staked[peer_of(cheat)] == 0  # out of routing at once
+    assert refused(fed, cheat, Event("withdraw", peer_of(cheat), 4 * MICRO)) == ErrorCode.NOT_ALLOWED
+    fed.append(accuser, Event("slash", peer_of(cheat), ref=claim_ref()))
+    assert fed.log.state.unbonding[peer_of(cheat)] == 2 * MICRO
+    fed.now += UNBOND_S
+    held = fed.log.state.balances[peer_of(cheat)]
+    fed.append(cheat, Event("withdraw", peer_of(cheat), 2 * MICRO))
+    assert fed.log.state.balances[peer_of(cheat)] == held + 2 * MICRO
 
 
 def test_spending_more_than_is_held_is_an_overdraft_and_changes_nothing() -> None:

@@ -104,14 +104,14 @@ async def decode_cost(checkpoint: Path, tokens: int, runs: int, home: Path) -> N
             {signpost.peer_id: tuple(signpost.dht.own_addrs())},
         )
         member.attach(signpost.host)
-        token = TokenConfig(federation=(signpost.multiaddrs()[0],), channel_deposit=1000 * MICRO)
+        token = TokenConfig(federation=(signpost.multiaddrs()[0],), channel_deposit=6 * MICRO)
         bootstrap = (signpost.multiaddrs()[0],)
 
         async def follower(peer: DhtPeer, name: str) -> TokenService:
             (home / name).mkdir()
             service = TokenService(peer.host, peer.keypair, home / name, token)
             assert await service.connect() is not None
-            await funded(service, 2_000_000)
+            await funded(service, 8000)
             return service
 
         for i, span in enumerate(((0, 10), (10, 20), (20, 30))):
@@ -157,15 +157,35 @@ async def decode_cost(checkpoint: Path, tokens: int, runs: int, home: Path) -> N
         assert len(outputs) == 1, "paying changed the tokens"
         base = statistics.median(rates["unpaid"])
         table = Table(title=f"3-peer pipeline, SmolLM2 fp32, {tokens} tokens, median of {runs}")
-        for column in ("payment", "decode tokens/s", "vs unpaid", "ms per payment", "payments per run"):
+        for column in (
+            "payment",
+            "decode tokens/s",
+            "vs unpaid",
+            "ms per payment",
+            "payments per run",
+            "payment time / decode time",
+        ):
             table.add_column(column)
         for mode in MODES:
             rate, paid = statistics.median(rates[mode]), coordinators[mode].payments
-            per = f"{1000 * statistics.median(paid):.1f}" if paid else "-"
-            table.add_row(mode, f"{rate:.2f}", f"{rate / base:.3f}", per, f"{len(paid) / runs:.1f}")
+            per = statistics.median(paid) if paid else 0.0
+            share = sum(paid) / runs / (tokens / rate)
+            table.add_row(
+                mode,
+                f"{rate:.2f}",
+                f"{rate / base:.3f}",
+                f"{1000 * per:.1f}" if paid else "-",
+                f"{len(paid) / runs:.1f}",
+                f"{100 * share:.2f}%",
+            )
         Console(width=200).print(table)
-        held = client_tokens.wallet.account()["channels"] if client_tokens.wallet else []
-        print(f"channel to the first stage: paid {held[0]['paid'] if held else 0} HYDRA so far")
+        wallet = client_tokens.wallet
+        assert wallet is not None
+        mine = next((ref for ref, c in wallet.log.state.channels.items() if c.opener == wallet.peer_id), None)
+        held = wallet.channels.held(mine) if mine else None
+        if held:
+            paid = held.state.paid / MICRO
+            print(f"the client's channel to its first stage: {held.state.nonce + 1} updates, {paid} HYDRA")
 
 
 def postings(count: int, home: Path) -> None:
@@ -206,7 +226,7 @@ async def sealing(count: int, home: Path) -> None:
             client.host, client.keypair, home / "sealer", TokenConfig(federation=(peers[0].multiaddrs()[0],))
         )
         assert await service.connect() is not None
-        await funded(service, 1_000_000)
+        await funded(service, 8000)
         started = time.perf_counter()
         for _ in range(count):
             await service.stake(1)

@@ -34,7 +34,8 @@ def run_account(api: str, action: str | None, values: list[str], as_json: bool) 
     body = response.json()
     if response.status_code >= 400:
         error = body.get("error", {})
-        print(f"refused ({response.status_code}): {error.get('message', body)}", file=sys.stderr)
+        code = error.get("code") or response.status_code
+        print(f"refused ({code}): {error.get('message', body)}", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(body, indent=2))

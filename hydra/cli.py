@@ -180,6 +180,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         token=TokenConfig(
             federation=tuple(args.federation or ()),
             channel_deposit=_micro(args.channel_deposit, "--channel-deposit"),
+            mint_every_s=args.mint_every,
         ),
     )
     ready = ReadyLine("OpenHydra node ready")
@@ -427,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--federation", action="append", metavar="MULTIADDR",
                      help="a HYDRA token federation member to follow (repeatable; default: ask the "
                           "--bootstrap signposts)")
+    run.add_argument("--mint-every", type=float, default=NODE.token.mint_every_s, metavar="SECONDS",
+                     help="how often to claim HYDRA for the receipts this node's stage earned "
+                          "(default %(default)g)")
     run.add_argument("--channel-deposit", type=float, default=NODE.token.channel_deposit / 1e6,
                      metavar="HYDRA",
                      help="pay the peers this node pays over channels, opening one of up to this "

@@ -91,10 +91,10 @@ class HydraProcess:
         return self.proc.returncode
 
 
-def signpost(tmp: Path, name: str = "signpost") -> HydraProcess:
+def signpost(tmp: Path, name: str = "signpost", *extra: str) -> HydraProcess:
     home, http, p2p = tmp / name, free_port(), free_port()
     args = ["signpost", "--home", str(home), "--host", "127.0.0.1", "--port", str(p2p),
-            "--http-port", str(http), *WORK]
+            "--http-port", str(http), *WORK, *extra]
     return HydraProcess(args, home, http, p2p, tmp / f"{name}.log")
 
 
@@ -108,10 +108,10 @@ def node(tmp: Path, name: str, bootstrap: list[str], *extra: str) -> HydraProces
 
 @contextmanager
 def signpost_and_nodes(
-    tmp: Path, spans: dict[str, str], *extra: str
+    tmp: Path, spans: dict[str, str], *extra: str, signpost_args: tuple[str, ...] = ()
 ) -> Iterator[tuple[HydraProcess, str, dict[str, HydraProcess]]]:
     """A signpost and one ``hydra run`` per ``name: "START:END"``, all ready; SIGKILLed after."""
-    sp = signpost(tmp).start()
+    sp = signpost(tmp, "signpost", *signpost_args).start()
     procs = [sp]
     try:
         sp.ready()

@@ -1,7 +1,9 @@
 """The API of a node whose model is split over three ``hydra run`` processes (blocks 0:10 on
 the API node, 10:20 and 20:30 on two others): HTTP temperature-0 output equals the
-coordinator's greedy output, and a client hanging up mid-stream frees every peer's session."""
+coordinator's greedy output, a client hanging up mid-stream frees every peer's session, and
+the stages earn HYDRA from a signpost's token federation that their operators can stake."""
 
+import json
 import subprocess
 
 import httpx
@@ -25,7 +27,9 @@ PROMPT = "The three primary colours are"
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, smollm2_checkpoint):
     spans = {"p0": "0:10", "p1": "10:20", "p2": "20:30"}
-    with signpost_and_nodes(tmp_path_factory.mktemp("api-pipeline"), spans) as (_, boot, nodes):
+    tmp = tmp_path_factory.mktemp("api-pipeline")
+    # the signpost also keeps the token log (a federation of one) and the nodes claim HYDRA often
+    with signpost_and_nodes(tmp, spans, "--mint-every", "1", signpost_args=("--ledger",)) as (_, boot, nodes):
         yield boot, list(nodes.values())
 
 
@@ -83,3 +87,24 @@ def test_a_client_hanging_up_mid_stream_frees_the_sessions(pipeline):
     # the response is closed: hypercorn cancels the generation, the pipeline closes its streams
     assert wait_until(lambda: all(stage(p)["sessions"] == 0 for p in nodes), timeout=10)
     assert nodes[0].get("/v1/network/status")["stage"]["sessions"] == 0
+
+
+def test_stages_earn_hydra_that_their_operator_stakes_with_hydra_account(pipeline):
+    _, nodes = pipeline
+    last = nodes[2]  # served every generation above as the route's last stage
+
+    def hydra() -> dict:
+        return last.get("/v1/account/balance")["hydra"]
+
+    assert wait_until(lambda: hydra().get("hydra", 0) > 0, 30), hydra()
+    assert last.get("/v1/network/status")["economy"]["hydra"]["federation"] == {"members": 1, "k": 1}
+    half = f"{hydra()['hydra'] / 2:.6f}"
+    account = [*HYDRA, "account", "--api", last.url]
+    staked = subprocess.run([*account, "stake", half], capture_output=True, text=True, timeout=60)
+    assert staked.returncode == 0, staked.stderr
+    shown = subprocess.run([*account, "--json"], capture_output=True, text=True, timeout=60)
+    assert json.loads(shown.stdout)["hydra"]["staked"] == float(half)
+    refused = httpx.post(f"{last.url}/v1/hydra/stake", json={"amount": 10**6}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "overdraft"
+    over_cli = subprocess.run([*account, "unstake", "999999"], capture_output=True, text=True, timeout=60)
+    assert over_cli.returncode == 1 and "overdraft" in over_cli.stderr

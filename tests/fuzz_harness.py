@@ -24,31 +24,46 @@ from typing import Any
 import httpx
 import msgpack
 import trio
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
 
 from hydra.api.app import create_app
 from hydra.api.config import APIConfig
 from hydra.api.server import serve_http
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
+from hydra.economy.channels import sign_state
+from hydra.economy.config import TokenConfig
+from hydra.economy.federation import MAX_FRAME
+from hydra.economy.receipts import sign
+from hydra.economy.tokenlog import sign_event
+from hydra.p2p.identity import peer_id
+from hydra.p2p.limits import PeerRateLimiter
+from hydra.p2p.streams import FramedStream, open_stream
 from hydra.stage.limits import StageLimits
-from hydra.stage.links import VERIFY_LINK, RemoteLink
+from hydra.stage.links import RECEIPT_LINK, VERIFY_LINK, RemoteLink
 from hydra.verification.commitments import CHALLENGE, AuditSeal
-from protocols import inference, kad, verify
+from protocols import channel, inference, kad, receipt, token, verify
+from protocols.channel import ChannelState
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
 from protocols.framing import encode_frame
+from protocols.ids import CHANNEL, TOKEN_LOG
 from tests.factories import keypair, signed
 from tests.integration.test_stage_protocol_real_hosts import hop_of, link_to, wrapped
 from tests.peers import coordinator_for, spec_for, stage_peer
 from tests.rawpeer import RawSession, client_host, kad_stream, mutate
 from tests.swarm import free_port
 from tests.tiny_models import save_tiny_model, tiny_llama_config
+from tests.tokens import federation
 
 SPEC = spec_for("tiny-llama", 6)
 UNLIMITED = StageLimits(peer_rate=1e9, peer_burst=1e9)
-REPLY_TYPES = {"pong", "nodes", "stored", "opened", "hidden", "closed", "revealed"}
+REPLY_TYPES = {"pong", "nodes", "stored", "opened", "hidden", "closed", "revealed", "countersigned",
+               "sealed", "vote", "entries", "accepted", "genesis", "channel_countersigned"}
 HTTP_PATHS = ["/v1/chat/completions", "/v1/completions", "/api/generate", "/api/chat",
-              "/api/show", "/announce", "/v1/models", "/api/tags", "/lookup"]
+              "/api/show", "/announce", "/v1/models", "/api/tags", "/lookup", "/v1/hydra/stake",
+              "/v1/hydra/unstake", "/v1/hydra/channels/open", "/v1/hydra/channels/close"]
 
 
 @dataclass
@@ -137,10 +152,21 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
     rng = random.Random(seed)
     report = Report()
     started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        async with federation(Path(tmp), n=1, k=1) as fed:
+            economy = TokenConfig(federation=(fed.multiaddr(),))
+            async with stage_peer(SPEC, checkpoint, (0, 6), limits=UNLIMITED, kad_rate=1e9,
+                                  token=economy) as target, \
+                    coordinator_for(SPEC, checkpoint, target.multiaddr, token=economy) as coordinator:
+                await attack(target, coordinator, fed, count, http_count, rng, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def attack(target, coordinator, fed, count: int, http_count: int, rng: random.Random,
+                 report: Report) -> None:
     request = GenerationRequest(SPEC.id, prompt="fuzz", params=SamplingParams(max_tokens=6))
-    async with stage_peer(SPEC, checkpoint, (0, 6), limits=UNLIMITED, kad_rate=1e9) as target, \
-            coordinator_for(SPEC, checkpoint, target.multiaddr) as coordinator, \
-            trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
         before = await coordinator.generate(request)
         port = free_port()
         app = create_app(coordinator.dht, dict, coordinator.catalog, coordinator,
@@ -187,6 +213,7 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
                 await verify_open(), verify_seeds, ["challenge", "revealed", "audit"],
                 count, rng, verify.REPLIES, verify_open)
             await live.aclose()
+            await fuzz_economy(host, target, fed, count, rng, report)
         valid = [
             {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
             {"model": "tiny-llama", "prompt": "hi", "max_tokens": 2, "stream": True},
@@ -194,6 +221,9 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
             {"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "stream": False,
              "options": {"num_predict": 2}},
             {"name": "tiny-llama"},
+            {"amount": 1.5},
+            {"peer": "12D3KooWx", "deposit": "2"},
+            {"id": "00" * 16},
         ]
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for _ in range(http_count):
@@ -205,8 +235,54 @@ async def run(count: int, http_count: int, checkpoint: Path, seed: int = 7) -> R
         after = await coordinator.generate(request)
         assert after.token_ids == before.token_ids, "the node no longer generates the same text"
         nursery.cancel_scope.cancel()
-    report.seconds = time.monotonic() - started
-    return report
+
+
+async def fuzz_economy(host, target, fed, count: int, rng: random.Random, report: Report) -> None:
+    """Receipts and channel updates at the stage, submissions and co-signing requests at a
+    federation member (signed by the wrong peer, stale, malformed): typed errors, and the
+    member's log accepts none of it."""
+    payer, payee = keypair(), target.peer_id
+    body = receipt.ReceiptBody(peer_id(payer).to_base58(), payee, b"s" * 16, SPEC.id, 3, 3, 0, bytes(16))
+
+    async def receipt_open():
+        return (await RemoteLink.open(host, hop_of(target), 5.0, RECEIPT_LINK)).stream
+
+    receipt_seeds = [encode(sign(payer, body))]
+    report.replies["receipt"] = await fuzz_protocol(
+        await receipt_open(), receipt_seeds, ["receipt", "countersigned"], count, rng, receipt.REPLIES,
+        receipt_open)
+
+    async def raw_open(peer: str, addrs: tuple[str, ...], protocol: str, max_frame: int) -> FramedStream:
+        raw = await open_stream(host, ID.from_base58(peer), [Multiaddr(a) for a in addrs], protocol, 5.0)
+        return FramedStream(raw, max_frame)
+
+    unlimited = PeerRateLimiter(1e9, 1e9)  # the fuzz checks answers, not rate limits
+    target.stage.tokens.wallet.channels.attach(target.dht_peer.host, unlimited)
+    fed.members[0].attach(fed.peers[0].host, unlimited)
+    state = ChannelState(b"c" * 16, 1, 10)
+    channel_seeds = [encode(channel.Update(state.to_bytes(), sign_state(payer, state)))]
+    stage_addrs = tuple(target.dht_peer.dht.own_addrs())
+
+    async def channel_open():
+        return await raw_open(payee, stage_addrs, CHANNEL, 4096)
+
+    report.replies["channel"] = await fuzz_protocol(
+        await channel_open(), channel_seeds, ["channel_update", "channel_countersigned"], count, rng,
+        channel.REPLIES, channel_open)
+    member = fed.members[0]
+    stake = sign_event(payer, token.Event("stake", peer_id(payer).to_base58(), 5))
+    entry = token.Entry(0, member.log.head, time.time(), stake)
+    tokenlog_seeds = [encode(token.Submit(stake)), encode(token.Fetch(0)), encode(token.GetGenesis()),
+                      encode(token.Propose(entry)), encode(token.Append(token.Sealed(entry, ())))]
+
+    async def tokenlog_open():
+        return await raw_open(member.peer_id, fed.addrs[member.peer_id], TOKEN_LOG, MAX_FRAME)
+
+    before = member.log.length
+    report.replies["tokenlog"] = await fuzz_protocol(
+        await tokenlog_open(), tokenlog_seeds, ["submit", "propose", "append", "fetch", "sealed"], count, rng,
+        token.REPLIES, tokenlog_open)
+    assert member.log.length == before, "hostile submissions were appended"
 
 
 def main() -> None:

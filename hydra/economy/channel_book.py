@@ -185,10 +185,12 @@ class ChannelBook:
 
     # --- the payee's side -------------------------------------------------------------------
 
-    def attach(self, host: IHost) -> None:
+    def attach(self, host: IHost, limiter: PeerRateLimiter | None = None) -> None:
+        """Take channel updates on ``host`` (by default at most 20 a second per peer, bursts of 100:
+        honest payers send one per receipt)."""
+        limiter = limiter or PeerRateLimiter(20.0, 100.0)
         host.set_stream_handler(
-            TProtocol(CHANNEL),
-            serve(channel.REQUESTS, self.handle, max_frame=4096, limiter=PeerRateLimiter(20.0, 100.0)),
+            TProtocol(CHANNEL), serve(channel.REQUESTS, self.handle, max_frame=4096, limiter=limiter)
         )
 
     async def handle(self, message: Message, remote: ID) -> Message:

@@ -119,11 +119,13 @@ class FederationMember:
             "supply": self.log.state.supply / MICRO,
         }
 
-    def attach(self, host: IHost) -> None:
+    def attach(self, host: IHost, limiter: PeerRateLimiter | None = None) -> None:
+        """Serve the token log on ``host`` (by default at most 50 requests a second per peer,
+        bursts of 200)."""
         self.host = host
+        limiter = limiter or PeerRateLimiter(50.0, 200.0)
         host.set_stream_handler(
-            TProtocol(TOKEN_LOG),
-            serve(token.REQUESTS, self.handle, max_frame=MAX_FRAME, limiter=PeerRateLimiter(50.0, 200.0)),
+            TProtocol(TOKEN_LOG), serve(token.REQUESTS, self.handle, max_frame=MAX_FRAME, limiter=limiter)
         )
 
     async def handle(self, message: Message, remote: ID) -> Message:

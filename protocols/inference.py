@@ -95,6 +95,7 @@ class HopHeader(Message):
     next_session_id: bytes = b""
     next_ephemeral: bytes = b""
     next_header: bytes = b""
+    priority: bytes = b""  # a priority ticket's secret: a full stage admits the session first
 
     @property
     def relay(self) -> bool:
@@ -104,6 +105,7 @@ class HopHeader(Message):
         require(0 <= self.layer_start <= self.layer_end, "bad layer range")
         require(not self.relay or self.next_hop is not None, "a relay cannot end a route")
         require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
+        require(len(self.priority) in (0, 32), "a priority ticket is 32 bytes")
         require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
         require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
         require(math.isfinite(self.expires_at) and self.expires_at > 0, "expires_at must be a time")

@@ -72,6 +72,15 @@ def top_logprobs(fields: Fields, chat: bool) -> int | None:
     return fields.integer("logprobs", 0, 5)  # completions: the count itself
 
 
+def priority(fields: Fields) -> bool:
+    """``service_tier``: "priority" burns HYDRA so that full stages admit the request first;
+    "auto", "default" and "flex" are ordinary requests."""
+    tier = fields.string("service_tier", default="auto", max_length=16)
+    if tier not in ("auto", "default", "flex", "priority"):
+        raise bad_request("'service_tier' must be auto, default, flex or priority", "service_tier")
+    return tier == "priority"
+
+
 def completion_prompt(prompt: Any) -> dict[str, Any]:
     """``prompt``: a string, a list of token ids, or a one-element list of either."""
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
@@ -89,11 +98,11 @@ def parse(body: Any, chat: bool, default_max_tokens: int) -> OpenAIRequest:
     model = fields.string("model", required=True, max_length=256)
     params = sampling(fields, default_max_tokens)
     top = top_logprobs(fields, chat)
+    common = {"params": params, "top_logprobs": top, "priority": priority(fields)}
     if chat:
-        generation = GenerationRequest(model, messages=fields.messages(), params=params, top_logprobs=top)
+        generation = GenerationRequest(model, messages=fields.messages(), **common)
     else:
-        prompt = completion_prompt(body.get("prompt"))
-        generation = GenerationRequest(model, params=params, top_logprobs=top, **prompt)
+        generation = GenerationRequest(model, **completion_prompt(body.get("prompt")), **common)
     stream = fields.boolean("stream", False)
     include_usage = fields.nested("stream_options").boolean("include_usage", False)
     n = fields.integer("n", 1, MAX_N, 1)

@@ -66,6 +66,7 @@ class GenerationRequest:
     plain_without_template: bool = False
     record_logits: bool = False  # keep every step's logits (tests)
     probe: bool = False  # a synthetic prompt of the auditor's, not a user's
+    priority: bool = False  # burn HYDRA so that full stages admit this request first
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,12 @@ class Coordinator:
             return self.local.local_link(self.peer_id)
         return await RemoteLink.open(self.host, candidate.hop, timeout)
 
+    async def priority_ticket(self) -> bytes:
+        """A ticket that makes full stages admit this node's sessions first (HYDRA burned)."""
+        if self.tokens is None:
+            raise InvalidRequest("priority needs HYDRA, and this coordinator holds none", "service_tier")
+        return await self.tokens.priority_ticket()
+
     async def pay(self, hop: inference.Hop, body: ReceiptBody) -> bool:
         return await pay(self.host, self.identity, self.ledger, hop, body, self.tokens)
 
@@ -426,6 +433,7 @@ class Coordinator:
         config = PipelineConfig(
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
             protect=privacy.protect, probe=request.probe,
+            priority=await self.priority_ticket() if request.priority else b"",
         )
         local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
         logits_seen: list[torch.Tensor] = []

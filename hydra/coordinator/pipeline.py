@@ -84,6 +84,7 @@ class PipelineConfig:
     max_failovers: int = 3
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
     probe: bool = False  # a synthetic generation of the auditor's (``--verify-probes-only``)
+    priority: bytes = b""  # a priority ticket's secret (``TokenService.priority_ticket``)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -294,6 +295,7 @@ class Pipeline:
             self.config.max_length,
             self.config.dtype,
             timeouts,
+            self.config.priority,
         )
         self._ledger = RouteLedger(
             [c.peer_id for c in route],

@@ -2,6 +2,8 @@
 the log current and claim mints for what this node's stage served."""
 
 import logging
+import secrets
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,14 @@ from multiaddr import Multiaddr
 from hydra.economy.config import TokenConfig
 from hydra.economy.federation import ask, expect
 from hydra.economy.proofs import evidence_ref
-from hydra.economy.tokenlog import PRICE_PER_UNIT, TOKEN_LOG_FILE, TokenLog, genesis_hash
+from hydra.economy.tokenlog import (
+    PRICE_PER_UNIT,
+    PRIORITY_BURN,
+    TOKEN_LOG_FILE,
+    TokenLog,
+    genesis_hash,
+    ticket_id,
+)
 from hydra.economy.wallet import TokenRefused, Wallet, remember_claim
 from hydra.errors import ConfigError, HydraError, Unavailable
 from protocols.codec import encode
@@ -29,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 10.0  # between attempts to reach a federation
 MAX_ACCUSATIONS = 64  # slashes waiting to be submitted
+TICKET_MARGIN_S = 60.0  # a priority ticket this close to expiring is replaced before use
 
 
 def split(addrs: Sequence[str]) -> list[tuple[str, tuple[str, ...]]]:
@@ -72,6 +82,8 @@ class TokenService:
         self.federation = split(config.federation or signposts)
         self.db = sqlite_utils.Database(self.path)
         self.wallet: Wallet | None = None
+        self._ticket = b""  # this node's current priority ticket's secret
+        self._ticketing = trio.Lock()
         self._accusations, self._accused = trio.open_memory_channel[Equivocation](MAX_ACCUSATIONS)
 
     def ready(self) -> Wallet:
@@ -153,6 +165,26 @@ class TokenService:
                 mine(lambda w: w.log.length),
             ),
         }
+
+    async def priority_ticket(self) -> bytes:
+        """The secret of a priority ticket valid for a while yet, burning a new one when needed."""
+        wallet = self.ready()
+        async with self._ticketing:
+            usable = wallet.log.state.ticket_valid(self._ticket, time.time() + TICKET_MARGIN_S)
+            if not usable:
+                secret = secrets.token_bytes(32)
+                await wallet.submit(Event("burn", wallet.peer_id, PRIORITY_BURN, ref=ticket_id(secret)))
+                self._ticket = secret
+            return self._ticket
+
+    async def ticket_valid(self, secret: bytes) -> bool:
+        """Whether a session presenting ``secret`` gets priority on this node's stage."""
+        wallet = self.wallet
+        if wallet is None:
+            return False
+        if ticket_id(secret) not in wallet.log.state.tickets:
+            await wallet.sync()  # burned a moment ago, perhaps
+        return wallet.log.state.ticket_valid(secret, time.time())
 
     def stake_of(self, peer_id: str) -> int:
         return self.wallet.stake_of(peer_id) if self.wallet is not None else 0

@@ -35,6 +35,8 @@ CAP = 69_000_000 * MICRO
 MINT_PER_TOKEN = MICRO // 1000  # 1 HYDRA per 1,000 tokens served while the supply is small
 PRICE_PER_UNIT = MINT_PER_TOKEN  # what a payer pays per stage-token over a channel: what serving it mints
 SLASH_SHARE = 2  # a slash takes 1/SLASH_SHARE of the stake, unbonding included (and burns it)
+PRIORITY_BURN = MICRO // 100  # a priority ticket: 0.01 HYDRA burned ...
+TICKET_S = 600.0  # ... for priority at full stages during the ten minutes after the burn
 UNBOND_S = 86400.0  # unstaked HYDRA stays slashable this long before it can be withdrawn
 TOKEN_LOG_FILE = "tokenlog.db"  # in the node's home
 
@@ -43,12 +45,17 @@ _SEALED = Schema([Sealed])
 EVENT_DOMAIN = b"openhydra/token-event/v1\x00"
 ENTRY_DOMAIN = b"openhydra/token-entry/v1\x00"
 GENESIS_DOMAIN = b"openhydra/token-genesis/v1\x00"
+TICKET_DOMAIN = b"openhydra/priority-ticket/v1\x00"
 
 
 def mint_reward(tokens: int, supply: int) -> int:
     """micro-HYDRA minted for ``tokens`` newly served at ``supply``: the rate falls with what
     is left under the cap, so the supply approaches it and never passes it."""
     return min(CAP - supply, tokens * MINT_PER_TOKEN * (CAP - supply) // CAP)
+
+
+def ticket_id(secret: bytes) -> bytes:
+    return hashlib.blake2b(TICKET_DOMAIN + secret, digest_size=HASH_BYTES).digest()
 
 
 def genesis_hash(genesis: Genesis) -> bytes:
@@ -101,6 +108,7 @@ class TokenState:
     slashed: Counter[str] = field(default_factory=Counter)
     supply: int = 0
     claims: dict[bytes, int] = field(default_factory=dict)  # mint claim -> tokens minted for
+    tickets: dict[bytes, tuple[int, float]] = field(default_factory=dict)  # ticket id -> (burned, when)
     evidence: set[bytes] = field(default_factory=set)
     channels: dict[bytes, Channel] = field(default_factory=dict)
 
@@ -110,6 +118,12 @@ class TokenState:
         return (
             sum(self.balances.values()) + sum(self.staked.values()) + sum(self.unbonding.values()) + deposits
         )
+
+    def ticket_valid(self, secret: bytes, now: float) -> bool:
+        """Whether ``secret`` opens a priority ticket burned for at least ``PRIORITY_BURN`` in
+        the last ``TICKET_S`` seconds."""
+        burned, at = self.tickets.get(ticket_id(secret), (0, 0.0))
+        return burned >= PRIORITY_BURN and at <= now < at + TICKET_S
 
     def open_channels(self, peer: str) -> int:
         return sum(peer in (c.opener, c.peer) for c in self.channels.values())
@@ -148,7 +162,12 @@ class TokenState:
         self.supply += reward
 
     def _burn(self, event: Event, at: float, author: str) -> None:
+        """A burn naming a 32-byte ref is a priority ticket (the ref is the hash of its secret)."""
+        if event.ref and (len(event.ref) != HASH_BYTES or event.ref in self.tickets):
+            raise ProtocolError(ErrorCode.DUPLICATE, "a ticket needs a new 32-byte id")
         self._spend(self.balances, event.account, event.amount, "burn")
+        if event.ref:
+            self.tickets[event.ref] = (event.amount, at)
         self.burned[event.account] += event.amount
         self.supply -= event.amount
 
@@ -307,6 +326,7 @@ class TokenLog:
             Counter(s.slashed),
             s.supply,
             dict(s.claims),
+            dict(s.tickets),
             set(s.evidence),
             {ref: Channel(**vars(c)) for ref, c in s.channels.items()},
         )

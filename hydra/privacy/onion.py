@@ -54,9 +54,11 @@ def wrap_route(
     max_length: int,
     dtype: str,
     timeouts: Sequence[float],
+    priority: bytes = b"",
 ) -> WrappedRoute:
     """Build the nested headers, innermost (last stage) first. ``kx_keys``: each hop's
-    identity-checked X25519 key, or None for an unprotected session (nothing sealed)."""
+    identity-checked X25519 key, or None for an unprotected session (nothing sealed).
+    ``priority``: a priority ticket's secret, for every stage."""
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
     protect = kx_keys is not None
     keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(hops) + 1)]
@@ -79,6 +81,7 @@ def wrap_route(
             next_session_id=b"" if following is None else session_ids[i + 1],
             next_ephemeral=ephemeral,
             next_header=sealed_header,
+            priority=priority,
         )
         kx = None if kx_keys is None else kx_keys[i]
         sealed_header, ephemeral = seal_header(header, kx, session_ids[i])

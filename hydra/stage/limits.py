@@ -16,3 +16,6 @@ class StageLimits:
     # tokens of a session served without a receipt before it must be paid to go on (payers
     # send one every protocols.receipt.RECEIPT_EVERY tokens, so honest ones never hit this)
     unpaid_tokens: int = 1024
+    # the last share of the slots and the cache that only sessions with a priority ticket (HYDRA
+    # burned) may use: a stage that is full for everyone else still admits them
+    priority_share: float = 0.2

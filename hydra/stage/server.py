@@ -150,18 +150,21 @@ class StageServer:
     def reserved_bytes(self) -> int:
         return sum(s.reserved_bytes for s in self.sessions.values())
 
-    def admit(self, owner: str, reserve: int, tokens: int) -> None:
-        """Refuse (``overloaded``) a session the node, or this owner's share, has no room for."""
+    def admit(self, owner: str, reserve: int, tokens: int, priority: bool = False) -> None:
+        """Refuse (``overloaded``) a session the node, or this owner's share, has no room for.
+        The last ``priority_share`` of the slots and the cache is kept for priority sessions."""
         limits = self.limits
+        room = 1.0 if priority else 1.0 - limits.priority_share
+        kept = "" if priority else " for sessions without a priority ticket"
         mine = [s for s in self.sessions.values() if s.owner == owner]
-        if len(self.sessions) >= limits.max_sessions:
-            raise ProtocolError(ErrorCode.OVERLOADED, "no session slot left on this peer")
+        if len(self.sessions) >= max(1, int(limits.max_sessions * room)):
+            raise ProtocolError(ErrorCode.OVERLOADED, f"no session slot left on this peer{kept}")
         if len(mine) >= max(1, int(limits.max_sessions * limits.peer_share)):
             raise ProtocolError(ErrorCode.OVERLOADED, "this peer holds its share of session slots")
-        if self.reserved_bytes + reserve > limits.cache_bytes:
+        if self.reserved_bytes + reserve > limits.cache_bytes * room:
             raise ProtocolError(
                 ErrorCode.OVERLOADED,
-                f"no cache room for {tokens} tokens ({self.cache_tokens_free()} free)",
+                f"no cache room for {tokens} tokens{kept} ({self.cache_tokens_free()} free)",
             )
         if sum(s.reserved_bytes for s in mine) + reserve > limits.cache_bytes * limits.peer_share:
             raise ProtocolError(ErrorCode.OVERLOADED, "this peer holds its share of the cache")
@@ -225,7 +228,9 @@ class StageConversation:
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
         reserve = header.max_length * server.per_token + server.per_session
-        server.admit(self.remote, reserve, header.max_length)
+        priority = bool(header.priority) and server.tokens is not None
+        priority = priority and await server.tokens.ticket_valid(header.priority)
+        server.admit(self.remote, reserve, header.max_length, priority)
         last = header.next_hop is None
         terms = Terms(
             request.session_id, request.model, header.layer_start, header.layer_end,

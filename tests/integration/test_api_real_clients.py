@@ -176,6 +176,11 @@ def test_the_economy_endpoints_check_amounts_and_say_when_no_federation_answers(
     for path, body in good.items():
         response = httpx.post(f"{api}{path}", json=body, timeout=10)
         assert response.status_code == 503 and "federation" in response.json()["error"]["message"]
+    body = {"model": "smollm2", "prompt": "hi", "max_tokens": 2}
+    bogus = httpx.post(f"{api}/v1/completions", json={**body, "service_tier": "gold"}, timeout=30)
+    assert bogus.status_code == 400 and bogus.json()["error"]["param"] == "service_tier"
+    priority = httpx.post(f"{api}/v1/completions", json={**body, "service_tier": "priority"}, timeout=30)
+    assert priority.status_code == 503 and "federation" in priority.json()["error"]["message"]
     balance = httpx.get(f"{api}/v1/account/balance", timeout=10).json()
     barter = balance["barter"]
     assert barter["micro_credits"] == round(barter["credits"] * 1_000_000)  # a lone node: it pays nobody

@@ -5,6 +5,8 @@ same state; closing the channels moves exactly that much. A stage that signs two
 outputs for one step is slashed once every federation member has re-checked the evidence, and
 a staked peer is preferred by routing."""
 
+import dataclasses
+import secrets
 from pathlib import Path
 
 import pytest
@@ -13,16 +15,23 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 
 from hydra.economy.config import TokenConfig
 from hydra.economy.receipts import countersign
-from hydra.economy.tokenlog import MICRO, PRICE_PER_UNIT
+from hydra.economy.tokenlog import MICRO, PRICE_PER_UNIT, PRIORITY_BURN
 from hydra.economy.wallet import Wallet
+from hydra.errors import HydraError
 from hydra.runtime.wire import from_wire, to_wire
+from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation
 from hydra.verification.config import VerificationConfig
+from protocols import inference
+from protocols.codec import Error
+from protocols.errors import ErrorCode
 from protocols.token import Event
 from protocols.verify import tensor_digest
 from tests.integration.test_receipts_real_hosts import REQUEST, SPEC
+from tests.integration.test_stage_protocol_real_hosts import link_to, open_request, wrapped
 from tests.integration.test_token_federation_real_hosts import receipt_from
-from tests.peers import replace_handler, swarm
+from tests.peers import coordinator_for, replace_handler, stage_peer, swarm
+from tests.rawpeer import client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 from tests.tokens import federation
 
@@ -156,3 +165,35 @@ async def test_a_staked_peer_is_preferred_by_routing(checkpoint: Path, tmp_path:
             await wallet.submit(Event("unstake", wallet.peer_id, 70 * MICRO))
             await coordinator.tokens.wallet.sync()
             assert coordinator.reputation.score(other.peer_id).stake == 0
+
+
+async def test_a_full_stage_admits_a_request_that_burned_for_priority(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """Four ordinary sessions fill a stage of five slots (one kept for priority): an ordinary
+    request is refused, a request with a priority ticket (0.01 HYDRA burned, every stage on the
+    route checks the burn in its replica) is served; a made-up ticket is worth nothing."""
+    limits = StageLimits(max_sessions=5, peer_share=1.0)  # priority_share 0.2: one slot kept
+    async with federation(tmp_path, n=1, k=1) as fed:
+        token = TokenConfig(federation=(fed.multiaddr(),))
+        async with (
+            stage_peer(SPEC, checkpoint, (0, 6), limits=limits, token=token) as stage,
+            coordinator_for(SPEC, checkpoint, stage.multiaddr, token=token) as coordinator,
+            client_host() as squatter,
+        ):
+            for _ in range(4):
+                link = await link_to(squatter, stage)
+                assert isinstance(await link.call(open_request(stage), 10.0), inference.SessionOpened)
+            with pytest.raises(HydraError, match="no session slot left"):
+                await coordinator.generate(REQUEST)
+            link = await link_to(squatter, stage)
+            made_up = await link.call(wrapped([stage], 16, priority=secrets.token_bytes(32)).open, 10.0)
+            assert isinstance(made_up, Error) and made_up.code == ErrorCode.OVERLOADED
+            await fund(coordinator.tokens.wallet)
+            done = await coordinator.generate(dataclasses.replace(REQUEST, priority=True))
+            assert done.completion_tokens > 0
+            burns = [s.entry.signed.event for s in fed.members[0].log.entries(0, 64)]
+            assert [(e.kind, e.amount) for e in burns if e.kind == "burn"] == [("burn", PRIORITY_BURN)]
+            again = await coordinator.generate(dataclasses.replace(REQUEST, priority=True))
+            assert again.token_ids == done.token_ids  # the same ticket serves ten minutes
+            assert fed.members[0].log.state.burned[coordinator.peer_id] == PRIORITY_BURN

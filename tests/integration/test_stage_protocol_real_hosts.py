@@ -41,11 +41,11 @@ def hop_of(peer: StagePeer, layers: tuple[int, int] | None = None) -> inference.
 
 def wrapped(peers: list[StagePeer], max_length: int = 16, protect: bool = False,
             model: str = SPEC.id, layers: tuple[int, int] | None = None,
-            step_timeout: float = 10.0) -> WrappedRoute:
+            step_timeout: float = 10.0, priority: bytes = b"") -> WrappedRoute:
     hops = [hop_of(peers[0], layers)] + [hop_of(p) for p in peers[1:]]
     keys = [verify_kx(p.peer_id, p.stage.kx.public, p.stage.kx.signature) for p in peers]
     timeouts = [step_timeout] * len(hops)
-    return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts)
+    return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts, priority)
 
 
 def open_request(peer: StagePeer, max_length: int = 16, **kw) -> inference.OpenSession:
@@ -112,7 +112,7 @@ async def test_session_and_cache_limits_refuse_with_overloaded(checkpoint):
     # bytes per token in 6 blocks: K+V x kv_heads x head_dim x fp32, and the audit log's input
     # and output (2 x hidden 64 x fp32)
     per_token = 2 * 6 * 2 * 16 * 4 + 2 * 64 * 4
-    limits = StageLimits(max_sessions=2, cache_bytes=100 * per_token, peer_share=1.0)
+    limits = StageLimits(max_sessions=2, cache_bytes=100 * per_token, peer_share=1.0, priority_share=0.0)
     async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as peer, client_host() as host:
         assert peer.stage.cache_tokens_free() == 100
         first, second, third = [await link_to(host, peer) for _ in range(3)]

@@ -316,12 +316,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     reputation = status.get("reputation", [])
     if reputation:
         scores = Table(title="reputation (this node's view)")
-        for column in ("peer", "score", "verification", "uptime", "latency", "checks ok", "failed", "routed"):
+        for column in ("peer", "score", "verification", "uptime", "latency", "stake", "checks ok", "failed",
+                       "routed"):
             scores.add_column(column)
         for r in reputation:
             scores.add_row(r["peer_id"][-12:], f"{r['total']:.2f}", f"{r['verification']:.2f}",
-                           f"{r['uptime']:.2f}", f"{r['latency']:.2f}", f"{r['checks_passed']:.0f}",
-                           f"{r['checks_failed']:.0f}", "yes" if r["admissible"] else "excluded")
+                           f"{r['uptime']:.2f}", f"{r['latency']:.2f}", f"{r['stake']:.2f}",
+                           f"{r['checks_passed']:.0f}", f"{r['checks_failed']:.0f}",
+                           "yes" if r["admissible"] else "excluded")
         console.print(scores)
     return 0
 

@@ -241,7 +241,10 @@ class Pipeline:
         return HopFailed(self._link.peer_id, f"unexpected reply {reply.TYPE}")
 
     async def _fail_over(self, exc: HopFailed) -> None:
-        """Exclude the failed peer, open a new route and replay the history into it."""
+        """Pay the old route for the steps it completed (unless its first stage is the one that
+        failed), exclude the failed peer, open a new route and replay the history into it."""
+        if self.route and self.route[0].peer_id != exc.peer_id:
+            await self._pay()
         while True:
             self.failovers += 1
             log.warning("stage %s failed (%s); re-routing", exc.peer_id, exc.reason)

@@ -49,12 +49,13 @@ class ReceiptConversation:
             raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "no open session of yours has that id")
         if body.seq <= session.receipt_seq:
             raise ProtocolError(ErrorCode.STALE, f"receipt {body.seq} after receipt {session.receipt_seq}")
-        served = work_root(step.in_hash for step in session.audit.chain.steps)
-        if (body.tokens, body.units, body.work_root) != (
-            session.position,
-            session.position * session.hops,
-            served,
-        ):
+        # a receipt pays for a prefix of the session's steps: all of them, or (after a failure
+        # further down the route) those that came back through it
+        steps = session.audit.chain.steps
+        boundaries = {s.position + s.tokens for s in steps} | {0}
+        served = work_root(s.in_hash for s in steps if s.position < body.tokens)
+        expected = (body.tokens * session.hops, served)
+        if body.tokens not in boundaries or (body.units, body.work_root) != expected:
             raise ProtocolError(
                 ErrorCode.WRONG_AMOUNT,
                 f"this session served {session.position} tokens through {session.hops} stage(s); "

@@ -81,8 +81,10 @@ class Session:
     paid: int = 0  # tokens this stage has paid its successor for
     pay_seq: int = 0  # of the next receipt it sends
     position: int = 0
+    confirmed: int = 0  # positions whose step came back through the rest of the route
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
+    next_failed: bool = False  # ... and whether the next hop itself died or stalled (not worth paying)
     opened_at: float = field(default_factory=time.monotonic)
 
 
@@ -323,11 +325,13 @@ class StageConversation:
             self.server.identity, step, tensor, self.claimed_input_hash(session, digest), sent
         )
         if session.downstream is None:
+            session.confirmed = session.position
             wrapped = session.outbound.wrap(sent, step.position)
             return inference.Hidden(step.position, *wrapped, commitments=(commitment,))
         reply = await self._pass_on(session, step, sent, sent_hash, started)
         if not isinstance(reply, inference.Hidden):
             return reply
+        session.confirmed = session.position
         if session.position - session.paid >= RECEIPT_EVERY:
             await self._pay_successor(session)
         return dataclasses.replace(reply, commitments=(commitment, *reply.commitments))
@@ -374,6 +378,7 @@ class StageConversation:
             reply = await session.downstream.call(forward, downstream_budget(left))
         except HopFailed as exc:
             session.broken = f"next hop {exc.peer_id} failed: {exc.reason}"
+            session.next_failed = exc.peer_id == session.downstream.peer_id
             return hop_failed_error(exc)
         if isinstance(reply, Error):  # our cache advanced and the rest of the route's did not
             session.broken = f"next hop answered {reply.code}: {reply.message}"
@@ -390,21 +395,23 @@ class StageConversation:
             await session.downstream.aclose()
 
     async def _pay_successor(self, session: Session) -> None:
-        """Pay the next hop for the rest of the route's work on this session so far."""
+        """Pay the next hop for the rest of the route's work on this session so far: the steps
+        that came back through it (a session broken further down still pays for those), unless
+        the next hop itself died or stalled (its share of those steps stays with this stage)."""
         server = self.server
-        unpaid = session.position > session.paid
-        if session.broken or not unpaid or session.next_hop is None or server.host is None:
+        done = session.confirmed
+        if done <= session.paid or session.next_failed or session.next_hop is None or server.host is None:
             return
         body = receipt.ReceiptBody(
             payer=server.peer_id,
             payee=session.next_hop.peer_id,
             session_id=session.next_session_id,
             model=session.audit.chain.terms.model,
-            tokens=session.position,
-            units=session.position * (session.hops - 1),
+            tokens=done,
+            units=done * (session.hops - 1),
             seq=session.pay_seq,
-            work_root=work_root(step.out_hash for step in session.audit.chain.steps),
+            work_root=work_root(step.out_hash for step in session.audit.chain.steps if step.position < done),
         )
         if await pay(server.host, server.identity, server.ledger, session.next_hop, body, server.tokens):
-            session.paid, session.pay_seq = session.position, session.pay_seq + 1
+            session.paid, session.pay_seq = done, session.pay_seq + 1
 

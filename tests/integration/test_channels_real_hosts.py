@@ -3,6 +3,8 @@ signed by both sides with increasing nonces, a cooperative close, a stale close 
 challenge, the TTL closing and settling channels, the 9th channel refused, hostile updates
 answered with typed errors while nothing held changes."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -39,12 +41,9 @@ def addrs(wallet: Wallet) -> tuple[str, ...]:
     return tuple(str(a) for a in wallet.host.get_addrs())
 
 
-async def synced(*wallets: Wallet) -> None:
-    for wallet in wallets:
-        assert await wallet.sync()
-
-
-async def test_updates_then_a_cooperative_close_pay_the_payee(tmp_path: Path) -> None:
+@asynccontextmanager
+async def funded_pair(tmp_path: Path) -> AsyncIterator[tuple[Clock, Wallet, Wallet]]:
+    """A payer holding HYDRA and a payee, following one federation, all on one test clock."""
     clock = Clock()
     async with (
         federation(tmp_path, clock=clock) as fed,
@@ -52,6 +51,16 @@ async def test_updates_then_a_cooperative_close_pay_the_payee(tmp_path: Path) ->
         wallet_host(fed, clock=clock) as payee,
     ):
         await funded(payer)
+        yield clock, payer, payee
+
+
+async def synced(*wallets: Wallet) -> None:
+    for wallet in wallets:
+        assert await wallet.sync()
+
+
+async def test_updates_then_a_cooperative_close_pay_the_payee(tmp_path: Path) -> None:
+    async with funded_pair(tmp_path) as (_, payer, payee):
         before = payer.log.state.balances[payer.peer_id]
         channel_id = await payer.channels.open(payee.peer_id, 10 * MICRO)
         assert payer.channels.paying(payee.peer_id) == channel_id
@@ -67,13 +76,7 @@ async def test_updates_then_a_cooperative_close_pay_the_payee(tmp_path: Path) ->
 
 
 async def test_a_stale_close_loses_to_the_later_state_in_the_window(tmp_path: Path) -> None:
-    clock = Clock()
-    async with (
-        federation(tmp_path, clock=clock) as fed,
-        wallet_host(fed, clock=clock) as payer,
-        wallet_host(fed, clock=clock) as payee,
-    ):
-        await funded(payer)
+    async with funded_pair(tmp_path) as (clock, payer, payee):
         channel_id = await payer.channels.open(payee.peer_id, 10 * MICRO)
         early = await payer.channels.pay(channel_id, MICRO, addrs(payee))
         await payer.channels.pay(channel_id, 3 * MICRO, addrs(payee))
@@ -92,13 +95,7 @@ async def test_a_stale_close_loses_to_the_later_state_in_the_window(tmp_path: Pa
 
 
 async def test_the_ttl_closes_and_settles_a_channel_whose_payer_vanished(tmp_path: Path) -> None:
-    clock = Clock()
-    async with (
-        federation(tmp_path, clock=clock) as fed,
-        wallet_host(fed, clock=clock) as payer,
-        wallet_host(fed, clock=clock) as payee,
-    ):
-        await funded(payer)
+    async with funded_pair(tmp_path) as (clock, payer, payee):
         channel_id = await payer.channels.open(payee.peer_id, 10 * MICRO)
         await payer.channels.pay(channel_id, 2 * MICRO, addrs(payee))
         await payer.host.close()  # gone without closing

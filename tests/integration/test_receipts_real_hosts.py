@@ -1,6 +1,7 @@
 """Paying along the route over real hosts: after a generation on a 3-peer swarm, every
 stage's ledger holds credits for exactly the tokens it served, and each pair of neighbours
-agrees on what passed between them. Bad receipts get typed errors and post nothing."""
+agrees on what passed between them; a route abandoned by a failover is paid for what it
+completed. Bad receipts get typed errors and post nothing."""
 
 import dataclasses
 from pathlib import Path
@@ -14,12 +15,13 @@ from hydra.economy.ledger import MICRO_PER_TOKEN
 from hydra.economy.receipts import SELF, peer_account, sign, work_root
 from hydra.stage.limits import StageLimits
 from hydra.stage.links import RECEIPT_LINK, RemoteLink
+from hydra.stage.server import StageConversation
 from hydra.verification.config import VerificationConfig
 from protocols import inference, receipt
 from protocols.codec import Error
 from protocols.errors import ErrorCode
 from tests.integration.test_stage_protocol_real_hosts import hop_of, wrapped
-from tests.peers import spec_for, stage_peer, swarm
+from tests.peers import replace_handler, spec_for, stage_peer, swarm
 from tests.rawpeer import RawSession, client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -114,3 +116,38 @@ async def test_a_stage_stops_serving_work_nobody_pays_for(checkpoint: Path) -> N
         assert isinstance(await link.call(session.step(6), 10.0), inference.Hidden)  # paid: serving again
         await payments.aclose()
         await link.aclose()
+
+
+class GivesUpOnItsThirdStep(StageConversation):
+    """Serves two steps of each session, then refuses the third (a typed error)."""
+
+    async def _step(self, step):
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps == 3:
+            return Error(ErrorCode.OVERLOADED, "going away")
+        return await super()._step(step)
+
+
+async def test_the_work_a_failed_over_route_completed_is_paid_for(checkpoint: Path) -> None:
+    """A middle stage fails mid-generation; the coordinator pays the abandoned route for the
+    steps it completed before re-routing, each stage pays on for them, and the failed stage is
+    paid for what it did: every stage ends with credits for exactly what came back through it."""
+    off = VerificationConfig(verify_rate=0.0)
+    spans = [(0, 2), (2, 4), (2, 4), (4, 6)]
+    async with swarm(SPEC, checkpoint, spans, verification=off) as (peers, coordinator):
+        first, failing, spare, last = peers
+        candidates = {c.peer_id: c for c in await coordinator.candidates(SPEC.id)}
+        replace_handler(failing, GivesUpOnItsThirdStep)
+        route = [candidates[p.peer_id] for p in (first, failing, last)]
+        done = await coordinator.generate(REQUEST, route)
+        assert done.failovers == 1 and spare.peer_id in done.route
+        served = (done.prompt_tokens + done.completion_tokens - 1) * MICRO_PER_TOKEN  # the new route
+        with trio.move_on_after(10):  # stages pay on as their sessions close
+            while last.stage.ledger.balance(SELF) <= served or spare.stage.ledger.balance(SELF) < served:
+                await trio.sleep(0.05)
+        abandoned = failing.stage.ledger.balance(SELF)  # the two steps it completed
+        assert abandoned > 0
+        assert spare.stage.ledger.balance(SELF) == served
+        assert first.stage.ledger.balance(SELF) == last.stage.ledger.balance(SELF) == served + abandoned
+        total = sum(p.stage.ledger.balance(SELF) for p in peers)
+        assert coordinator.ledger.balance(SELF) == -total

@@ -25,6 +25,8 @@ class ReceiptBody(Message):
     payee: str
     session_id: bytes  # the hop's session id, as the payee knows it
     model: str
+    layer_start: int  # the payee's span
+    layer_end: int
     tokens: int  # tokens the payer has sent the payee in this session so far
     units: int  # stage-tokens owed: tokens x the stages from the payee to the end of the route
     seq: int  # strictly increasing per session; the latest receipt is the one that counts
@@ -34,6 +36,7 @@ class ReceiptBody(Message):
         require(0 < len(self.payer) <= MAX_TEXT and 0 < len(self.payee) <= MAX_TEXT, "bad peer id")
         require(len(self.session_id) == SESSION_ID_BYTES, f"session id is {SESSION_ID_BYTES} bytes")
         require(0 < len(self.model) <= MAX_TEXT, "bad model id")
+        require(0 <= self.layer_start <= self.layer_end <= MAX_LENGTH, "bad span")
         require(
             0 <= self.tokens <= MAX_LENGTH and 0 <= self.units <= MAX_LENGTH * MAX_HOPS, "amount out of range"
         )

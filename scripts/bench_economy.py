@@ -86,7 +86,8 @@ async def funded(service: TokenService, tokens: int) -> None:
     assert service.wallet is not None
     payer = create_new_key_pair()
     body = receipt.ReceiptBody(
-        peer_id(payer), service.wallet.peer_id, secrets.token_bytes(16), "bench", tokens, tokens, 0, bytes(16)
+        peer_id(payer), service.wallet.peer_id, secrets.token_bytes(16), "bench", 0, 1, tokens, tokens, 0,
+        bytes(16),
     )
     signed = sign(payer, body)
     service.earned(signed, countersign(service.identity, signed))

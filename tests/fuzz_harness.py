@@ -242,7 +242,8 @@ async def fuzz_economy(host, target, fed, count: int, rng: random.Random, report
     federation member (signed by the wrong peer, stale, malformed): typed errors, and the
     member's log accepts none of it."""
     payer, payee = keypair(), target.peer_id
-    body = receipt.ReceiptBody(peer_id(payer).to_base58(), payee, b"s" * 16, SPEC.id, 3, 3, 0, bytes(16))
+    body = receipt.ReceiptBody(peer_id(payer).to_base58(), payee, b"s" * 16, SPEC.id, 0, 6, 3, 3, 0,
+                               bytes(16))
 
     async def receipt_open():
         return (await RemoteLink.open(host, hop_of(target), 5.0, RECEIPT_LINK)).stream

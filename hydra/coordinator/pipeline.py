@@ -141,6 +141,8 @@ class Pipeline:
             payee=first.peer_id,
             session_id=self.wrapped.session_ids[0],
             model=self.config.model,
+            layer_start=first.hop.layer_start,
+            layer_end=first.hop.layer_end,
             tokens=self.position,
             units=self.position * len(self.route),
             seq=self.pay_seq,

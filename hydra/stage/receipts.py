@@ -54,8 +54,11 @@ class ReceiptConversation:
         steps = session.audit.chain.steps
         boundaries = {s.position + s.tokens for s in steps} | {0}
         served = work_root(s.in_hash for s in steps if s.position < body.tokens)
-        expected = (body.tokens * session.hops, served)
-        if body.tokens not in boundaries or (body.units, body.work_root) != expected:
+        terms = session.audit.chain.terms
+        expected = (body.tokens * session.hops, served, terms.model, terms.layer_start, terms.layer_end)
+        if body.tokens not in boundaries or (
+            body.units, body.work_root, body.model, body.layer_start, body.layer_end
+        ) != expected:
             raise ProtocolError(
                 ErrorCode.WRONG_AMOUNT,
                 f"this session served {session.position} tokens through {session.hops} stage(s); "

@@ -407,6 +407,8 @@ class StageConversation:
             payee=session.next_hop.peer_id,
             session_id=session.next_session_id,
             model=session.audit.chain.terms.model,
+            layer_start=session.next_hop.layer_start,
+            layer_end=session.next_hop.layer_end,
             tokens=done,
             units=done * (session.hops - 1),
             seq=session.pay_seq,

@@ -66,6 +66,8 @@ def receipt_for(session: RawSession, payee: str, tokens: int, steps: int) -> rec
         payee=payee,
         session_id=session.route.session_ids[0],
         model=SPEC.id,
+        layer_start=0,
+        layer_end=SPEC.num_layers,
         tokens=tokens,
         units=tokens,
         seq=0,
@@ -91,6 +93,8 @@ async def test_forged_wrong_and_replayed_receipts_are_refused(checkpoint: Path) 
         assert (await answer(forged)).code == ErrorCode.BAD_RECEIPT_SIGNATURE
         too_much = sign(identity, dataclasses.replace(body, units=30))
         assert (await answer(too_much)).code == ErrorCode.WRONG_AMOUNT
+        other_span = sign(identity, dataclasses.replace(body, layer_start=2))
+        assert (await answer(other_span)).code == ErrorCode.WRONG_AMOUNT
         ok = await answer(sign(identity, body))
         assert isinstance(ok, receipt.Countersigned)
         replayed = await answer(sign(identity, body))

@@ -31,6 +31,8 @@ def receipt_from(payer, payee: str, tokens: int) -> receipt.Receipt:
         payee=payee,
         session_id=secrets.token_bytes(16),
         model="m",
+        layer_start=0,
+        layer_end=2,
         tokens=tokens,
         units=tokens,
         seq=0,

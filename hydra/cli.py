@@ -160,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         layers=layers,
         model_path=args.model_path,
         dtype=args.dtype,
+        quantization=args.quantization,
         device=args.device,
         stage_limits=StageLimits(
             max_sessions=args.max_sessions, cache_bytes=int(args.cache_gb * 2**30)
@@ -209,6 +210,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         discovery=_discovery(args),
         wait=args.wait,
         dtype=args.dtype,
+        quantization=args.quantization,
         device=args.device,
         privacy=_privacy(args),
         model_path=args.model_path,
@@ -394,6 +396,8 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
 
 def _add_compute(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=NODE.dtype)
+    p.add_argument("--quantization", choices=["none", "int8", "int4"], default=NODE.quantization,
+                   help="weight-only quantization of the linear layers, CPU (default %(default)s: exact)")
     p.add_argument("--device", default=NODE.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1")
 

@@ -38,6 +38,7 @@ class NodeConfig:
     model_path: Path | None = None  # a local checkpoint directory instead of the catalog source
     dtype: str = "float32"
     device: str = "auto"  # auto: cuda when available, else cpu
+    quantization: str = "none"  # of the weights: none | int8 | int4 (CPU)
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -84,6 +85,7 @@ class GenerateConfig:
     wait: float = 30.0  # seconds to wait for peers covering the model
     dtype: str = "float32"
     device: str = "auto"
+    quantization: str = "none"
     privacy: PrivacyConfig = PrivacyConfig()
     model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 

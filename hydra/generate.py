@@ -40,12 +40,12 @@ async def run_generate(
         if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
             path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
             blocks = await trio.to_thread.run_sync(
-                load_stage, path, first, spec.num_layers, dtype, device
+                load_stage, path, first, spec.num_layers, dtype, device, config.quantization
             )
             local = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
-            privacy=config.privacy,
+            privacy=config.privacy, quantization=config.quantization,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
             # one generation, then gone: no reputation to keep, so no audits (commitments and
             # the chain check still guard the answer)

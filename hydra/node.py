@@ -60,12 +60,13 @@ async def start_stage(
     device: torch.device,
     limits: StageLimits,
     ledger: Ledger | None = None,
+    quantization: str = "none",
 ) -> tuple[StageServer, Announcer, float]:
     """Load blocks ``layers`` off the event loop, serve them on ``peer``'s host, measure their
     throughput; returns the stage, an announcer describing it, and the throughput."""
     start, end = layers
     log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
-    blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device)
+    blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device, quantization)
     stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair, ledger)
     stage.attach(peer.host)
     throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
@@ -98,6 +99,7 @@ def describe(
         layer_end=stage.blocks.layer_end,
         total_layers=spec.num_layers,
         dtype=str(stage.blocks.dtype).removeprefix("torch."),
+        quantization=stage.blocks.quantization,
         throughput=throughput,
         cache_tokens_free=stage.cache_tokens_free(),
         kx_key=stage.kx.public,
@@ -126,7 +128,7 @@ async def run_node(
         path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
         stage, announcer, throughput = await start_stage(
             peer, spec, path, (start, end), dtype, device, config.stage_limits,
-            Ledger(config.home / LEDGER_FILE),
+            Ledger(config.home / LEDGER_FILE), config.quantization,
         )
 
         def status() -> dict[str, Any]:
@@ -155,7 +157,7 @@ async def run_node(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
             reputation=Reputation(config.home / REPUTATION_FILE, stake_of=tokens.stake_of),
-            tokens=tokens,
+            tokens=tokens, quantization=config.quantization,
         )
         gauges = {
             "hydra_stage_sessions": (

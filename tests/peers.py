@@ -43,6 +43,7 @@ class Compute:
 
     device: torch.device
     dtype: torch.dtype
+    quantization: str = "none"
 
 
 CPU = Compute(torch.device("cpu"), torch.float32)
@@ -80,7 +81,7 @@ async def stage_peer(
     config = discovery(*bootstrap, peer_rate=kad_rate, peer_burst=2 * kad_rate)
     async with open_dht_peer(None, "127.0.0.1", 0, config) as peer, token_service(peer, token) as tokens:
         stage, announcer, _ = await start_stage(
-            peer, spec, checkpoint, layers, on.dtype, on.device, limits
+            peer, spec, checkpoint, layers, on.dtype, on.device, limits, quantization=on.quantization
         )
         stage.tokens = tokens
         async with trio.open_nursery() as nursery:
@@ -151,7 +152,7 @@ async def coordinator_for(
         coordinator = Coordinator(
             client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
             device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
-            verification=verification, tokens=tokens,
+            verification=verification, tokens=tokens, quantization=on.quantization,
             reputation=Reputation(stake_of=tokens.stake_of) if tokens is not None else None,
         )
         async with trio.open_nursery() as nursery:

@@ -170,6 +170,7 @@ class Coordinator:
         reputation: Reputation | None = None,
         ledger: Ledger | None = None,
         tokens: TokenService | None = None,
+        quantization: str = "none",
     ) -> None:
         self.host = host
         self.dht = dht
@@ -178,6 +179,7 @@ class Coordinator:
         self.dtype = dtype
         self.device = device
         self.step_timeout = step_timeout
+        self.quantization = quantization  # of the client head and --local-layers blocks
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
@@ -262,9 +264,8 @@ class Coordinator:
         blocks, kx = self.local.blocks, self.local.kx
         addrs = tuple(str(a) for a in self.host.get_addrs()) or ("/local",)
         hop = inference.Hop(self.peer_id, addrs, blocks.layer_start, blocks.layer_end)
-        dtype = str(blocks.dtype).removeprefix("torch.")
         return [Candidate(hop, local=True, kx_key=kx.public, kx_signature=kx.signature,
-                          model_hash=blocks.model_hash, dtype=dtype)]
+                          model_hash=blocks.model_hash, dtype=blocks.precision)]
 
     async def routable(self) -> set[str]:
         """The catalog models a complete route serves now, from one lookup of the swarm
@@ -347,7 +348,7 @@ class Coordinator:
         from transformers import AutoTokenizer, GenerationConfig
 
         path = resolve_checkpoint(spec, self.checkpoints.get(spec.id))
-        head = load_head(path, self.dtype, self.device)
+        head = load_head(path, self.dtype, self.device, self.quantization)
         tokenizer = AutoTokenizer.from_pretrained(path)
         eos: set[int] = set()
         try:
@@ -370,7 +371,7 @@ class Coordinator:
             raise ConfigError(f"--local-layers {k}: {model.spec.id} has {model.spec.num_layers} blocks")
         if k not in model.prefixes:
             model.prefixes[k] = await trio.to_thread.run_sync(
-                load_stage, model.path, 0, k, self.dtype, self.device
+                load_stage, model.path, 0, k, self.dtype, self.device, self.quantization
             )
         return model.prefixes[k]
 

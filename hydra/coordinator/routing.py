@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hydra.errors import Unavailable
+from hydra.runtime.precision import precision
 from protocols.inference import Hop
 from protocols.records import PeerRecord
 
@@ -36,7 +37,7 @@ class Candidate:
     kx_key: bytes = b""  # its identity-signed X25519 key (checked again before use)
     kx_signature: bytes = b""
     model_hash: bytes = b""  # of its weights as announced; its commitments must name the same
-    dtype: str = ""  # the precision it computes in, as announced
+    dtype: str = ""  # the precision it computes in, as announced (dtype, "+int8" when quantized)
 
     @property
     def peer_id(self) -> str:
@@ -47,7 +48,7 @@ class Candidate:
         hop = Hop(record.peer_id, record.addrs, record.layer_start, record.layer_end)
         return cls(
             hop, record.throughput, kx_key=record.kx_key, kx_signature=record.kx_signature,
-            model_hash=record.model_hash, dtype=record.dtype,
+            model_hash=record.model_hash, dtype=precision(record.dtype, record.quantization),
         )
 
     def cost(self, rtt: Mapping[str, float]) -> float:

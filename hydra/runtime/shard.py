@@ -24,6 +24,8 @@ from transformers.cache_utils import Cache, DynamicCache
 
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
+from hydra.runtime.precision import precision
+from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
 
@@ -78,6 +80,12 @@ class StageBlocks:
     dtype: torch.dtype
     device: torch.device
     model_hash: bytes = b""  # of the weights as loaded (``weights_digest``), named in commitments
+    quantization: str = "none"  # of its linear layers (``hydra.runtime.quantize``)
+
+    @property
+    def precision(self) -> str:
+        """What verification compares it as: its dtype, and its quantization if any."""
+        return precision(str(self.dtype).removeprefix("torch."), self.quantization)
 
     @property
     def hidden_size(self) -> int:
@@ -124,7 +132,12 @@ class StageBlocks:
 
 
 def load_stage(
-    checkpoint_dir: Path, start: int, end: int, dtype: torch.dtype, device: torch.device
+    checkpoint_dir: Path,
+    start: int,
+    end: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    quantization: str = "none",
 ) -> StageBlocks:
     config = text_config(checkpoint_dir)
     if not 0 <= start < end <= config.num_hidden_layers:
@@ -137,8 +150,10 @@ def load_stage(
     base.rotary_emb = None
     _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
     base.rotary_emb = rotary.to(device)
+    check_quantization(quantization, device)
+    quantize_linears(base, quantization)
     base.eval()
-    return StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base))
+    return StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base), quantization)
 
 
 def weights_digest(module: nn.Module, size: int = 16) -> bytes:
@@ -181,7 +196,11 @@ class ClientHead:
         return self.lm_head(self.norm(hidden.to(self.device, self.dtype)))[0].float().cpu()
 
 
-def load_head(checkpoint_dir: Path, dtype: torch.dtype, device: torch.device) -> ClientHead:
+def load_head(
+    checkpoint_dir: Path, dtype: torch.dtype, device: torch.device, quantization: str = "none"
+) -> ClientHead:
+    """The head; quantized (any mode), the LM head is int8 and the embedding table reads its
+    int8 rows (one shared copy when the two are tied)."""
     config = text_config(checkpoint_dir)
     lm = _meta_causal_lm(slice_config(config, 0, 0))
     ckpt = Checkpoint(checkpoint_dir)
@@ -197,4 +216,11 @@ def load_head(checkpoint_dir: Path, dtype: torch.dtype, device: torch.device) ->
     lm.model.rotary_emb = None
     _materialize(lm, tensors, device)
     lm.eval()
-    return ClientHead(lm.model.embed_tokens, lm.model.norm, lm.lm_head, config, dtype, device)
+    check_quantization(quantization, device)
+    if quantization == "none":
+        return ClientHead(lm.model.embed_tokens, lm.model.norm, lm.lm_head, config, dtype, device)
+    # the LM head stays at 8 bits in every mode: at 4 bits its logits move by ~9% (SmolLM2),
+    # enough to change greedy tokens
+    table = Int8Linear(lm.model.embed_tokens.weight, None)
+    head = table if head_key == embed_key else Int8Linear(lm.lm_head.weight, None)
+    return ClientHead(Int8Embedding(table, dtype), lm.model.norm, head, config, dtype, device)

@@ -1,5 +1,6 @@
 """Sharded pipelines over real libp2p hosts on 127.0.0.1, found through the DHT, against the
-same model run in one process with transformers.
+same model run in one process with transformers (and, quantized, against the same quantized
+blocks and head run in one process).
 
 Greedy token ids must be identical; logits agree within LOGIT_ATOL (fp32 on CPU: the split
 changes nothing but the order of a few float reductions, measured max ~7e-5 on SmolLM2)."""
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
+from hydra.runtime.shard import load_head, load_stage, text_config
 from tests.peers import CPU, Compute, spec_for, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
 
@@ -98,3 +100,36 @@ async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: 
         assert first.token_ids != other.token_ids, "a different seed should sample differently"
         per_split.append(first.token_ids)
     assert per_split[0] == per_split[1] == per_split[2]
+
+
+@torch.inference_mode()
+def quantized_reference(checkpoint: Path, prompt: str, new_tokens: int, mode: str) -> list[int]:
+    """Greedy ids from all blocks and the head quantized with ``mode``, in this process."""
+    layers = text_config(checkpoint).num_hidden_layers
+    blocks = load_stage(checkpoint, 0, layers, torch.float32, CPU.device, mode)
+    head = load_head(checkpoint, torch.float32, CPU.device, mode)
+    ids = AutoTokenizer.from_pretrained(checkpoint)(prompt)["input_ids"]
+    cache, position, out = blocks.new_cache(), 0, []
+    for _ in range(new_tokens):
+        step = ids if not out else out[-1:]
+        hidden = blocks.forward(head.embed(step), cache, position)
+        position += len(step)
+        out.append(int(head.next_logits(hidden).argmax()))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+async def test_quantized_three_peers_match_the_same_quantization_in_one_process(
+    tmp_path: Path, mode: str
+) -> None:
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny-llama")
+    spec = spec_for("tiny-llama", 6)
+    on = Compute(CPU.device, CPU.dtype, mode)
+    async with swarm(spec, path, [(0, 2), (2, 4), (4, 6)], on) as (peers, coordinator):
+        assert {p.stage.blocks.precision for p in peers} == {f"float32+{mode}"}
+        for prompt in PROMPTS:
+            done = await coordinator.generate(
+                GenerationRequest(spec.id, prompt=prompt, params=SamplingParams(max_tokens=24))
+            )
+            want = quantized_reference(path, prompt, 24, mode)
+            assert done.token_ids == want[: len(done.token_ids)], f"{prompt!r}: token ids diverge"

@@ -1,0 +1,84 @@
+"""Weight-only quantization: each quantized layer computes exactly what its dequantized
+weights give (in bfloat16), stays close to float32, a tied head keeps one copy, and modes the
+machine cannot run are refused up front."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from hydra.errors import ConfigError
+from hydra.runtime.quantize import INT4_GROUP, Int4Linear, Int8Linear, check_quantization, quantize_linears
+from hydra.runtime.shard import load_head, load_stage
+from tests.tiny_models import save_tiny_model, tiny_llama_config
+
+CPU = torch.device("cpu")
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("make", [Int8Linear, Int4Linear])
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_quantized_layer_is_close_to_float32_and_keeps_the_input_dtype(make, bias) -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(128, 96, bias=bias)
+    x = torch.randn(3, 5, 128)
+    quantized = make(layer.weight, layer.bias)
+    with torch.inference_mode():
+        got, want = quantized(x), layer(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert relative(got, want) < (0.02 if make is Int8Linear else 0.15)
+
+
+def test_int8_computes_with_its_dequantized_weights() -> None:
+    torch.manual_seed(1)
+    layer = nn.Linear(64, 32, bias=False)
+    quantized = Int8Linear(layer.weight, None)
+    x = torch.randn(4, 64)
+    exact = x.bfloat16().float() @ quantized.dequantized().T
+    with torch.inference_mode():
+        assert relative(quantized(x), exact) < 1e-2  # bfloat16 products and rounding only
+
+
+def test_int4_needs_whole_groups() -> None:
+    with pytest.raises(ConfigError, match=str(INT4_GROUP)):
+        Int4Linear(torch.randn(8, INT4_GROUP + 1), None)
+
+
+def test_every_linear_of_a_stage_is_replaced(tmp_path: Path) -> None:
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny")
+    full = load_stage(path, 0, 6, torch.float32, CPU)
+    for mode, kind in (("int8", Int8Linear), ("int4", Int4Linear)):
+        blocks = load_stage(path, 0, 6, torch.float32, CPU, mode)
+        assert not any(isinstance(m, nn.Linear) for m in blocks.model.modules())
+        assert sum(isinstance(m, kind) for m in blocks.model.modules()) == 6 * 7
+        assert blocks.precision == f"float32+{mode}" and blocks.model_hash != full.model_hash
+        hidden = torch.randn(1, 7, 64)
+        got = blocks.forward(hidden, blocks.new_cache(), 0)
+        want = full.forward(hidden, full.new_cache(), 0)
+        assert relative(got, want) < (0.05 if mode == "int8" else 0.3)
+
+
+def test_a_tied_int8_head_holds_one_copy_of_the_embedding(tmp_path: Path) -> None:
+    config = tiny_llama_config()
+    config.tie_word_embeddings = True
+    path = save_tiny_model(config, tmp_path / "tied")
+    head = load_head(path, torch.float32, CPU, "int8")
+    assert head.lm_head is head.embed_tokens.head  # the table the embedding reads
+    full = load_head(path, torch.float32, CPU)
+    ids = [1, 5, 9, 200]
+    assert relative(head.embed(ids), full.embed(ids)) < 0.02
+    hidden = torch.randn(1, 3, 64)
+    assert relative(head.all_logits(hidden), full.all_logits(hidden)) < 0.05
+
+
+def test_modes_are_checked_before_anything_loads() -> None:
+    with pytest.raises(ConfigError, match="one of"):
+        check_quantization("int3", CPU)
+    with pytest.raises(ConfigError, match="CPU only"):
+        check_quantization("int8", torch.device("cuda"))
+    check_quantization("none", torch.device("cuda"))
+    assert quantize_linears(nn.Linear(4, 4), "none").__class__ is nn.Linear

@@ -139,6 +139,15 @@ PROBE_FORMS = (
 )
 
 
+def comparable(audited: str, verifier: str) -> bool:
+    """Whether a verifier computing in ``verifier`` precision can judge a stage computing in
+    ``audited``: always between unquantized ones (the catalog's mixed-precision bounds cover
+    float32 against bfloat16); a quantized stage only by its own class, since what
+    quantization moves is not bounded yet (SmolLM2 int8 against float32: cosine distance
+    0.0039 on blocks 0:15, KL 0.031 on 15:30, past the mixed bounds)."""
+    return not ("+" in audited or "+" in verifier) or audited == verifier
+
+
 def relay_for(route: list[Candidate]) -> Candidate | None:
     """The hop recompute sessions go through: the route's first remote stage. It already has
     this node as its predecessor in the session being audited, so relaying teaches it nothing
@@ -490,6 +499,7 @@ class Auditor:
         (tier 3: redundant copies agreeing proves nothing): this node first, then peers of the
         audited stage's precision, then the best reputed."""
         hop = job.stage.hop
+        same = job.stage.dtype  # a verifier of the same precision judges by the strict class
         found = [
             c
             for c in await self.coordinator.candidates(job.model, max_age=CANDIDATES_MAX_AGE_S)
@@ -497,8 +507,8 @@ class Auditor:
             and c.peer_id not in job.route
             and c.peer_id != also_exclude
             and self.coordinator.admissible(c.peer_id)
+            and comparable(same, c.dtype)
         ]
-        same = job.stage.dtype  # a verifier of the same precision judges by the strict class
         found.sort(
             key=lambda c: (not c.local, c.dtype != same, -self.reputation.score(c.peer_id).total, c.peer_id)
         )

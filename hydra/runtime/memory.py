@@ -1,5 +1,8 @@
 """What a session costs in memory on a span of blocks: KV bytes per token in attention blocks,
-and the fixed recurrent state of linear-attention (Gated DeltaNet) blocks."""
+and the fixed recurrent state of linear-attention (Gated DeltaNet) blocks; and giving freed
+memory back to the system."""
+
+import ctypes
 
 import torch
 from transformers import PretrainedConfig
@@ -26,3 +29,12 @@ def session_state_bytes(config: PretrainedConfig) -> int:
     conv = (2 * key_dim + value_dim) * config.linear_conv_kernel_dim
     state = config.linear_num_value_heads * config.linear_key_head_dim * config.linear_value_head_dim
     return linear * (conv + state) * 4
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the C allocator back to the system (glibc keeps freed heap pages
+    otherwise, and a node's resident set would still count the float32 weights it quantized)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache, DynamicCache
 
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
+from hydra.runtime.memory import release_freed_memory
 from hydra.runtime.precision import precision
 from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
 
@@ -151,9 +152,26 @@ def load_stage(
     _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
     base.rotary_emb = rotary.to(device)
     check_quantization(quantization, device)
-    quantize_linears(base, quantization)
+    if quantization != "none":
+        own_copies(quantize_linears(base, quantization))
+        release_freed_memory()  # the float32 weights quantizing read and dropped
     base.eval()
     return StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base), quantization)
+
+
+def own_copies(module: nn.Module) -> nn.Module:
+    """Give ``module``'s remaining full-precision tensors (norms, biases) storage of their own.
+    Tensors read from a checkpoint are views of its memory-mapped file: one left pointing
+    there keeps the whole mapping, and every float32 page quantizing touched, resident."""
+    for tensors in (module._parameters, module._buffers):
+        for name, tensor in tensors.items():
+            if tensor is not None and tensor.is_floating_point():
+                copy = tensor.detach().clone()
+                is_parameter = isinstance(tensor, nn.Parameter)
+                tensors[name] = nn.Parameter(copy, requires_grad=False) if is_parameter else copy
+    for child in module.children():
+        own_copies(child)
+    return module
 
 
 def weights_digest(module: nn.Module, size: int = 16) -> bytes:
@@ -223,4 +241,7 @@ def load_head(
     # enough to change greedy tokens
     table = Int8Linear(lm.model.embed_tokens.weight, None)
     head = table if head_key == embed_key else Int8Linear(lm.lm_head.weight, None)
-    return ClientHead(Int8Embedding(table, dtype), lm.model.norm, head, config, dtype, device)
+    norm = own_copies(lm.model.norm)
+    del lm, loaded, tensors
+    release_freed_memory()
+    return ClientHead(Int8Embedding(table, dtype), norm, head, config, dtype, device)

@@ -22,6 +22,7 @@ SMOKE_ARGS = {
     "privacy_attack.py": ["--tokens", "2", "--prompts", "1", "--local-layers", "1", "--sigmas", "0.01"],
     "bench_verify.py": ["--trials", "3", "--decode", "4", "--tokens", "3", "--runs", "1"],
     "bench_economy.py": ["--tokens", "4", "--runs", "1", "--postings", "200"],
+    "bench_runtime.py": ["--tokens", "4", "--modes", "none,int8"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -31,10 +32,11 @@ EXPECTED = {  # what each prints when it worked
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],
     "bench_verify.py": ["requests until flagged", "commitment bytes per token per stage"],
     "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
+    "bench_runtime.py": ["decode tok/s", "perplexity", "resident MB"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
-    "bench_economy.py",
+    "bench_economy.py", "bench_runtime.py",
 }
 
 

@@ -12,6 +12,7 @@ from hydra.coordinator.generation import Completion, Coordinator, Delta, Generat
 from hydra.coordinator.routing import NoRoute
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
+from hydra.runtime.compute import run_compute
 from hydra.runtime.device import resolve_device
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
@@ -38,8 +39,8 @@ async def run_generate(
         local = None
         first = config.privacy.local_layers
         if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
-            path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
-            blocks = await trio.to_thread.run_sync(
+            path = await run_compute(resolve_checkpoint, spec, config.model_path)
+            blocks = await run_compute(
                 load_stage, path, first, spec.num_layers, dtype, device, config.quantization
             )
             local = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)

@@ -24,6 +24,7 @@ from hydra.economy.service import TokenService
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
+from hydra.runtime.compute import run_compute
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
@@ -66,10 +67,10 @@ async def start_stage(
     throughput; returns the stage, an announcer describing it, and the throughput."""
     start, end = layers
     log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
-    blocks = await trio.to_thread.run_sync(load_stage, checkpoint, start, end, dtype, device, quantization)
+    blocks = await run_compute(load_stage, checkpoint, start, end, dtype, device, quantization)
     stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair, ledger)
     stage.attach(peer.host)
-    throughput = await trio.to_thread.run_sync(blocks.measure_throughput)
+    throughput = await run_compute(blocks.measure_throughput)
     log.info("serving %d blocks at %.1f tokens/s", end - start, throughput)
     discovery = peer.discovery
     work = await trio.to_thread.run_sync(solve, peer.peer_id, discovery.region, discovery.work_bits)
@@ -125,7 +126,7 @@ async def run_node(
     dtype, device = WIRE_DTYPES[config.dtype], config.torch_device()
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
         start, end = await choose_layers(peer, config, spec)
-        path = await trio.to_thread.run_sync(resolve_checkpoint, spec, config.model_path)
+        path = await run_compute(resolve_checkpoint, spec, config.model_path)
         stage, announcer, throughput = await start_stage(
             peer, spec, path, (start, end), dtype, device, config.stage_limits,
             Ledger(config.home / LEDGER_FILE), config.quantization,

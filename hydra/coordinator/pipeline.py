@@ -27,6 +27,7 @@ from hydra.economy.receipts import work_root
 from hydra.privacy.keys import UnboundKey, verify_kx
 from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.privacy.sealing import SealError
+from hydra.runtime.compute import run_compute
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.links import HopFailed, Link, downstream_budget
 from hydra.verification.commitments import Terms, sign_receipt
@@ -177,7 +178,7 @@ class Pipeline:
         outputs = []
         for piece in torch.split(hidden, self._max_tokens_per_message(hidden), dim=1):
             outputs.append(await self._step_with_failover(piece, return_all))
-        return torch.cat(outputs, dim=1) if return_all else outputs[-1]
+        return await run_compute(torch.cat, outputs, 1) if return_all else outputs[-1]
 
     async def _step_with_failover(self, hidden: torch.Tensor, return_all: bool) -> torch.Tensor:
         while True:
@@ -330,7 +331,8 @@ class Pipeline:
         position, outputs = 0, []
         for batch in pack_history(self.history, self.config.dtype):
             chunks = tuple(t.shape[1] for t in batch)
-            outputs.append(await self._send_step(torch.cat(batch, dim=1), chunks, position, keep))
+            hidden = await run_compute(torch.cat, batch, 1)
+            outputs.append(await self._send_step(hidden, chunks, position, keep))
             position += sum(chunks)
         return outputs if keep else []
 
@@ -344,7 +346,7 @@ class Pipeline:
         ]
         outputs = await self._replay(keep=True)
         self.position = sum(t.shape[1] for t in self.history)
-        return torch.cat(outputs, dim=1)
+        return await run_compute(torch.cat, outputs, 1)
 
     def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
         return max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))

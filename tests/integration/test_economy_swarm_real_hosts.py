@@ -13,11 +13,13 @@ import pytest
 import trio
 from libp2p.crypto.ed25519 import create_new_key_pair
 
+from hydra.coordinator.rtt import RttTable
 from hydra.economy.config import TokenConfig
 from hydra.economy.receipts import countersign
 from hydra.economy.tokenlog import MICRO, PRICE_PER_UNIT, PRIORITY_BURN
 from hydra.economy.wallet import Wallet
 from hydra.errors import HydraError
+from hydra.runtime.shard import StageBlocks
 from hydra.runtime.wire import from_wire, to_wire
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation
@@ -141,9 +143,17 @@ async def test_a_stage_that_signs_two_outputs_is_slashed_by_a_federation_that_re
                 assert len(member.log.state.evidence) == 1
 
 
-async def test_a_staked_peer_is_preferred_by_routing(checkpoint: Path, tmp_path: Path) -> None:
+async def test_a_staked_peer_is_preferred_by_routing(checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     """Two peers serve the same blocks; the one that stakes wins the route (reputation's stake
-    term lowers its hop's cost), and loses it again when it unstakes."""
+    term lowers its hop's cost), and loses it again when it unstakes. Stake is worth at most
+    15% of a hop's cost, so the two are made equal otherwise: the same announced throughput and
+    the same round trip (measured ones differ by more than that on a shared machine)."""
+    monkeypatch.setattr(StageBlocks, "measure_throughput", lambda self, steps=8: 1000.0)
+
+    async def same_round_trips(self, candidates) -> None:
+        self.values.update({c.peer_id: 0.001 for c in candidates})
+
+    monkeypatch.setattr(RttTable, "measure", same_round_trips)
     async with federation(tmp_path, n=1, k=1) as fed:
         token = TokenConfig(federation=(fed.multiaddr(),))
         off = VerificationConfig(verify_rate=0.0)

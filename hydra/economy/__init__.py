@@ -1,2 +1,2 @@
-"""The economy: barter credits from receipts paid along the route (the HYDRA token, staking
-and state channels are still to come)."""
+"""The economy: barter credits from receipts paid along the route, the HYDRA token (a log
+co-signed by a federation of signposts, replicated by every node), wallets and payment channels."""

@@ -161,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model_path=args.model_path,
         dtype=args.dtype,
         quantization=args.quantization,
+        compile=args.compile,
         device=args.device,
         stage_limits=StageLimits(
             max_sessions=args.max_sessions, cache_bytes=int(args.cache_gb * 2**30)
@@ -211,6 +212,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         wait=args.wait,
         dtype=args.dtype,
         quantization=args.quantization,
+        compile=args.compile,
         device=args.device,
         privacy=_privacy(args),
         model_path=args.model_path,
@@ -394,10 +396,14 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
     )
 
 
-def _add_compute(p: argparse.ArgumentParser) -> None:
+def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=NODE.dtype)
-    p.add_argument("--quantization", choices=["none", "int8", "int4"], default=NODE.quantization,
-                   help="weight-only quantization of the linear layers, CPU (default %(default)s: exact)")
+    p.add_argument("--quantization", choices=["auto", "none", "int8", "int4"], default=NODE.quantization,
+                   help="weight-only quantization of the linear layers, CPU; auto: the catalog's "
+                   "recommendation on a CPU, none elsewhere; none is exact (default %(default)s)")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default=compile_default,
+                   help="compile one-token decode steps with torch.compile (auto: on a CPU with a C++ "
+                   "compiler; 20-45 s once at start) (default %(default)s)")
     p.add_argument("--device", default=NODE.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1")
 
@@ -420,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--total-shards", type=int, metavar="N")
     run.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
-    _add_compute(run)
+    _add_compute(run, NODE.compile)
     run.add_argument("--cache-gb", type=float, default=NODE.stage_limits.cache_bytes / 2**30,
                      help="KV cache reserved across all sessions on this node (default %(default)g)")
     run.add_argument("--max-sessions", type=int, default=NODE.stage_limits.max_sessions)
@@ -462,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--wait", type=float, default=GenerateConfig.wait,
                      help="seconds to wait for peers covering the model")
-    _add_compute(gen)
+    _add_compute(gen, GenerateConfig.compile)
     _add_privacy(gen)
     gen.set_defaults(func=cmd_generate)
 

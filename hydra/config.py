@@ -38,7 +38,8 @@ class NodeConfig:
     model_path: Path | None = None  # a local checkpoint directory instead of the catalog source
     dtype: str = "float32"
     device: str = "auto"  # auto: cuda when available, else cpu
-    quantization: str = "none"  # of the weights: none | int8 | int4 (CPU)
+    quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU)
+    compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -85,7 +86,8 @@ class GenerateConfig:
     wait: float = 30.0  # seconds to wait for peers covering the model
     dtype: str = "float32"
     device: str = "auto"
-    quantization: str = "none"
+    quantization: str = "auto"
+    compile: str = "off"  # one generation does not repay a compile's tens of seconds
     privacy: PrivacyConfig = PrivacyConfig()
     model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 

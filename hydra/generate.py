@@ -12,8 +12,10 @@ from hydra.coordinator.generation import Completion, Coordinator, Delta, Generat
 from hydra.coordinator.routing import NoRoute
 from hydra.dht.service import open_dht_peer
 from hydra.models.catalog import load_catalog
+from hydra.runtime.compiled import should_compile
 from hydra.runtime.compute import run_compute
 from hydra.runtime.device import resolve_device
+from hydra.runtime.quantize import resolve_quantization
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
@@ -35,18 +37,20 @@ async def run_generate(
     catalog = load_catalog()
     spec = catalog.resolve(config.model or catalog.default)
     dtype, device = WIRE_DTYPES[config.dtype], resolve_device(config.device)
+    compiling = should_compile(config.compile, device)
+    quantization = resolve_quantization(config.quantization, device, spec.recommended_quantization)
     async with open_dht_peer(None, "127.0.0.1", 0, config.discovery) as peer:
         local = None
         first = config.privacy.local_layers
         if not config.discovery.bootstrap:  # standalone: serve every other block ourselves
             path = await run_compute(resolve_checkpoint, spec, config.model_path)
             blocks = await run_compute(
-                load_stage, path, first, spec.num_layers, dtype, device, config.quantization
+                load_stage, path, first, spec.num_layers, dtype, device, quantization, compiling
             )
             local = StageServer(None, spec.id, blocks, StageLimits(), peer.keypair)
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
-            privacy=config.privacy, quantization=config.quantization,
+            privacy=config.privacy, quantization=quantization, compile=compiling,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
             # one generation, then gone: no reputation to keep, so no audits (commitments and
             # the chain check still guard the answer)

@@ -24,7 +24,9 @@ from hydra.economy.service import TokenService
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
+from hydra.runtime.compiled import should_compile
 from hydra.runtime.compute import run_compute
+from hydra.runtime.quantize import resolve_quantization
 from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
@@ -62,12 +64,15 @@ async def start_stage(
     limits: StageLimits,
     ledger: Ledger | None = None,
     quantization: str = "none",
+    compile: bool = False,
 ) -> tuple[StageServer, Announcer, float]:
     """Load blocks ``layers`` off the event loop, serve them on ``peer``'s host, measure their
-    throughput; returns the stage, an announcer describing it, and the throughput."""
+    throughput (compiling the decode step first if ``compile``); returns the stage, an
+    announcer describing it, and the throughput."""
     start, end = layers
-    log.info("loading %s blocks %d:%d (%s on %s)", spec.id, start, end, dtype, device)
-    blocks = await run_compute(load_stage, checkpoint, start, end, dtype, device, quantization)
+    compiling = ", compiling the decode step (tens of seconds)" if compile else ""
+    log.info("loading %s blocks %d:%d (%s on %s%s)", spec.id, start, end, dtype, device, compiling)
+    blocks = await run_compute(load_stage, checkpoint, start, end, dtype, device, quantization, compile)
     stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair, ledger)
     stage.attach(peer.host)
     throughput = await run_compute(blocks.measure_throughput)
@@ -124,12 +129,14 @@ async def run_node(
     ensure_port_free(config.api_host, config.api_port, "--api-port")
     discovery = config.discovery
     dtype, device = WIRE_DTYPES[config.dtype], config.torch_device()
+    compiling = should_compile(config.compile, device)
+    quantization = resolve_quantization(config.quantization, device, spec.recommended_quantization)
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
         start, end = await choose_layers(peer, config, spec)
         path = await run_compute(resolve_checkpoint, spec, config.model_path)
         stage, announcer, throughput = await start_stage(
             peer, spec, path, (start, end), dtype, device, config.stage_limits,
-            Ledger(config.home / LEDGER_FILE), config.quantization,
+            Ledger(config.home / LEDGER_FILE), quantization, compiling,
         )
 
         def status() -> dict[str, Any]:
@@ -158,7 +165,7 @@ async def run_node(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
             reputation=Reputation(config.home / REPUTATION_FILE, stake_of=tokens.stake_of),
-            tokens=tokens, quantization=config.quantization,
+            tokens=tokens, quantization=quantization, compile=compiling,
         )
         gauges = {
             "hydra_stage_sessions": (

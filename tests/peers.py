@@ -44,6 +44,7 @@ class Compute:
     device: torch.device
     dtype: torch.dtype
     quantization: str = "none"
+    compile: bool = False  # off: each compile of a span costs tens of seconds
 
 
 CPU = Compute(torch.device("cpu"), torch.float32)
@@ -81,7 +82,8 @@ async def stage_peer(
     config = discovery(*bootstrap, peer_rate=kad_rate, peer_burst=2 * kad_rate)
     async with open_dht_peer(None, "127.0.0.1", 0, config) as peer, token_service(peer, token) as tokens:
         stage, announcer, _ = await start_stage(
-            peer, spec, checkpoint, layers, on.dtype, on.device, limits, quantization=on.quantization
+            peer, spec, checkpoint, layers, on.dtype, on.device, limits,
+            quantization=on.quantization, compile=on.compile,
         )
         stage.tokens = tokens
         async with trio.open_nursery() as nursery:
@@ -152,7 +154,7 @@ async def coordinator_for(
         coordinator = Coordinator(
             client.host, client.dht, Catalog(spec.id, (spec,)), dtype=on.dtype,
             device=on.device, step_timeout=20.0, checkpoints={spec.id: checkpoint},
-            verification=verification, tokens=tokens, quantization=on.quantization,
+            verification=verification, tokens=tokens, quantization=on.quantization, compile=on.compile,
             reputation=Reputation(stake_of=tokens.stake_of) if tokens is not None else None,
         )
         async with trio.open_nursery() as nursery:

@@ -171,6 +171,7 @@ class Coordinator:
         ledger: Ledger | None = None,
         tokens: TokenService | None = None,
         quantization: str = "none",
+        compile: bool = False,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -180,6 +181,7 @@ class Coordinator:
         self.device = device
         self.step_timeout = step_timeout
         self.quantization = quantization  # of the client head and --local-layers blocks
+        self.compile = compile  # the --local-layers blocks' decode steps
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
@@ -371,7 +373,7 @@ class Coordinator:
             raise ConfigError(f"--local-layers {k}: {model.spec.id} has {model.spec.num_layers} blocks")
         if k not in model.prefixes:
             model.prefixes[k] = await run_compute(
-                load_stage, model.path, 0, k, self.dtype, self.device, self.quantization
+                load_stage, model.path, 0, k, self.dtype, self.device, self.quantization, self.compile
             )
         return model.prefixes[k]
 

@@ -105,6 +105,14 @@ QUANTIZED: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] =
 }
 
 
+def resolve_quantization(mode: str, device: torch.device, recommended: str) -> str:
+    """``auto``: the catalog's recommendation for the model on a CPU (where weight bytes set
+    decode speed), unquantized on an accelerator (its kernels here are CPU-only)."""
+    if mode != "auto":
+        return mode
+    return recommended if device.type == "cpu" and recommended in QUANTIZATIONS else "none"
+
+
 def check_quantization(mode: str, device: torch.device) -> None:
     if mode not in QUANTIZATIONS:
         raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, not {mode!r}")

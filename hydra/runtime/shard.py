@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache, DynamicCache
 
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
+from hydra.runtime.compiled import MIN_POSITION, compiled
 from hydra.runtime.memory import release_freed_memory
 from hydra.runtime.precision import precision
 from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
@@ -82,6 +83,10 @@ class StageBlocks:
     device: torch.device
     model_hash: bytes = b""  # of the weights as loaded (``weights_digest``), named in commitments
     quantization: str = "none"  # of its linear layers (``hydra.runtime.quantize``)
+    compile: bool = False  # one-token steps through a compiled forward (``hydra.runtime.compiled``)
+
+    def __post_init__(self) -> None:
+        self._decode = compiled(self._run) if self.compile else self._run
 
     @property
     def precision(self) -> str:
@@ -102,22 +107,38 @@ class StageBlocks:
         explicit because a slice of only linear-attention blocks has no KV cache to count."""
         hidden = hidden.to(self.device, self.dtype)
         positions = torch.arange(position, position + hidden.shape[1], device=self.device)
+        if hidden.shape[1] == 1 and position >= MIN_POSITION:
+            # a fresh copy: a token sliced from a longer tensor keeps strides that would recompile
+            return self._decode(hidden.clone(memory_format=torch.contiguous_format), cache, positions[None])
+        return self._run(hidden, cache, positions[None])
+
+    def _run(self, hidden: torch.Tensor, cache: Cache, positions: torch.Tensor) -> torch.Tensor:
         return self.model(
             inputs_embeds=hidden,
             attention_mask=self._recurrent_only_masks(),
-            position_ids=positions[None],
+            position_ids=positions,
             cache=cache,
             use_cache=True,
         ).last_hidden_state
 
-    def measure_throughput(self, steps: int = 8) -> float:
-        """Decode tokens/s through this span (one token per step, warm cache), announced so
-        coordinators can estimate each route's compute time."""
+    def warm_up(self) -> tuple[Cache, int]:
+        """A few decode steps on a scratch session: first-call allocations, and the compile of
+        the decode step when it is compiled (tens of seconds, once per process; ``load_stage``
+        does it then). Returns the session's cache and next position."""
         cache = self.new_cache()
         token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
-        self.forward(token, cache, 0)  # warm-up: first-call allocations
+        steps = MIN_POSITION + 2
+        for position in range(steps):
+            self.forward(token, cache, position)
+        return cache, steps
+
+    def measure_throughput(self, steps: int = 8) -> float:
+        """Decode tokens/s through this span (one token per step, warmed up), announced so
+        coordinators can estimate each route's compute time."""
+        cache, first = self.warm_up()
+        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
         started = time.perf_counter()
-        for position in range(1, steps + 1):
+        for position in range(first, first + steps):
             self.forward(token, cache, position)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # time the kernels, not their asynchronous launch
@@ -139,6 +160,7 @@ def load_stage(
     dtype: torch.dtype,
     device: torch.device,
     quantization: str = "none",
+    compile: bool = False,
 ) -> StageBlocks:
     config = text_config(checkpoint_dir)
     if not 0 <= start < end <= config.num_hidden_layers:
@@ -156,7 +178,10 @@ def load_stage(
         own_copies(quantize_linears(base, quantization))
         release_freed_memory()  # the float32 weights quantizing read and dropped
     base.eval()
-    return StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base), quantization)
+    blocks = StageBlocks(base, sliced, start, end, dtype, device, weights_digest(base), quantization, compile)
+    if compile:
+        blocks.warm_up()
+    return blocks
 
 
 def own_copies(module: nn.Module) -> nn.Module:

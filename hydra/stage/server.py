@@ -178,6 +178,8 @@ class StageServer:
         return {
             "model": self.model_id,
             "layers": [self.blocks.layer_start, self.blocks.layer_end],
+            "precision": self.blocks.precision,
+            "compiled": self.blocks.compile,
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,

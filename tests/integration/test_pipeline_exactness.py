@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
+from hydra.runtime.precision import precision
 from hydra.runtime.shard import load_head, load_stage, text_config
 from tests.peers import CPU, Compute, spec_for, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
@@ -103,11 +104,11 @@ async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: 
 
 
 @torch.inference_mode()
-def quantized_reference(checkpoint: Path, prompt: str, new_tokens: int, mode: str) -> list[int]:
-    """Greedy ids from all blocks and the head quantized with ``mode``, in this process."""
+def one_process_reference(checkpoint: Path, prompt: str, new_tokens: int, on: Compute) -> list[int]:
+    """Greedy ids from all blocks and the head computed ``on`` in this process."""
     layers = text_config(checkpoint).num_hidden_layers
-    blocks = load_stage(checkpoint, 0, layers, torch.float32, CPU.device, mode)
-    head = load_head(checkpoint, torch.float32, CPU.device, mode)
+    blocks = load_stage(checkpoint, 0, layers, on.dtype, on.device, on.quantization, on.compile)
+    head = load_head(checkpoint, on.dtype, on.device, on.quantization)
     ids = AutoTokenizer.from_pretrained(checkpoint)(prompt)["input_ids"]
     cache, position, out = blocks.new_cache(), 0, []
     for _ in range(new_tokens):
@@ -118,18 +119,23 @@ def quantized_reference(checkpoint: Path, prompt: str, new_tokens: int, mode: st
     return out
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
-async def test_quantized_three_peers_match_the_same_quantization_in_one_process(
-    tmp_path: Path, mode: str
+@pytest.mark.parametrize(
+    ("mode", "compile"), [("int8", False), ("int4", False), ("int4", True)]
+)
+async def test_each_runtime_mode_on_three_peers_matches_the_same_mode_in_one_process(
+    tmp_path: Path, mode: str, compile: bool
 ) -> None:
+    """Quantized and compiled stages give the tokens of the same runtime in one process (a
+    compiled span computes bit for bit what the same blocks compute inside a longer one)."""
     path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny-llama")
     spec = spec_for("tiny-llama", 6)
-    on = Compute(CPU.device, CPU.dtype, mode)
+    on = Compute(CPU.device, CPU.dtype, mode, compile)
     async with swarm(spec, path, [(0, 2), (2, 4), (4, 6)], on) as (peers, coordinator):
-        assert {p.stage.blocks.precision for p in peers} == {f"float32+{mode}"}
+        assert {p.stage.blocks.precision for p in peers} == {precision("float32", mode)}
+        assert all(p.stage.blocks.compile == compile for p in peers)
         for prompt in PROMPTS:
             done = await coordinator.generate(
                 GenerationRequest(spec.id, prompt=prompt, params=SamplingParams(max_tokens=24))
             )
-            want = quantized_reference(path, prompt, 24, mode)
+            want = one_process_reference(path, prompt, 24, on)
             assert done.token_ids == want[: len(done.token_ids)], f"{prompt!r}: token ids diverge"

@@ -3,17 +3,18 @@
 
 1. Speed: greedy decode tokens/s (``--tokens`` tokens) and the time of a 512-token prefill for
    plain transformers in float32 (the baseline), this runtime's blocks and head in a loop, and
-   ``hydra generate`` (coordinator and stage in one process), in each ``--modes``
-   quantization; a ``hydra run`` node over HTTP with ``--http``; and llama.cpp on the very GGUF
-   the package ships when ``llama-cpp-python`` is installed
-   (``.venv/bin/pip install llama-cpp-python``: it builds from source, several minutes).
+   ``hydra generate`` (coordinator and stage in one process), in each of ``--modes`` (a
+   quantization, ``+compiled`` for compiled decode steps); a ``hydra run`` node over HTTP with
+   ``--http``; and llama.cpp on the very GGUF the package ships when ``llama-cpp-python`` is
+   installed (``.venv/bin/pip install llama-cpp-python``: it builds from source, several
+   minutes).
 2. Quality per mode against float32: greedy agreement (tokens until the first difference,
    over three prompts) and perplexity of a public-domain passage the repo ships
    (``scripts/data/two_cities.txt``).
 3. Memory per mode: resident set of a process holding all blocks and the head, above a bare
    torch + transformers import, against the bytes of the weights it holds.
 
-Usage: scripts/bench_runtime.py [--tokens 64] [--modes none,int8,int4] [--http]
+Usage: scripts/bench_runtime.py [--tokens 64] [--modes none,int8,int4,int4+compiled] [--http]
 """
 
 import argparse
@@ -116,6 +117,12 @@ def llama_cpp(ids: list[int], long: list[int], tokens: int) -> tuple[float, floa
     return decode, time.perf_counter() - started
 
 
+def runtime_args(mode: str) -> list[str]:
+    """The ``hydra`` flags of a ``--modes`` entry such as ``int4+compiled``."""
+    quantization, _, compiled = mode.partition("+")
+    return ["--quantization", quantization, "--compile", "on" if compiled else "off"]
+
+
 def hydra_generate(mode: str, prompt: str, tokens: int) -> tuple[float, float]:
     """Decode tokens/s of the ``hydra generate`` command in ``mode``, and its time to first token
     on ``prompt``: in processes of their own, as a user runs it (this one has done torch work
@@ -130,8 +137,7 @@ def hydra_generate(mode: str, prompt: str, tokens: int) -> tuple[float, float]:
                 "generate",
                 "--max-tokens",
                 str(max_tokens),
-                "--quantization",
-                mode,
+                *runtime_args(mode),
                 text,
             ],
             capture_output=True,
@@ -171,14 +177,13 @@ def node_http(mode: str, prompt: str, tokens: int) -> tuple[float, float]:
                 str(free_port()),
                 "--api-port",
                 str(port),
-                "--quantization",
-                mode,
+                *runtime_args(mode),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + 600  # compiling takes a minute or two
             while time.monotonic() < deadline:
                 try:
                     if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -208,14 +213,16 @@ def stream(url: str, prompt: str, tokens: int) -> list[float]:
 def memory(mode: str, checkpoint: Path) -> tuple[float, float]:
     """MB of resident memory above a bare torch + transformers import, and MB of weights held,
     for a process holding every block and the head in ``mode``."""
+    quantization, _, compiled = mode.partition("+")
     code = f"""
 import gc, torch, transformers
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096
 base = rss()
 from hydra.runtime.shard import load_stage, load_head
 from pathlib import Path
-blocks = load_stage(Path({str(checkpoint)!r}), 0, 30, torch.float32, torch.device('cpu'), {mode!r})
-head = load_head(Path({str(checkpoint)!r}), torch.float32, torch.device('cpu'), {mode!r})
+blocks = load_stage(Path({str(checkpoint)!r}), 0, 30, torch.float32, torch.device('cpu'), {quantization!r},
+                    {bool(compiled)!r})
+head = load_head(Path({str(checkpoint)!r}), torch.float32, torch.device('cpu'), {quantization!r})
 gc.collect()
 seen, held = set(), 0
 for module in (blocks.model, head.embed_tokens, head.norm, head.lm_head):
@@ -239,7 +246,7 @@ def measure_modes(
     long: list[int],
     passage: list[int],
 ) -> tuple[list[tuple[str, str, float, float]], Table]:
-    """Speed rows and the quality table for each quantization mode (the first must be none)."""
+    """Speed rows and the quality table for each mode (the first must be none)."""
     ids = tokenizer(PROMPTS[0])["input_ids"]
     long_prompt = tokenizer.decode(long)
     quality = Table(title=f"quality against float32 ({len(PROMPTS)} prompts x {tokens} greedy tokens)")
@@ -247,8 +254,9 @@ def measure_modes(
         quality.add_column(column)
     rows, reference = [], {}
     for mode in modes:
-        blocks = load_stage(checkpoint, 0, 30, torch.float32, CPU, mode)
-        head = load_head(checkpoint, torch.float32, CPU, mode)
+        quantization, _, compiled = mode.partition("+")
+        blocks = load_stage(checkpoint, 0, 30, torch.float32, CPU, quantization, bool(compiled))
+        head = load_head(checkpoint, torch.float32, CPU, quantization)
         loop_generate(blocks, head, ids, 4)  # warm-up
         outputs = {p: loop_generate(blocks, head, tokenizer(p)["input_ids"], tokens) for p in PROMPTS}
         rows.append(("blocks + head in a loop", mode, outputs[PROMPTS[0]][1], prefill_s(blocks, head, long)))
@@ -269,7 +277,8 @@ def measure_modes(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--modes", default="none,int8,int4", help="comma-separated; none first")
+    parser.add_argument("--modes", default="none,int8,int4,int4+compiled",
+                        help="comma-separated quantizations, +compiled for compiled decode; none first")
     parser.add_argument("--http", action="store_true", help="also a hydra run node over HTTP per mode")
     args = parser.parse_args()
     modes = args.modes.split(",")

@@ -18,6 +18,10 @@ from tests.factories import TEST_WORK_BITS
 
 HYDRA = [sys.executable, "-m", "hydra.cli"]
 WORK = ["--work-bits", str(TEST_WORK_BITS)]
+# test nodes compute in float32, uncompiled: exact against in-process references, and ready in
+# seconds instead of after a compile; a test wanting the defaults passes them (the last wins)
+EXACT = ["--quantization", "none", "--compile", "off"]
+DEFAULTS = ["--quantization", "auto", "--compile", "auto"]
 
 
 def free_port() -> int:
@@ -100,7 +104,7 @@ def signpost(tmp: Path, name: str = "signpost", *extra: str) -> HydraProcess:
 
 def node(tmp: Path, name: str, bootstrap: list[str], *extra: str) -> HydraProcess:
     home, http, p2p = tmp / name, free_port(), free_port()
-    args = ["run", "--home", str(home), "--port", str(p2p), "--api-port", str(http), *WORK, *extra]
+    args = ["run", "--home", str(home), "--port", str(p2p), "--api-port", str(http), *WORK, *EXACT, *extra]
     for addr in bootstrap:
         args += ["--bootstrap", addr]
     return HydraProcess(args, home, http, p2p, tmp / f"{name}.log")

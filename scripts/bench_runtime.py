@@ -12,7 +12,8 @@
    over three prompts) and perplexity of a public-domain passage the repo ships
    (``scripts/data/two_cities.txt``).
 3. Memory per mode: resident set of a process holding all blocks and the head, above a bare
-   torch + transformers import, against the bytes of the weights it holds.
+   torch + transformers import, and above the same runtime with its model classes built and no
+   weights (transformers' model code alone is ~85 MB), against the bytes of the weights held.
 
 Usage: scripts/bench_runtime.py [--tokens 64] [--modes none,int8,int4,int4+compiled] [--http]
 """
@@ -210,16 +211,20 @@ def stream(url: str, prompt: str, tokens: int) -> list[float]:
     return arrivals
 
 
-def memory(mode: str, checkpoint: Path) -> tuple[float, float]:
-    """MB of resident memory above a bare torch + transformers import, and MB of weights held,
-    for a process holding every block and the head in ``mode``."""
+def memory(mode: str, checkpoint: Path) -> tuple[float, float, float]:
+    """For a process holding every block and the head in ``mode``: MB of resident memory above
+    a bare torch + transformers import, MB above the runtime with its model classes built but
+    no weights (what the weights cost), and MB of weights held."""
     quantization, _, compiled = mode.partition("+")
     code = f"""
 import gc, torch, transformers
 def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096
-base = rss()
-from hydra.runtime.shard import load_stage, load_head
+bare = rss()
 from pathlib import Path
+from hydra.runtime.shard import load_stage, load_head, text_config, _meta_causal_lm
+_meta_causal_lm(text_config(Path({str(checkpoint)!r})))  # the model classes, on the meta device
+gc.collect()
+runtime = rss()
 blocks = load_stage(Path({str(checkpoint)!r}), 0, 30, torch.float32, torch.device('cpu'), {quantization!r},
                     {bool(compiled)!r})
 head = load_head(Path({str(checkpoint)!r}), torch.float32, torch.device('cpu'), {quantization!r})
@@ -229,12 +234,12 @@ for module in (blocks.model, head.embed_tokens, head.norm, head.lm_head):
     for t in module.state_dict().values():
         if t.untyped_storage().data_ptr() not in seen:
             seen.add(t.untyped_storage().data_ptr()); held += t.untyped_storage().nbytes()
-print(rss() - base, held)
+print(rss() - bare, rss() - runtime, held)
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    return int(out[0]) / 2**20, int(out[1]) / 2**20
+    return int(out[0]) / 2**20, int(out[1]) / 2**20, int(out[2]) / 2**20
 
 
 def measure_modes(
@@ -323,12 +328,18 @@ def main() -> None:
         )
     console.print(speed)
     console.print(quality)
-    table = Table(title="memory: resident set above a bare torch + transformers import")
-    for column in ("mode", "resident MB", "weights held MB", "ratio"):
+    table = Table(title="memory of a process holding all 30 blocks and the head")
+    for column in (
+        "mode",
+        "resident MB above torch + transformers",
+        "above the runtime without weights",
+        "weights held MB",
+        "ratio (weights' cost / weights)",
+    ):
         table.add_column(column)
     for mode in modes:
-        rss, held = memory(mode, checkpoint)
-        table.add_row(mode, f"{rss:.0f}", f"{held:.0f}", f"{rss / held:.2f}")
+        bare, cost, held = memory(mode, checkpoint)
+        table.add_row(mode, f"{bare:.0f}", f"{cost:.0f}", f"{held:.0f}", f"{cost / held:.2f}")
     console.print(table)
     if cpp is None:
         print("llama.cpp: not installed (.venv/bin/pip install llama-cpp-python to compare)")

@@ -9,11 +9,12 @@ layers, and on the wire, keeps its precision.
 
 Measured on this repo's 2-core CI machine (30 SmolLM2 blocks, one token, weights out of
 cache): float32 17.7 ms, int8 9.3 ms, int4 5.2 ms of matrix products. Prefill is compute-bound
-instead: there int8 weights are expanded to bfloat16 for one GEMM (a 512-row product takes
-0.8 ms against 2.6 ms in float32); int4 keeps its kernel, slower than float32 there.
+instead: there quantized weights are expanded to bfloat16 for one GEMM (a 512-row product takes
+0.8 ms against 2.6 ms in float32), as the packed kernels are slower than float32 there.
 """
 
 from collections.abc import Callable
+from functools import cache
 
 import torch
 from torch import nn
@@ -78,11 +79,62 @@ class Int4Linear(nn.Module):
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         self.in_features, self.out_features = in_features, out_features
 
+    def codes(self) -> torch.Tensor | None:
+        """The 4-bit codes [out, in] (uint8), or None where this CPU's packing is not known."""
+        layout = int4_layout()
+        if layout is None or self.out_features % layout[1]:
+            return None
+        return unpack_int4(self.weight, self.out_features, self.in_features, layout)
+
+    def dequantized(self) -> torch.Tensor | None:
+        """The weights this layer computes with, in bfloat16 (None: see ``codes``)."""
+        codes = self.codes()
+        if codes is None:
+            return None
+        scale, zero = self.scales_and_zeros.unbind(-1)  # [in / group, out] each
+        groups = codes.reshape(self.out_features, -1, INT4_GROUP).to(torch.bfloat16) - 8
+        return (groups * scale.T[..., None] + zero.T[..., None]).reshape(codes.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        y = torch._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scales_and_zeros)
+        weights = self.dequantized() if flat.shape[0] >= PREFILL_ROWS else None
+        if weights is not None:  # compute-bound: bfloat16 weights run the fast GEMM
+            y = functional.linear(flat, weights)
+        else:
+            y = torch._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scales_and_zeros)
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
+
+
+Int4Layout = tuple[str, int]  # how torch's CPU kernel interleaves rows: ("halves" | "pairs", block)
+INT4_LAYOUTS: tuple[Int4Layout, ...] = (("halves", 64), ("halves", 32), ("pairs", 32))
+
+
+def unpack_int4(packed: torch.Tensor, rows: int, columns: int, layout: Int4Layout) -> torch.Tensor:
+    """Codes [rows, columns] from torch's CPU int4 packing, which depends on the vector width
+    it was built for: per block of rows and per column, a byte holds two rows' codes, row j
+    and j + block/2 ("halves": AVX-512 with blocks of 64, AVX2 with 32) or rows 2j and 2j+1
+    ("pairs": no vector unit)."""
+    kind, block = layout
+    blocks = packed.reshape(rows // block, columns, block // 2)
+    low, high = blocks & 0xF, blocks >> 4
+    if kind == "halves":
+        by_column = torch.cat([low, high], dim=-1)
+    else:
+        by_column = torch.stack([low, high], dim=-1).reshape(rows // block, columns, block)
+    return by_column.transpose(1, 2).reshape(rows, columns)
+
+
+@cache
+def int4_layout() -> Int4Layout | None:
+    """The packing this machine's torch uses, found by packing known codes (None: unknown,
+    so int4 prefill stays on the packed kernel)."""
+    probe = torch.randint(0, 16, (128, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+    packed = torch._convert_weight_to_int4pack_for_cpu(probe, INT4_INNER_K_TILES)
+    for layout in INT4_LAYOUTS:
+        if torch.equal(unpack_int4(packed, 128, 64, layout).to(torch.int32), probe):
+            return layout
+    return None
 
 
 class Int8Embedding(nn.Module):

@@ -32,7 +32,7 @@ EXPECTED = {  # what each prints when it worked
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],
     "bench_verify.py": ["requests until flagged", "commitment bytes per token per stage"],
     "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
-    "bench_runtime.py": ["decode tok/s", "perplexity", "resident MB"],
+    "bench_runtime.py": ["decode tok/s", "perplexity", "weights held MB"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",

@@ -9,7 +9,17 @@ import torch
 from torch import nn
 
 from hydra.errors import ConfigError
-from hydra.runtime.quantize import INT4_GROUP, Int4Linear, Int8Linear, check_quantization, quantize_linears
+from hydra.runtime.quantize import (
+    INT4_GROUP,
+    INT4_INNER_K_TILES,
+    PREFILL_ROWS,
+    Int4Linear,
+    Int8Linear,
+    check_quantization,
+    int4_layout,
+    quantize_linears,
+    unpack_int4,
+)
 from hydra.runtime.shard import load_head, load_stage
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -41,6 +51,35 @@ def test_int8_computes_with_its_dequantized_weights() -> None:
     exact = x.bfloat16().float() @ quantized.dequantized().T
     with torch.inference_mode():
         assert relative(quantized(x), exact) < 1e-2  # bfloat16 products and rounding only
+
+
+needs_int4_layout = pytest.mark.skipif(
+    int4_layout() is None, reason="this CPU's torch packs int4 in a layout hydra cannot unpack"
+)
+
+
+@needs_int4_layout
+def test_int4_codes_unpack_from_torchs_packing() -> None:
+    codes = torch.randint(0, 16, (1536, 576), dtype=torch.int32, generator=torch.Generator().manual_seed(2))
+    packed = torch._convert_weight_to_int4pack_for_cpu(codes, INT4_INNER_K_TILES)
+    layout = int4_layout()
+    assert layout is not None
+    assert torch.equal(unpack_int4(packed, 1536, 576, layout).to(torch.int32), codes)
+
+
+@needs_int4_layout
+def test_int4_prefill_expands_the_weights_the_kernel_computes_with() -> None:
+    """Many rows run one bfloat16 GEMM on the unpacked weights, a few the packed kernel: the
+    same weights either way (to bfloat16 rounding)."""
+    torch.manual_seed(3)
+    layer = nn.Linear(256, 192)
+    quantized = Int4Linear(layer.weight, layer.bias)
+    x = torch.randn(PREFILL_ROWS + 4, 256)
+    with torch.inference_mode():
+        many = quantized(x)
+        few = torch.cat([quantized(row[None]) for row in x])
+    assert relative(many, few) < 1e-2
+    assert relative(quantized.dequantized().float(), layer.weight.detach()) < 0.15
 
 
 def test_int4_needs_whole_groups() -> None:

@@ -5,10 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg -s libgmp-dev >/dev/null 2>&1; then
-    echo "setup: installing libgmp-dev (needed by libp2p's fastecdsa)"
+# libgmp-dev: libp2p's fastecdsa; g++: torch.compile builds the node's decode kernels with it
+MISSING=""
+dpkg -s libgmp-dev >/dev/null 2>&1 || MISSING="libgmp-dev"
+command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
+if [ -n "$MISSING" ]; then
+    echo "setup: installing $MISSING"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libgmp-dev
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING
 fi
 
 PYTHON="${PYTHON:-python3}"

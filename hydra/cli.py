@@ -398,9 +398,10 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
 
 def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=NODE.dtype)
-    p.add_argument("--quantization", choices=["auto", "none", "int8", "int4"], default=NODE.quantization,
-                   help="weight-only quantization of the linear layers, CPU; auto: the catalog's "
-                   "recommendation on a CPU, none elsewhere; none is exact (default %(default)s)")
+    p.add_argument("--quantization", choices=["auto", "none", "int8", "int4", "nf4"],
+                   default=NODE.quantization,
+                   help="weight-only quantization of the linear layers (int4: CPU; nf4: for CUDA); auto: the "
+                   "catalog's recommendation on a CPU, none elsewhere; none is exact (default %(default)s)")
     p.add_argument("--compile", choices=["auto", "on", "off"], default=compile_default,
                    help="compile one-token decode steps with torch.compile (auto: on a CPU with a C++ "
                    "compiler; 20-45 s once at start) (default %(default)s)")

@@ -38,7 +38,7 @@ class NodeConfig:
     model_path: Path | None = None  # a local checkpoint directory instead of the catalog source
     dtype: str = "float32"
     device: str = "auto"  # auto: cuda when available, else cpu
-    quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU)
+    quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU) | nf4
     compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()

@@ -1,5 +1,9 @@
 """Weight-only quantization of a stage's (and the client head's) linear layers.
 
+``int8`` and ``int4`` are for CPUs, where they make decode fast; ``nf4`` (QLoRA's 4-bit
+NormalFloat) and ``int8`` are for CUDA, where they make a model fit: there each product
+expands the layer's weights to bfloat16 first, as bitsandbytes does without its fused kernels.
+
 Decode on a CPU reads every weight once per token, so its speed is the bytes it reads: fp32
 weights cost 4 bytes a parameter, ``int8`` 1 (per-output-channel scales), ``int4`` half a byte
 (asymmetric, a scale and zero point per group of 32). Both run torch's packed kernels, which on
@@ -22,7 +26,8 @@ from torch.nn import functional
 
 from hydra.errors import ConfigError
 
-QUANTIZATIONS = ("none", "int8", "int4")
+QUANTIZATIONS = ("none", "int8", "int4", "nf4")
+CPU_ONLY = frozenset({"int4"})  # torch's packed int4 kernel here is the CPU one
 INT4_GROUP = 32
 INT4_INNER_K_TILES = 2  # the packing torch's int4 kernels expect for this group size
 PREFILL_ROWS = 16  # from this many rows at once, int8 weights are expanded for a GEMM
@@ -46,7 +51,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if flat.shape[0] >= PREFILL_ROWS:  # compute-bound: bfloat16 weights run the fast GEMM
+        if flat.shape[0] >= PREFILL_ROWS or not flat.is_cpu:  # bfloat16 weights, one fast GEMM
             weights = self.weight.to(torch.bfloat16) * self.scales[:, None]
             y = functional.linear(flat, weights)
         else:  # a token or a few: bound by the bytes read, which the int8 kernel keeps low
@@ -137,6 +142,54 @@ def int4_layout() -> Int4Layout | None:
     return None
 
 
+NF4_LEVELS = (  # quantiles of a unit normal, scaled to [-1, 1] (Dettmers et al., QLoRA, 2023)
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+    -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+    0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0,
+)
+NF4_BLOCK = 64
+
+
+class NF4Linear(nn.Module):
+    """``y = x W^T (+ b)`` with W in 4-bit NormalFloat: per block of ``NF4_BLOCK`` inputs, the
+    index of the nearest of 16 normal quantiles to each weight over the block's largest
+    magnitude. Each product expands the weights to bfloat16 (memory, not speed: on a CPU
+    ``int4`` decodes faster)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        w = weight.detach().float()
+        out_features, in_features = w.shape
+        if in_features % NF4_BLOCK:
+            raise ConfigError(f"nf4 needs input sizes divisible by {NF4_BLOCK}, not {in_features}")
+        blocks = w.reshape(out_features, -1, NF4_BLOCK)
+        absmax = blocks.abs().amax(-1, keepdim=True).clamp(min=1e-12)
+        levels = torch.tensor(NF4_LEVELS, device=w.device)
+        codes = torch.bucketize(blocks / absmax, (levels[1:] + levels[:-1]) / 2).to(torch.uint8)
+        pairs = codes.reshape(out_features, in_features // 2, 2)
+        self.register_buffer("weight", pairs[..., 0] | (pairs[..., 1] << 4))
+        self.register_buffer("absmax", absmax.squeeze(-1))
+        self.register_buffer("levels", levels.to(torch.bfloat16))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.in_features, self.out_features = in_features, out_features
+
+    def codes(self) -> torch.Tensor:
+        """The level index of every weight, [out, in] (uint8)."""
+        return torch.stack([self.weight & 0xF, self.weight >> 4], dim=-1).reshape(self.out_features, -1)
+
+    def dequantized(self) -> torch.Tensor:
+        """The weights this layer computes with, in bfloat16."""
+        blocks = self.levels[self.codes().long()].reshape(self.out_features, -1, NF4_BLOCK)
+        return (blocks * self.absmax[..., None].to(torch.bfloat16)).reshape(self.out_features, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        y = functional.linear(flat, self.dequantized())
+        y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
 class Int8Embedding(nn.Module):
     """An embedding table read from an ``Int8Linear``'s weights (a tied LM head), so the two
     hold one copy: each looked-up row is dequantized with its channel's scale."""
@@ -154,6 +207,7 @@ class Int8Embedding(nn.Module):
 QUANTIZED: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] = {
     "int8": Int8Linear,
     "int4": Int4Linear,
+    "nf4": NF4Linear,
 }
 
 
@@ -168,8 +222,8 @@ def resolve_quantization(mode: str, device: torch.device, recommended: str) -> s
 def check_quantization(mode: str, device: torch.device) -> None:
     if mode not in QUANTIZATIONS:
         raise ConfigError(f"--quantization must be one of {', '.join(QUANTIZATIONS)}, not {mode!r}")
-    if mode != "none" and device.type != "cpu":
-        raise ConfigError(f"--quantization {mode} runs on the CPU only for now; use none on {device}")
+    if mode in CPU_ONLY and device.type != "cpu":
+        raise ConfigError(f"--quantization {mode} runs on the CPU only; use nf4 or int8 on {device}")
 
 
 def quantize_linears(module: nn.Module, mode: str) -> nn.Module:

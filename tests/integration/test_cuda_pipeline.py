@@ -15,7 +15,7 @@ from hydra.coordinator.generation import GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import verify_noise
-from tests.integration.test_pipeline_exactness import assert_pipeline_matches
+from tests.integration.test_pipeline_exactness import assert_pipeline_matches, one_process_reference
 from tests.peers import Compute, spec_for, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
 
@@ -58,3 +58,20 @@ async def test_seeded_sampling_and_dp_noise_on_gpu(tmp_path: Path) -> None:
         noised = await coordinator.generate(request)
     assert noised.dp_tags and len(noised.token_ids) == 24
     assert verify_noise(noised.dp_tags[0], noised.dp_audit_key, 0.01, 0, (1, noised.prompt_tokens, 64))
+
+
+@pytest.mark.parametrize("mode", ["nf4", "int8"])
+async def test_quantized_gpu_peers_match_the_same_quantization_in_one_process(
+    tmp_path: Path, mode: str
+) -> None:
+    """NF4 and int8 on CUDA: weights held quantized on the GPU, expanded to bfloat16 per
+    product; three peers give the tokens of the same runtime in one process."""
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny-llama")
+    spec = spec_for("tiny-llama", 6)
+    on = Compute(torch.device("cuda"), torch.float32, mode)
+    async with swarm(spec, path, [(0, 2), (2, 4), (4, 6)], on) as (_, coordinator):
+        done = await coordinator.generate(
+            GenerationRequest(spec.id, prompt="Once upon a time", params=SamplingParams(max_tokens=16))
+        )
+    want = one_process_reference(path, "Once upon a time", 16, on)
+    assert done.token_ids == want[: len(done.token_ids)]

@@ -120,7 +120,7 @@ def one_process_reference(checkpoint: Path, prompt: str, new_tokens: int, on: Co
 
 
 @pytest.mark.parametrize(
-    ("mode", "compile"), [("int8", False), ("int4", False), ("int4", True)]
+    ("mode", "compile"), [("int8", False), ("int4", False), ("nf4", False), ("int4", True)]
 )
 async def test_each_runtime_mode_on_three_peers_matches_the_same_mode_in_one_process(
     tmp_path: Path, mode: str, compile: bool

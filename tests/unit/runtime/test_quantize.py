@@ -12,9 +12,12 @@ from hydra.errors import ConfigError
 from hydra.runtime.quantize import (
     INT4_GROUP,
     INT4_INNER_K_TILES,
+    NF4_BLOCK,
+    NF4_LEVELS,
     PREFILL_ROWS,
     Int4Linear,
     Int8Linear,
+    NF4Linear,
     check_quantization,
     int4_layout,
     quantize_linears,
@@ -30,7 +33,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("make", [Int8Linear, Int4Linear])
+@pytest.mark.parametrize("make", [Int8Linear, Int4Linear, NF4Linear])
 @pytest.mark.parametrize("bias", [False, True])
 def test_a_quantized_layer_is_close_to_float32_and_keeps_the_input_dtype(make, bias) -> None:
     torch.manual_seed(0)
@@ -41,6 +44,20 @@ def test_a_quantized_layer_is_close_to_float32_and_keeps_the_input_dtype(make, b
         got, want = quantized(x), layer(x)
     assert got.shape == want.shape and got.dtype == torch.float32
     assert relative(got, want) < (0.02 if make is Int8Linear else 0.15)
+
+
+def test_nf4_stores_each_weight_as_its_nearest_normal_quantile() -> None:
+    torch.manual_seed(4)
+    weight = torch.randn(32, 2 * NF4_BLOCK)
+    layer = NF4Linear(weight, None)
+    blocks = weight.reshape(32, 2, NF4_BLOCK)
+    normalized = blocks / blocks.abs().amax(-1, keepdim=True)
+    nearest = (normalized[..., None] - torch.tensor(NF4_LEVELS)).abs().argmin(-1)
+    assert torch.equal(layer.codes().long(), nearest.reshape(32, -1))
+    assert layer.weight.numel() == weight.numel() // 2  # two codes a byte
+    x = torch.randn(3, 2 * NF4_BLOCK)
+    with torch.inference_mode():
+        assert relative(layer(x), x.bfloat16().float() @ layer.dequantized().float().T) < 1e-2
 
 
 def test_int8_computes_with_its_dequantized_weights() -> None:
@@ -90,7 +107,7 @@ def test_int4_needs_whole_groups() -> None:
 def test_every_linear_of_a_stage_is_replaced(tmp_path: Path) -> None:
     path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny")
     full = load_stage(path, 0, 6, torch.float32, CPU)
-    for mode, kind in (("int8", Int8Linear), ("int4", Int4Linear)):
+    for mode, kind in (("int8", Int8Linear), ("int4", Int4Linear), ("nf4", NF4Linear)):
         blocks = load_stage(path, 0, 6, torch.float32, CPU, mode)
         assert not any(isinstance(m, nn.Linear) for m in blocks.model.modules())
         assert sum(isinstance(m, kind) for m in blocks.model.modules()) == 6 * 7
@@ -118,6 +135,7 @@ def test_modes_are_checked_before_anything_loads() -> None:
     with pytest.raises(ConfigError, match="one of"):
         check_quantization("int3", CPU)
     with pytest.raises(ConfigError, match="CPU only"):
-        check_quantization("int8", torch.device("cuda"))
-    check_quantization("none", torch.device("cuda"))
+        check_quantization("int4", torch.device("cuda"))
+    for mode in ("none", "int8", "nf4"):
+        check_quantization(mode, torch.device("cuda"))
     assert quantize_linears(nn.Linear(4, 4), "none").__class__ is nn.Linear

@@ -71,14 +71,29 @@ class Int4Linear(nn.Module):
         if in_features % INT4_GROUP:
             raise ConfigError(f"int4 needs input sizes divisible by {INT4_GROUP}, not {in_features}")
         groups = w.reshape(out_features, -1, INT4_GROUP)
-        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-12)
-        codes = torch.clamp(torch.round((groups - low) / scale), 0, 15).to(torch.int32)
+        codes = torch.clamp(torch.round((groups - low[..., None]) / scale[..., None]), 0, 15)
+        self._hold(codes.reshape(out_features, in_features), scale, low, bias)
+
+    @classmethod
+    def from_grid(
+        cls, codes: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> "Int4Linear":
+        """The layer whose weights are ``codes * scale + low`` (codes [out, in] in 0..15, scale
+        and low [out, in / INT4_GROUP]): 4-bit weights that come quantized already."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._hold(codes, scale, low, bias)
+        return layer
+
+    def _hold(
+        self, codes: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, bias: torch.Tensor | None
+    ) -> None:
+        out_features, in_features = codes.shape
+        packed = torch._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), INT4_INNER_K_TILES)
         # the kernel computes (code - 8) * scale + zero: zero is the group's value at code 8
-        zero = low + 8 * scale
-        packed = torch._convert_weight_to_int4pack_for_cpu(codes.reshape(out_features, in_features),
-                                                            INT4_INNER_K_TILES)
-        scales_and_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], dim=-1).transpose(0, 1)
+        scales_and_zeros = torch.stack([scale, low + 8 * scale], dim=-1).transpose(0, 1)
         self.register_buffer("weight", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros.contiguous().to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)

@@ -25,9 +25,11 @@ from transformers.cache_utils import Cache, DynamicCache
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
 from hydra.runtime.compiled import MIN_POSITION, compiled
+from hydra.runtime.gguf import int4_linears_from_gguf
 from hydra.runtime.memory import release_freed_memory
 from hydra.runtime.precision import precision
 from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
+from hydra.runtime.sources import gguf_of
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
 
@@ -174,7 +176,13 @@ def load_stage(
     _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
     base.rotary_emb = rotary.to(device)
     check_quantization(quantization, device)
-    if quantization != "none":
+    shipped = gguf_of(checkpoint_dir) if quantization == "int4" else None
+    linears = int4_linears_from_gguf(shipped, start, end, sliced) if shipped is not None else None
+    if linears is not None:  # the GGUF's own 4-bit codes: its float32 copies are never read
+        for name, layer in linears.items():
+            base.set_submodule(name, layer.to(device))
+        own_copies(base)
+    elif quantization != "none":
         own_copies(quantize_linears(base, quantization))
         release_freed_memory()  # the float32 weights quantizing read and dropped
     base.eval()

@@ -14,6 +14,7 @@ and a directory rename makes a finished checkpoint appear atomically.
 
 import fcntl
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ from hydra.models.catalog import ModelSpec, PackagedWeights
 log = logging.getLogger(__name__)
 
 CHECKPOINT_MARKER = "config.json"
+GGUF_SOURCE = "gguf_source.json"  # in a checkpoint converted from a GGUF: {"file": its path}
 
 
 class ModelSourceError(Unavailable):
@@ -52,16 +54,32 @@ def resolve_checkpoint(spec: ModelSpec, local_path: Path | None = None) -> Path:
             raise ModelSourceError(f"{local_path} has no config.json and *.safetensors")
         return local_path
     target = cache_root() / "models" / spec.id
-    if is_checkpoint(target):
+    packaged = package_dir(spec.package) if spec.package is not None else None
+    if is_checkpoint(target) and (packaged is None or gguf_of(target) is not None):
         return target
-    if spec.package is not None and package_dir(spec.package) is not None:
+    if spec.package is not None and packaged is not None:
         with _locked(target):
             if not is_checkpoint(target):
                 convert_packaged_gguf(spec.package, target)
+            remember_gguf(target, packaged / spec.package.file)  # also for caches from before
         return target
     if spec.hub_id:
         return download_from_hub(spec.hub_id, target)
     raise ModelSourceError(f"no source for {spec.id}")
+
+
+def remember_gguf(checkpoint: Path, gguf: Path) -> None:
+    """Note the GGUF a checkpoint was converted from: int4 stages read its 4-bit codes."""
+    (checkpoint / GGUF_SOURCE).write_text(json.dumps({"file": str(gguf)}))
+
+
+def gguf_of(checkpoint: Path) -> Path | None:
+    """The GGUF ``checkpoint`` was converted from, if it says so and the file is there."""
+    try:
+        path = Path(json.loads((checkpoint / GGUF_SOURCE).read_text())["file"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if path.is_file() else None
 
 
 def package_dir(package: PackagedWeights) -> Path | None:

@@ -58,5 +58,5 @@ def test_auto_compiles_on_a_cpu_with_a_compiler_only() -> None:
 def test_auto_quantization_follows_the_catalog_on_a_cpu_only() -> None:
     assert resolve_quantization("auto", CPU, "int4") == "int4"
     assert resolve_quantization("auto", CUDA, "int4") == "none"
-    assert resolve_quantization("auto", CPU, "nf4") == "none"  # a recommendation this CPU lacks
+    assert resolve_quantization("auto", CPU, "gptq") == "none"  # a recommendation hydra lacks
     assert resolve_quantization("int8", CUDA, "int4") == "int8"  # explicit: checked when loading

@@ -25,6 +25,7 @@ from hydra.runtime.quantize import (
 )
 from hydra.runtime.shard import load_head, load_stage
 from tests.tiny_models import save_tiny_model, tiny_llama_config
+from tests.unit.runtime.skips import needs_int4_layout
 
 CPU = torch.device("cpu")
 
@@ -68,11 +69,6 @@ def test_int8_computes_with_its_dequantized_weights() -> None:
     exact = x.bfloat16().float() @ quantized.dequantized().T
     with torch.inference_mode():
         assert relative(quantized(x), exact) < 1e-2  # bfloat16 products and rounding only
-
-
-needs_int4_layout = pytest.mark.skipif(
-    int4_layout() is None, reason="this CPU's torch packs int4 in a layout hydra cannot unpack"
-)
 
 
 @needs_int4_layout

@@ -7,7 +7,8 @@
    quantization, ``+compiled`` for compiled decode steps); a ``hydra run`` node over HTTP with
    ``--http``; and llama.cpp on the very GGUF the package ships when ``llama-cpp-python`` is
    installed (``.venv/bin/pip install llama-cpp-python``: it builds from source, several
-   minutes).
+   minutes; where a VM reports AMX without enabling it, build with ``CMAKE_ARGS`` as the
+   README says, or it crashes in its AMX kernels).
 2. Quality per mode against float32: greedy agreement (tokens until the first difference,
    over three prompts) and perplexity of a public-domain passage the repo ships
    (``scripts/data/two_cities.txt``).

@@ -33,6 +33,15 @@ INT4_INNER_K_TILES = 2  # the packing torch's int4 kernels expect for this group
 PREFILL_ROWS = 16  # from this many rows at once, int8 weights are expanded for a GEMM
 
 
+def blocks_of(weight: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """``weight`` [out, in] in float32 as [out, in / size, size]: the runs of inputs that
+    share a scale."""
+    out_features, in_features = weight.shape
+    if in_features % size:
+        raise ConfigError(f"{mode} needs input sizes divisible by {size}, not {in_features}")
+    return weight.detach().float().reshape(out_features, -1, size)
+
+
 class Int8Linear(nn.Module):
     """``y = x W^T (+ b)`` with W stored as int8 and one scale per output channel."""
 
@@ -66,15 +75,11 @@ class Int4Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        w = weight.detach().float()
-        out_features, in_features = w.shape
-        if in_features % INT4_GROUP:
-            raise ConfigError(f"int4 needs input sizes divisible by {INT4_GROUP}, not {in_features}")
-        groups = w.reshape(out_features, -1, INT4_GROUP)
+        groups = blocks_of(weight, INT4_GROUP, "int4")
         low, high = groups.amin(-1), groups.amax(-1)
         scale = ((high - low) / 15).clamp(min=1e-12)
         codes = torch.clamp(torch.round((groups - low[..., None]) / scale[..., None]), 0, 15)
-        self._hold(codes.reshape(out_features, in_features), scale, low, bias)
+        self._hold(codes.reshape(weight.shape), scale, low, bias)
 
     @classmethod
     def from_grid(
@@ -174,13 +179,10 @@ class NF4Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
-        w = weight.detach().float()
-        out_features, in_features = w.shape
-        if in_features % NF4_BLOCK:
-            raise ConfigError(f"nf4 needs input sizes divisible by {NF4_BLOCK}, not {in_features}")
-        blocks = w.reshape(out_features, -1, NF4_BLOCK)
+        out_features, in_features = weight.shape
+        blocks = blocks_of(weight, NF4_BLOCK, "nf4")
         absmax = blocks.abs().amax(-1, keepdim=True).clamp(min=1e-12)
-        levels = torch.tensor(NF4_LEVELS, device=w.device)
+        levels = torch.tensor(NF4_LEVELS, device=weight.device)
         codes = torch.bucketize(blocks / absmax, (levels[1:] + levels[:-1]) / 2).to(torch.uint8)
         pairs = codes.reshape(out_features, in_features // 2, 2)
         self.register_buffer("weight", pairs[..., 0] | (pairs[..., 1] << 4))

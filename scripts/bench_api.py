@@ -130,7 +130,9 @@ def start_node(home: str) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "hydra.cli", "run", "--home", home, "--port", str(free_port()),
-         "--api-port", str(port), "--rate-limit", "1000000"],
+         "--api-port", str(port), "--rate-limit", "1000000",
+         # the runtime of the in-process baseline, so the ratio is the API's cost alone
+         "--quantization", "none", "--compile", "off"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120

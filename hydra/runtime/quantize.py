@@ -58,6 +58,13 @@ class Int8Linear(nn.Module):
         """The float32 weights this layer computes with (for tests and references)."""
         return self.weight.float() * self.scales.float()[:, None]
 
+    def exact_outputs(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Outputs ``rows`` of ``x`` [in] in float32 throughout: the kernel rounds its input and
+        output to bfloat16, whose steps (0.125 at a logit of 25) make near-ties exact ties."""
+        weights = self.weight[rows].float() * self.scales[rows].float()[:, None]
+        y = weights @ x.float()
+        return y if self.bias is None else y + self.bias[rows].float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         if flat.shape[0] >= PREFILL_ROWS or not flat.is_cpu:  # bfloat16 weights, one fast GEMM

@@ -32,6 +32,7 @@ from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization
 from hydra.runtime.sources import gguf_of
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
+REFINED_LOGITS = 64  # a quantized head recomputes this many top logits in float32 (~0.1 ms)
 
 
 class UnsupportedModel(ConfigError):
@@ -238,8 +239,12 @@ class ClientHead:
     def next_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [vocab] (float32, on the CPU where sampling happens) for the position after
         the last of ``hidden`` [1, T, H]; earlier positions are never sampled from."""
-        last = hidden[:, -1].to(self.device, self.dtype)
-        return self.lm_head(self.norm(last))[0].float().cpu()
+        normed = self.norm(hidden[:, -1].to(self.device, self.dtype))
+        logits = self.lm_head(normed)[0].float()
+        if isinstance(self.lm_head, Int8Linear):  # the likeliest tokens' logits, exactly
+            likeliest = logits.topk(min(REFINED_LOGITS, logits.numel())).indices
+            logits[likeliest] = self.lm_head.exact_outputs(normed[0], likeliest)
+        return logits.cpu()
 
     @torch.inference_mode()
     def all_logits(self, hidden: torch.Tensor) -> torch.Tensor:

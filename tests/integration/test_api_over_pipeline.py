@@ -17,7 +17,7 @@ from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
 from hydra.models.catalog import load_catalog
 from tests.factories import discovery
-from tests.swarm import HYDRA, WORK, signpost_and_nodes, wait_until
+from tests.swarm import EXACT, HYDRA, WORK, signpost_and_nodes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_hydra_generate_joins_the_swarm_and_prints_the_greedy_text(pipeline, tmp
     """``hydra generate --bootstrap``: a throwaway coordinator finds the three-node route
     through the signpost and prints what the API answers at temperature 0."""
     boot, nodes = pipeline
-    done = subprocess.run([*HYDRA, "generate", "--home", str(tmp_path), "--bootstrap", boot, *WORK,
+    done = subprocess.run([*HYDRA, "generate", "--home", str(tmp_path), "--bootstrap", boot, *WORK, *EXACT,
                            "--max-tokens", "12", PROMPT], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     served = httpx.post(f"{nodes[0].url}/v1/completions", timeout=60, json={

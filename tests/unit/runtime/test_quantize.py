@@ -23,7 +23,7 @@ from hydra.runtime.quantize import (
     quantize_linears,
     unpack_int4,
 )
-from hydra.runtime.shard import load_head, load_stage
+from hydra.runtime.shard import REFINED_LOGITS, load_head, load_stage
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 from tests.unit.runtime.skips import needs_int4_layout
 
@@ -135,3 +135,20 @@ def test_modes_are_checked_before_anything_loads() -> None:
     for mode in ("none", "int8", "nf4"):
         check_quantization(mode, torch.device("cuda"))
     assert quantize_linears(nn.Linear(4, 4), "none").__class__ is nn.Linear
+
+
+def test_a_quantized_heads_top_logits_are_exact_float32(tmp_path: Path) -> None:
+    """The int8 kernel rounds its output to bfloat16 (steps of 0.125 at a logit of 25: near-ties
+    become ties); the head recomputes its top logits from the same int8 weights in float32."""
+    path = save_tiny_model(tiny_llama_config(), tmp_path / "tiny")
+    head = load_head(path, torch.float32, CPU, "int8")
+    hidden = torch.randn(1, 3, 64)
+    with torch.inference_mode():
+        normed = head.norm(hidden[:, -1])[0]
+        rounded = head.lm_head(normed[None])[0].float()
+        logits = head.next_logits(hidden)
+    exact = head.lm_head.dequantized() @ normed
+    top = exact.topk(REFINED_LOGITS // 4).indices  # well inside what the head refines
+    assert torch.allclose(logits[top], exact[top], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(rounded[top], exact[top], rtol=1e-5, atol=1e-5)
+    assert int(logits.argmax()) == int(exact.argmax())

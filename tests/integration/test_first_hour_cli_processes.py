@@ -103,11 +103,17 @@ def test_commands_answer_quickly(api):
     assert first_s < 3.0 and status_s < 3.0, (first_s, status_s)  # seconds, generous for CI
 
 
+def interruptible() -> None:
+    """Ctrl-C reaches the child as in a terminal, even when the suite itself was started in
+    the background by a shell (which makes its children ignore SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def chat_in_a_terminal(api, *flags: str) -> tuple[pexpect.spawn, io.StringIO]:
     """``hydra chat`` in a real pseudo-terminal; everything it prints is kept in the log."""
     log = io.StringIO()
     chat = pexpect.spawn(sys.executable, ["-m", "hydra.cli", "chat", "--api", api.url, *flags],
-                         encoding="utf-8", timeout=120)
+                         encoding="utf-8", timeout=120, preexec_fn=interruptible)
     chat.logfile_read = log
     chat.expect(">>> ")
     return chat, log

@@ -29,6 +29,7 @@ from hydra.runtime.gguf import int4_linears_from_gguf
 from hydra.runtime.memory import release_freed_memory
 from hydra.runtime.precision import precision
 from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
+from hydra.runtime.session_batch import SESSIONS_ATTENTION, SessionsCache, batched_step_masks
 from hydra.runtime.sources import gguf_of
 
 SUPPORTED_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3_5_text"})
@@ -115,6 +116,26 @@ class StageBlocks:
             return self._decode(hidden.clone(memory_format=torch.contiguous_format), cache, positions[None])
         return self._run(hidden, cache, positions[None])
 
+    @torch.inference_mode()
+    def forward_batch(
+        self, hiddens: list[torch.Tensor], caches: list[Cache], positions: list[int]
+    ) -> list[torch.Tensor]:
+        """One-token steps [1, 1, H] of several sessions (each at a ``position`` of at least
+        ``MIN_POSITION``) as one forward pass (``hydra.runtime.session_batch``)."""
+        if len(hiddens) == 1:
+            return [self.forward(hiddens[0], caches[0], positions[0])]
+        batch = torch.cat(hiddens).to(self.device, self.dtype)
+        sessions = SessionsCache(caches)
+        output = self.model(
+            inputs_embeds=batch,
+            attention_mask=batched_step_masks(self.config),
+            position_ids=torch.tensor(positions, device=self.device)[:, None],
+            cache=sessions,
+            use_cache=True,
+        ).last_hidden_state
+        sessions.write_back()
+        return list(output.split(1))
+
     def _run(self, hidden: torch.Tensor, cache: Cache, positions: torch.Tensor) -> torch.Tensor:
         return self.model(
             inputs_embeds=hidden,
@@ -176,6 +197,7 @@ def load_stage(
     base.rotary_emb = None
     _materialize(base, Checkpoint(checkpoint_dir).layer_tensors(start, end, dtype), device)
     base.rotary_emb = rotary.to(device)
+    base.config._attn_implementation = SESSIONS_ATTENTION  # SDPA, and batched steps
     check_quantization(quantization, device)
     shipped = gguf_of(checkpoint_dir) if quantization == "int4" else None
     linears = int4_linears_from_gguf(shipped, start, end, sliced) if shipped is not None else None
@@ -235,15 +257,20 @@ class ClientHead:
         ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
         return self.embed_tokens(ids)
 
-    @torch.inference_mode()
     def next_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [vocab] (float32, on the CPU where sampling happens) for the position after
         the last of ``hidden`` [1, T, H]; earlier positions are never sampled from."""
-        normed = self.norm(hidden[:, -1].to(self.device, self.dtype))
-        logits = self.lm_head(normed)[0].float()
+        return self.next_logits_of([hidden])[0]
+
+    @torch.inference_mode()
+    def next_logits_of(self, hiddens: list[torch.Tensor]) -> torch.Tensor:
+        """``next_logits`` of several sessions' outputs at once: [len(hiddens), vocab]."""
+        normed = self.norm(torch.cat([h[:, -1] for h in hiddens]).to(self.device, self.dtype))
+        logits = self.lm_head(normed).float()
         if isinstance(self.lm_head, Int8Linear):  # the likeliest tokens' logits, exactly
-            likeliest = logits.topk(min(REFINED_LOGITS, logits.numel())).indices
-            logits[likeliest] = self.lm_head.exact_outputs(normed[0], likeliest)
+            for row, vector in zip(logits, normed, strict=True):
+                likeliest = row.topk(min(REFINED_LOGITS, row.numel())).indices
+                row[likeliest] = self.lm_head.exact_outputs(vector, likeliest)
         return logits.cpu()
 
     @torch.inference_mode()

@@ -19,3 +19,8 @@ class StageLimits:
     # the last share of the slots and the cache that only sessions with a priority ticket (HYDRA
     # burned) may use: a stage that is full for everyone else still admits them
     priority_share: float = 0.2
+    # decode steps of concurrent sessions run as one forward pass (hydra.runtime.session_batch):
+    # at most this many rows; caches are never copied, so a batch costs only its activations
+    max_batch: int = 16
+    # a batch short of the last one's size waits this long for the missing sessions' steps
+    batch_window: float = 0.003

@@ -30,7 +30,8 @@ from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, ActivationChannel
 from hydra.privacy.keys import KxKey
 from hydra.privacy.onion import ReplayGuard, open_header
 from hydra.privacy.sealing import SealError
-from hydra.runtime.compute import run_compute
+from hydra.runtime.batcher import Batcher
+from hydra.runtime.compiled import MIN_POSITION
 from hydra.runtime.memory import cache_bytes_per_token, session_state_bytes
 from hydra.runtime.shard import StageBlocks
 from hydra.runtime.wire import WIRE_DTYPES, from_wire, to_wire
@@ -88,6 +89,19 @@ class Session:
     opened_at: float = field(default_factory=time.monotonic)
 
 
+DECODE = "decode"  # the batch key of one-token steps
+
+
+@dataclass(frozen=True)
+class Work:
+    """A session's step for the compute thread."""
+
+    hidden: torch.Tensor
+    chunks: tuple[int, ...]
+    cache: Cache
+    position: int
+
+
 class StageServer:
     def __init__(
         self,
@@ -115,6 +129,7 @@ class StageServer:
         self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype)) + audit
         self.per_session = session_state_bytes(blocks.config)
         self.steps_served = 0
+        self.batcher = Batcher(self._run_work, limits.max_batch, limits.batch_window)
 
     def attach(self, host: IHost) -> None:
         """Serve this stage's protocols on ``host``: sessions, challenges and receipts."""
@@ -183,7 +198,30 @@ class StageServer:
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,
+            "batching": {
+                "max_batch": self.batcher.max_batch,
+                "batches": self.batcher.stats.batches,
+                "mean_rows": round(self.batcher.stats.mean_rows, 2),
+                "largest": self.batcher.stats.largest,
+            },
         }
+
+    async def run(
+        self, hidden: torch.Tensor, chunks: tuple[int, ...], cache: Cache, position: int
+    ) -> torch.Tensor:
+        """``hidden`` through the span; a one-token step may share a forward pass with other
+        sessions' steps (``hydra.runtime.batcher``)."""
+        decode = hidden.shape[1] == 1 and position >= MIN_POSITION
+        return await self.batcher.submit(Work(hidden, chunks, cache, position), DECODE if decode else None)
+
+    def _run_work(self, batch: "list[Work]") -> list[torch.Tensor]:
+        """Blocking: one piece of work alone, or one-token steps together (compute thread)."""
+        if len(batch) == 1:
+            (work,) = batch
+            return [self.run_chunks(work.hidden, work.chunks, work.cache, work.position)]
+        return self.blocks.forward_batch(
+            [w.hidden for w in batch], [w.cache for w in batch], [w.position for w in batch]
+        )
 
     def run_chunks(
         self, hidden: torch.Tensor, chunks: tuple[int, ...], cache: Cache, position: int
@@ -342,7 +380,7 @@ class StageConversation:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
         if session.relay:
             return hidden
-        return await run_compute(self.server.run_chunks, hidden, step.chunks, session.cache, step.position)
+        return await self.server.run(hidden, step.chunks, session.cache, step.position)
 
     def claimed_input_hash(self, session: Session, received: bytes) -> bytes:
         """The digest of the input this stage commits to having computed on (that of what it

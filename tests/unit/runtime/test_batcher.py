@@ -1,0 +1,119 @@
+"""Continuous batching's scheduling: what arrives while a batch runs forms the next one, in
+arrival order, capped; work without a key runs alone; a cancelled waiter leaves no trace;
+errors reach every caller of the batch; a short batch waits for the last one's size."""
+
+import threading
+
+import pytest
+import trio
+
+from hydra.runtime.batcher import Batcher
+
+
+class Recorder:
+    """A batch function that records its batches, blocking until released when ``gate`` is set."""
+
+    def __init__(self, gate: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        if not gate:
+            self.gate.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.gate.wait(5)
+        self.batches.append(list(items))
+        if any(i < 0 for i in items):
+            raise ValueError("negative")
+        return [i * 10 for i in items]
+
+
+async def submit_all(batcher: Batcher, items: list[int], keys: list[str | None]) -> dict[int, int]:
+    results: dict[int, int] = {}
+
+    async def one(item: int, key: str | None) -> None:
+        results[item] = await batcher.submit(item, key)
+
+    async with trio.open_nursery() as nursery:
+        for item, key in zip(items, keys, strict=True):
+            nursery.start_soon(one, item, key)
+            await trio.sleep(0)  # start in this order
+    return results
+
+
+async def test_work_arriving_during_a_batch_runs_together_next_in_order_and_capped() -> None:
+    run = Recorder(gate=True)
+    batcher = Batcher(run, max_batch=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.submit, 1, "d")  # alone: nothing else waits yet
+        await trio.sleep(0.05)
+        nursery.start_soon(submit_all, batcher, [2, 3, 4, 5, 6], ["d", None, "d", "d", "d"])
+        await trio.sleep(0.05)
+        run.gate.set()
+    assert run.batches == [[1], [2, 4, 5], [3], [6]]
+    assert batcher.stats.largest == 3 and batcher.stats.batches == 4
+
+
+async def test_results_go_to_their_callers() -> None:
+    batcher = Batcher(Recorder(), max_batch=8)
+    results = await submit_all(batcher, [1, 2, 3, 4], ["d"] * 4)
+    assert results == {1: 10, 2: 20, 3: 30, 4: 40}
+
+
+async def test_a_cancelled_waiter_is_never_run() -> None:
+    run = Recorder(gate=True)
+    batcher = Batcher(run, max_batch=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.submit, 1, "d")
+        await trio.sleep(0.05)
+        with trio.move_on_after(0.05):
+            await batcher.submit(2, "d")
+        nursery.start_soon(batcher.submit, 3, "d")
+        await trio.sleep(0.05)
+        run.gate.set()
+    assert run.batches == [[1], [3]]
+
+
+async def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_runs() -> None:
+    run = Recorder(gate=True)
+    batcher = Batcher(run, max_batch=8)
+    failures: list[Exception] = []
+
+    async def expect_failure(item: int) -> None:
+        with pytest.raises(ValueError, match="negative") as caught:
+            await batcher.submit(item, "d")
+        failures.append(caught.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.submit, 1, "d")
+        await trio.sleep(0.05)
+        nursery.start_soon(expect_failure, -1)
+        nursery.start_soon(expect_failure, 2)
+        await trio.sleep(0.05)
+        run.gate.set()
+    assert len(failures) == 2
+    assert await batcher.submit(5, "d") == 50
+
+
+async def test_a_short_batch_waits_for_the_last_ones_size_and_a_lone_session_does_not() -> None:
+    run = Recorder()
+    batcher = Batcher(run, max_batch=8, window=0.5)
+    started = trio.current_time()
+    assert await batcher.submit(1, "d") == 10
+    assert trio.current_time() - started < 0.4, "a lone step waited for company"
+    await submit_all(batcher, [2, 3], ["d", "d"])  # the last batch had one row: no wait
+
+    async def late(item: int) -> None:
+        await trio.sleep(0.1)
+        await batcher.submit(item, "d")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batcher.submit, 4, "d")
+        nursery.start_soon(late, 5)
+    assert run.batches[-1] == [4, 5], "the step 0.1 s late should have joined its batch"
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Batcher(Recorder(), max_batch=0)
+    with pytest.raises(ValueError):
+        Batcher(Recorder(), max_batch=4, window=float("nan"))

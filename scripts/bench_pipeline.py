@@ -11,6 +11,12 @@ after the first over the time after the first), the median of ``--runs``; then t
 to the single-process rate and the overhead each network hop adds per token:
 (pipeline ms/token - single ms/token) / hops, where a pipeline of N peers has N hops.
 
+Then concurrent streams through the largest pipeline (``--streams``): N generations of
+different prompts at once, their tokens over the wall time from the first request to the
+last token (aggregate tokens/s), against the same prompts generated one after another; each
+stream must get the tokens its prompt gets alone. Stages batch concurrent decode steps
+(``hydra.runtime.batcher``); the table shows the mean batch on the stages and the head.
+
 Each peer is its own process (its own interpreter and trio loop, as on its own machine);
 all of them share this machine's cores with the coordinator, which runs the client head.
 
@@ -19,7 +25,7 @@ an idle process's OpenMP team spins for a while after each forward pass and stea
 the next stage needs, a cost that only exists when several peers share one machine (measured
 here: 3-peer 0.68x with spinning, 0.90x without).
 
-Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3]
+Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3] [--streams 1 8]
            [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--checkpoint DIR]
 
 ``--checkpoint`` takes any local checkpoint with SmolLM2-135M's architecture (30 blocks), e.g.
@@ -46,7 +52,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.dht.service import open_dht_peer
@@ -59,6 +65,18 @@ from hydra.stage.limits import StageLimits
 from hydra.stage.placement import shard_layers
 
 PROMPT = "Count from one to one hundred in words: one, two, three, four,"
+TOPICS = ["the sea", "a mountain", "a city at night", "an old library", "the first snow", "a train",
+          "a garden", "the desert"]
+
+
+@dataclass(frozen=True)
+class StreamsResult:
+    streams: int
+    aggregate: float  # tokens/s over the wall time
+    mean_ttft: float
+    stage_batch: float  # mean rows per forward pass, over the stages
+    head_batch: float  # mean rows per pass through the client head
+    token_ids: list[list[int]]
 
 
 @dataclass(frozen=True)
@@ -89,37 +107,45 @@ def bench_single(setup: Setup, tokens: int, runs: int) -> tuple[float, float, li
     return statistics.median(ttfts), statistics.median(rates), generated
 
 
-def peer_process(setup: Setup, layers: tuple[int, int], boot: tuple[str, ...], ready) -> None:
-    """A stage peer in its own process (own GIL and loop, as on its own machine)."""
+REPORT_EVERY = 0.2  # seconds between a peer process's reports of its batches
+
+
+def peer_process(setup: Setup, layers: tuple[int, int], boot: tuple[str, ...], ready, counters) -> None:
+    """A stage peer in its own process (own GIL and loop, as on its own machine); it keeps
+    ``counters`` (batches, rows) up to date."""
 
     async def serve() -> None:
         spec = load_catalog().resolve("smollm2")
         discovery = DiscoveryConfig(bootstrap=boot, announce_interval=5.0, record_ttl=15.0)
         async with open_dht_peer(None, "127.0.0.1", 0, discovery) as peer:
-            _, announcer, _ = await start_stage(
+            stage, announcer, _ = await start_stage(
                 peer, spec, setup.checkpoint, layers, setup.dtype, setup.device, StageLimits()
             )
             async with trio.open_nursery() as nursery:
                 await nursery.start(announcer.run)
                 ready.put(peer.multiaddrs()[0])
+                while True:
+                    counters[0], counters[1] = stage.batcher.stats.batches, stage.batcher.stats.rows
+                    await trio.sleep(REPORT_EVERY)
 
     trio.run(serve)
 
 
 @asynccontextmanager
-async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[Coordinator]:
-    """``peers`` stage processes serving equal spans, and a coordinator here that found them."""
+async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[tuple[Coordinator, list]]:
+    """``peers`` stage processes serving equal spans, and a coordinator here that found them;
+    with each stage's (batches, rows) counters."""
     catalog = load_catalog()
     spec = catalog.resolve("smollm2")
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    processes = []
+    processes, counters = [], [context.Array("q", 2, lock=False) for _ in range(peers)]
     try:
         boot: tuple[str, ...] = ()
         for index in range(peers):
             layers = shard_layers(index, peers, spec.num_layers)
             process = context.Process(
-                target=peer_process, args=(setup, layers, boot, ready), daemon=True
+                target=peer_process, args=(setup, layers, boot, ready, counters[index]), daemon=True
             )
             process.start()
             processes.append(process)
@@ -133,7 +159,7 @@ async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[Coordinator]
             )
             await wait_for_route(coordinator, spec.id, 30.0)
             await coordinator.generate(generation(8))  # warm-up: loads the head, dials peers
-            yield coordinator
+            yield coordinator, counters
     finally:
         for process in processes:
             process.kill()
@@ -142,6 +168,53 @@ async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[Coordinator]
 
 def generation(tokens: int) -> GenerationRequest:
     return GenerationRequest("smollm2", prompt=PROMPT, params=SamplingParams(max_tokens=tokens))
+
+
+def chat(i: int, tokens: int) -> GenerationRequest:
+    """The ``i``-th stream's request: a chat turn (prompts of different lengths)."""
+    ask = f"Write a long poem about {TOPICS[i % len(TOPICS)]}." + " Take your time." * (i // len(TOPICS))
+    return GenerationRequest(
+        "smollm2", messages=({"role": "user", "content": ask},), params=SamplingParams(max_tokens=tokens)
+    )
+
+
+async def measure_streams(
+    coordinator: Coordinator, counters: list, streams: int, tokens: int, one_by_one: bool
+) -> StreamsResult:
+    """``streams`` generations at once (or, ``one_by_one``, one after another)."""
+    before = await stage_batches(counters)
+    decisions = (coordinator.decisions.stats.batches, coordinator.decisions.stats.rows)
+    done: dict[int, Completion] = {}
+
+    async def generate(i: int) -> None:
+        done[i] = await coordinator.generate(chat(i, tokens))
+
+    started = time.perf_counter()
+    if one_by_one:
+        for i in range(streams):
+            await generate(i)
+    else:
+        async with trio.open_nursery() as nursery:
+            for i in range(streams):
+                nursery.start_soon(generate, i)
+    wall = time.perf_counter() - started
+    after = await stage_batches(counters)
+    batches, rows = (sum(a[k] - b[k] for a, b in zip(after, before, strict=True)) for k in (0, 1))
+    head = coordinator.decisions.stats
+    return StreamsResult(
+        streams,
+        sum(c.completion_tokens for c in done.values()) / wall,
+        statistics.mean(c.ttft_s for c in done.values()),
+        rows / max(1, batches),
+        (head.rows - decisions[1]) / max(1, head.batches - decisions[0]),
+        [done[i].token_ids for i in range(streams)],
+    )
+
+
+async def stage_batches(counters: list) -> list[tuple[int, int]]:
+    """(batches, rows) each stage has run so far, as its process last reported them."""
+    await trio.sleep(2 * REPORT_EVERY)
+    return [(c[0], c[1]) for c in counters]
 
 
 async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[float, float, list[int], int]:
@@ -156,12 +229,19 @@ async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[flo
 
 
 async def bench_pipeline(
-    setup: Setup, peers: int, tokens: int, runs: int
-) -> tuple[float, float, list[int]]:
-    async with pipeline_swarm(setup, peers) as coordinator:
+    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int]
+) -> tuple[float, float, list[int], list[tuple[StreamsResult, StreamsResult]]]:
+    """One generation at a time (median of ``runs``); then, for each count in ``streams``,
+    that many at once (1: the same prompts one after another)."""
+    async with pipeline_swarm(setup, peers) as (coordinator, counters):
         ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
+        concurrent = [
+            (await measure_streams(coordinator, counters, n, tokens, one_by_one=True),
+             await measure_streams(coordinator, counters, n, tokens, one_by_one=False))
+            for n in streams
+        ]
     assert hops == peers, f"expected {peers} hops, the route had {hops}"
-    return ttft, rate, generated
+    return ttft, rate, generated, concurrent
 
 
 def main() -> None:
@@ -169,6 +249,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--peers", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--streams", type=int, nargs="*", default=[8],
+                        help="concurrent streams through the largest pipeline (none: skip)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=sorted(WIRE_DTYPES))
     parser.add_argument("--checkpoint", type=Path, help="default: the embedded SmolLM2")
@@ -183,8 +265,12 @@ def main() -> None:
     for column in ("setup", "TTFT ms", "decode tok/s", "vs single", "per-hop ms", "same tokens"):
         table.add_column(column, justify="right")
     table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
+    largest = max(args.peers)
+    concurrent: list[tuple[StreamsResult, StreamsResult]] = []
     for peers in args.peers:
-        ttft, rate, ids = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs)
+        streams = args.streams if peers == largest else []
+        ttft, rate, ids, results = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs, streams)
+        concurrent += results
         per_hop = (1 / rate - 1 / single_rate) / peers
         table.add_row(
             f"{peers}-peer pipeline",
@@ -195,6 +281,28 @@ def main() -> None:
             "yes" if ids == single_ids[: len(ids)] else "NO",
         )
     console.print(table)
+    if concurrent:
+        console.print(streams_table(concurrent, largest, args.tokens))
+
+
+def streams_table(results: list[tuple[StreamsResult, StreamsResult]], peers: int, tokens: int) -> Table:
+    """Each concurrency level against its prompts generated one after another."""
+    table = Table(title=f"{peers}-peer pipeline, concurrent streams of {tokens} tokens")
+    for column in ("streams", "aggregate tok/s", "vs 1 stream", "mean TTFT ms", "stage batch",
+                   "head batch", "same tokens as alone"):
+        table.add_column(column, justify="right")
+    for alone, result in results:
+        table.add_row(
+            f"1 at a time (x{result.streams})", f"{alone.aggregate:.1f}", "1.00x",
+            f"{alone.mean_ttft * 1e3:.0f}", f"{alone.stage_batch:.2f}", f"{alone.head_batch:.2f}", "-",
+        )
+        table.add_row(
+            f"{result.streams} at once", f"{result.aggregate:.1f}",
+            f"{result.aggregate / alone.aggregate:.2f}x",
+            f"{result.mean_ttft * 1e3:.0f}", f"{result.stage_batch:.2f}", f"{result.head_batch:.2f}",
+            "yes" if result.token_ids == alone.token_ids else "NO",
+        )
+    return table
 
 
 if __name__ == "__main__":

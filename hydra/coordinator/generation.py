@@ -456,7 +456,7 @@ class Coordinator:
                     hidden = await local.apply(await self._embed(model, inputs), pipeline.position)
                     output = await pipeline.forward(hidden)
                     row, token = await self.decisions.submit(
-                        Decision(model.head, sampler, output, context), model.spec.id
+                        Decision(model.head, sampler, output, context), model.spec.id, pipeline
                     )
                     if request.record_logits:
                         logits_seen.append(row)
@@ -482,6 +482,7 @@ class Coordinator:
                     inputs = [token]
             finally:
                 self.active_pipelines.discard(pipeline)
+                self.decisions.leave(pipeline)
             rest = text.finish()
             if rest:
                 yield Delta(rest, [])

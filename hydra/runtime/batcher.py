@@ -6,13 +6,17 @@ oldest waiting job and, when it has a batch key, every later job with the same k
 form the next batch. A job's turn comes in arrival order, so a long prefill delays steps
 behind it but no session starves; a job without a key (a prefill, a replay) runs alone.
 
-Once sessions step in lockstep, a batch that is short of the last one's size waits up to
-``window`` seconds for the rest (a session whose reply is still on its way back through the
-pipeline): the missing rows would otherwise each cost a step of their own. A lone session
-never waits.
+Sessions fall into lockstep only if someone waits for the stragglers: a batch waits up to
+``window`` seconds until every session that is stepping (a ``member`` seen within
+``HORIZON`` and not yet gone) has its step in. A row that joins costs a fraction of a step;
+one that misses the batch costs a whole step of its own later, and on a machine shared by
+several stages the waiting time is not lost (another process computes meanwhile). The
+default window is the time a batch takes to compute (a running average): worth waiting that
+long for rows that would each otherwise cost about as much. A lone session never waits.
 """
 
 import math
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -21,6 +25,8 @@ import trio
 
 from hydra.runtime.compute import run_compute
 
+HORIZON = 2.0  # seconds: a member that submitted nothing for this long is no longer waited for
+MAX_WINDOW = 0.05  # seconds: the adaptive window's ceiling
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -29,6 +35,7 @@ R = TypeVar("R")
 class _Job(Generic[J, R]):
     item: J
     key: Hashable | None
+    member: Hashable | None
     taken: bool = False
     done: bool = False
     result: R | None = None
@@ -50,21 +57,35 @@ class Batcher(Generic[J, R]):
     """Runs ``run(items) -> results`` (one result per item, on the compute thread) over batches
     of submitted items."""
 
-    def __init__(self, run: Callable[[list[J]], list[R]], max_batch: int, window: float = 0.0) -> None:
-        if max_batch < 1 or not math.isfinite(window) or window < 0:
+    def __init__(
+        self, run: Callable[[list[J]], list[R]], max_batch: int, window: float | None = None
+    ) -> None:
+        """``window``: seconds a batch may wait for stepping members; None: adaptive."""
+        if max_batch < 1 or (window is not None and not (math.isfinite(window) and window >= 0)):
             raise ValueError("max_batch must be >= 1 and window a non-negative number of seconds")
         self._run = run
         self.max_batch = max_batch
-        self.window = window
+        self.fixed_window = window
         self.stats = BatchStats()
         self._pending: list[_Job[J, R]] = []
         self._lock = trio.Lock()  # fair: holders take turns in arrival order
         self._arrived = trio.Event()
-        self._last_rows = 1
+        self._members: dict[Hashable, tuple[Hashable, float]] = {}  # member -> (key, last submit)
+        self._compute_s = 0.0  # running average of a batch's compute time
 
-    async def submit(self, item: J, key: Hashable | None = None) -> R:
-        """``item``'s result; ``key``: items that may share a batch (None: runs alone)."""
-        job: _Job[J, R] = _Job(item, key)
+    @property
+    def window(self) -> float:
+        if self.fixed_window is not None:
+            return self.fixed_window
+        return min(MAX_WINDOW, self._compute_s)
+
+    async def submit(self, item: J, key: Hashable | None = None, member: Hashable | None = None) -> R:
+        """``item``'s result. ``key``: items that may share a batch (None: runs alone);
+        ``member``: who submits it (a session), so later batches wait for its next item
+        until it ``leave``s."""
+        job: _Job[J, R] = _Job(item, key, member)
+        if member is not None and key is not None:
+            self._members[member] = (key, time.monotonic())
         self._pending.append(job)
         self._arrived.set()
         try:
@@ -78,12 +99,18 @@ class Batcher(Generic[J, R]):
             raise job.error
         return job.result  # type: ignore[return-value]
 
+    def leave(self, member: Hashable) -> None:
+        """``member`` submits no more: batches stop waiting for it."""
+        self._members.pop(member, None)
+
     async def _run_next(self) -> None:
-        if self._pending[0].key is not None and self.window:
-            await self._gather(self._pending[0].key, min(self.max_batch, self._last_rows))
+        key = self._pending[0].key
+        if key is not None and self.window:
+            await self._gather(key, min(self.max_batch, self._stepping(key)))
         if not self._pending:  # everyone waiting was cancelled meanwhile
             return
         batch = self._take(self._pending[0])
+        started = time.monotonic()
         with trio.CancelScope(shield=True):  # other sessions' rows are in it: finish it
             try:
                 results = await run_compute(self._run, [job.item for job in batch])
@@ -93,10 +120,19 @@ class Batcher(Generic[J, R]):
                 return
         for job, result in zip(batch, results, strict=True):
             job.result, job.done = result, True
-        self._last_rows = len(batch)
+        elapsed = time.monotonic() - started
+        self._compute_s = elapsed if not self.stats.batches else 0.8 * self._compute_s + 0.2 * elapsed
         self.stats.batches += 1
         self.stats.rows += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
+
+    def _stepping(self, key: Hashable) -> int:
+        """Members with ``key`` that submitted within ``HORIZON`` (and forget older ones)."""
+        now = time.monotonic()
+        for member, (_, seen) in list(self._members.items()):
+            if now - seen > HORIZON:
+                del self._members[member]
+        return sum(1 for k, _ in self._members.values() if k == key)
 
     async def _gather(self, key: Hashable, rows: int) -> None:
         """Wait up to ``window`` until ``rows`` jobs with ``key`` are waiting."""

@@ -22,5 +22,6 @@ class StageLimits:
     # decode steps of concurrent sessions run as one forward pass (hydra.runtime.session_batch):
     # at most this many rows; caches are never copied, so a batch costs only its activations
     max_batch: int = 16
-    # a batch short of the last one's size waits this long for the missing sessions' steps
-    batch_window: float = 0.003
+    # seconds a batch waits for the steps of the other sessions stepping here; None: as long
+    # as a batch takes to compute (hydra.runtime.batcher)
+    batch_window: float | None = None

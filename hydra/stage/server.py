@@ -207,12 +207,13 @@ class StageServer:
         }
 
     async def run(
-        self, hidden: torch.Tensor, chunks: tuple[int, ...], cache: Cache, position: int
+        self, session: Session, hidden: torch.Tensor, chunks: tuple[int, ...], position: int
     ) -> torch.Tensor:
-        """``hidden`` through the span; a one-token step may share a forward pass with other
-        sessions' steps (``hydra.runtime.batcher``)."""
+        """``hidden`` through the span for ``session``; a one-token step may share a forward
+        pass with other sessions' steps (``hydra.runtime.batcher``)."""
         decode = hidden.shape[1] == 1 and position >= MIN_POSITION
-        return await self.batcher.submit(Work(hidden, chunks, cache, position), DECODE if decode else None)
+        work = Work(hidden, chunks, session.cache, position)
+        return await self.batcher.submit(work, DECODE if decode else None, session.id)
 
     def _run_work(self, batch: "list[Work]") -> list[torch.Tensor]:
         """Blocking: one piece of work alone, or one-token steps together (compute thread)."""
@@ -380,7 +381,7 @@ class StageConversation:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
         if session.relay:
             return hidden
-        return await self.server.run(hidden, step.chunks, session.cache, step.position)
+        return await self.server.run(session, hidden, step.chunks, step.position)
 
     def claimed_input_hash(self, session: Session, received: bytes) -> bytes:
         """The digest of the input this stage commits to having computed on (that of what it
@@ -430,6 +431,7 @@ class StageConversation:
         if session is None:
             return
         self.server.sessions.pop(session.id, None)
+        self.server.batcher.leave(session.id)
         if session.downstream is not None:
             await self._pay_successor(session)  # while its session is still open
             await session.downstream.aclose()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import trio
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hydra.coordinator.generation import GenerationRequest
+from hydra.coordinator.generation import Completion, GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.runtime.precision import precision
 from hydra.runtime.shard import load_head, load_stage, text_config
@@ -80,6 +81,49 @@ async def test_tiny_qwen35_hybrid_three_peers_match_single_process(tmp_path: Pat
     session cache like a KV cache does."""
     path = save_tiny_model(tiny_qwen35_config(), tmp_path / "tiny-qwen35")
     await assert_pipeline_matches(path, 8, [(0, 3), (3, 5), (5, 8)])
+
+
+CONCURRENT = 8
+BATCH_LOGIT_ATOL = 1e-4  # float32 rows batched vs alone: a few ulps through the projections
+
+
+@pytest.mark.parametrize(
+    ("config", "layers", "spans"),
+    [(tiny_llama_config, 6, [(0, 2), (2, 4), (4, 6)]),
+     (tiny_qwen35_config, 8, [(0, 3), (3, 5), (5, 8)])],
+)
+async def test_concurrent_generations_share_steps_and_keep_their_tokens(
+    tmp_path: Path, config, layers: int, spans: list[tuple[int, int]]
+) -> None:
+    """Eight generations at once through three peers: every stage runs their decode steps as
+    batches, the coordinator decides their tokens together, and each generation gets the
+    tokens (and, within BATCH_LOGIT_ATOL, the logits) it gets alone."""
+    path = save_tiny_model(config(), tmp_path / "tiny")
+    spec = spec_for("tiny", layers)
+    prompts = [f"{i}: " + "to be or not to be " * i for i in range(CONCURRENT)]  # lengths differ
+
+    def request(prompt: str) -> GenerationRequest:
+        return GenerationRequest(spec.id, prompt=prompt, params=SamplingParams(max_tokens=24),
+                                 record_logits=True)
+
+    async with swarm(spec, path, spans) as (peers, coordinator):
+        alone = [await coordinator.generate(request(p)) for p in prompts]
+        assert all(p.stage.batcher.stats.largest == 1 for p in peers), "one generation batched"
+        together: dict[int, Completion] = {}
+
+        async def generate(i: int) -> None:
+            together[i] = await coordinator.generate(request(prompts[i]))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(CONCURRENT):
+                nursery.start_soon(generate, i)
+        for i, done in enumerate(alone):
+            assert together[i].token_ids == done.token_ids, f"generation {i}: tokens changed"
+            diff = (torch.stack(together[i].logits) - torch.stack(done.logits)).abs().max()
+            assert diff < BATCH_LOGIT_ATOL, f"generation {i}: logits differ by {diff}"
+        for peer in peers:
+            assert peer.stage.batcher.stats.largest > 1, "concurrent steps never shared a batch"
+        assert coordinator.decisions.stats.largest > 1
 
 
 async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: Path) -> None:

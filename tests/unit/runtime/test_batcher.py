@@ -94,22 +94,28 @@ async def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_run
     assert await batcher.submit(5, "d") == 50
 
 
-async def test_a_short_batch_waits_for_the_last_ones_size_and_a_lone_session_does_not() -> None:
+async def test_a_batch_waits_for_members_stepping_and_not_for_those_gone() -> None:
     run = Recorder()
     batcher = Batcher(run, max_batch=8, window=0.5)
     started = trio.current_time()
-    assert await batcher.submit(1, "d") == 10
-    assert trio.current_time() - started < 0.4, "a lone step waited for company"
-    await submit_all(batcher, [2, 3], ["d", "d"])  # the last batch had one row: no wait
+    assert await batcher.submit(1, "d", "a") == 10
+    assert trio.current_time() - started < 0.4, "a lone member waited for company"
 
-    async def late(item: int) -> None:
-        await trio.sleep(0.1)
-        await batcher.submit(item, "d")
+    async def step(item: int, member: str, delay: float) -> None:
+        await trio.sleep(delay)
+        await batcher.submit(item, "d", member)
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(batcher.submit, 4, "d")
-        nursery.start_soon(late, 5)
-    assert run.batches[-1] == [4, 5], "the step 0.1 s late should have joined its batch"
+    async with trio.open_nursery() as nursery:  # b joins
+        nursery.start_soon(step, 2, "a", 0.0)
+        nursery.start_soon(step, 3, "b", 0.0)
+    async with trio.open_nursery() as nursery:  # b is late: a's step waits for it
+        nursery.start_soon(step, 4, "a", 0.0)
+        nursery.start_soon(step, 5, "b", 0.1)
+    assert run.batches[-1] == [4, 5], "the member 0.1 s late should have joined the batch"
+    batcher.leave("b")
+    started = trio.current_time()
+    await batcher.submit(6, "d", "a")
+    assert trio.current_time() - started < 0.4, "a batch waited for a member that left"
 
 
 def test_bad_settings_are_refused() -> None:

@@ -6,11 +6,12 @@ oldest waiting job and, when it has a batch key, every later job with the same k
 form the next batch. A job's turn comes in arrival order, so a long prefill delays steps
 behind it but no session starves; a job without a key (a prefill, a replay) runs alone.
 
-Sessions fall into lockstep only if someone waits for the stragglers: a batch waits up to
-``window`` seconds until every session that is stepping (a ``member`` seen within
-``HORIZON`` and not yet gone) has its step in. A row that joins costs a fraction of a step;
-one that misses the batch costs a whole step of its own later, and on a machine shared by
-several stages the waiting time is not lost (another process computes meanwhile). The
+Arrival order alone scatters sessions: a step that misses a batch by a millisecond costs a
+whole forward pass of its own later, and its session stays out of step. So a batch waits for
+the sessions (``member``s) due within ``window``: each member's steps come at a rhythm (its
+round trip through the pipeline), so its next arrival is its last one plus its usual
+interval. Members due later (another cohort of sessions, elsewhere in the pipeline: several
+cohorts keep several stages busy at once) are not waited for, nor are members that left. The
 default window is the time a batch takes to compute (a running average): worth waiting that
 long for rows that would each otherwise cost about as much. A lone session never waits.
 """
@@ -25,7 +26,7 @@ import trio
 
 from hydra.runtime.compute import run_compute
 
-HORIZON = 2.0  # seconds: a member that submitted nothing for this long is no longer waited for
+HORIZON = 10.0  # seconds: a member silent for this long is forgotten (one that never left)
 MAX_WINDOW = 0.05  # seconds: the adaptive window's ceiling
 J = TypeVar("J")
 R = TypeVar("R")
@@ -43,10 +44,30 @@ class _Job(Generic[J, R]):
 
 
 @dataclass
+class _Rhythm:
+    """When a member's items arrive: the last one, and the usual interval between them."""
+
+    key: Hashable
+    last: float = 0.0
+    interval: float = 0.0  # running average; 0 until the second item
+
+    def arrived(self, now: float) -> None:
+        if self.last:
+            gap = now - self.last
+            self.interval = gap if not self.interval else 0.7 * self.interval + 0.3 * gap
+        self.last = now
+
+    def due(self, by: float) -> bool:
+        """Whether its next item is expected by ``by`` (and it has a rhythm yet)."""
+        return bool(self.interval) and self.last + self.interval <= by
+
+
+@dataclass
 class BatchStats:
     batches: int = 0
     rows: int = 0
     largest: int = 0
+    busy_s: float = 0.0  # computing (waiting for the compute thread included)
 
     @property
     def mean_rows(self) -> float:
@@ -70,7 +91,7 @@ class Batcher(Generic[J, R]):
         self._pending: list[_Job[J, R]] = []
         self._lock = trio.Lock()  # fair: holders take turns in arrival order
         self._arrived = trio.Event()
-        self._members: dict[Hashable, tuple[Hashable, float]] = {}  # member -> (key, last submit)
+        self._members: dict[Hashable, _Rhythm] = {}
         self._compute_s = 0.0  # running average of a batch's compute time
 
     @property
@@ -85,7 +106,7 @@ class Batcher(Generic[J, R]):
         until it ``leave``s."""
         job: _Job[J, R] = _Job(item, key, member)
         if member is not None and key is not None:
-            self._members[member] = (key, time.monotonic())
+            self._members.setdefault(member, _Rhythm(key)).arrived(time.monotonic())
         self._pending.append(job)
         self._arrived.set()
         try:
@@ -106,7 +127,7 @@ class Batcher(Generic[J, R]):
     async def _run_next(self) -> None:
         key = self._pending[0].key
         if key is not None and self.window:
-            await self._gather(key, min(self.max_batch, self._stepping(key)))
+            await self._gather(key)
         if not self._pending:  # everyone waiting was cancelled meanwhile
             return
         batch = self._take(self._pending[0])
@@ -121,23 +142,25 @@ class Batcher(Generic[J, R]):
         for job, result in zip(batch, results, strict=True):
             job.result, job.done = result, True
         elapsed = time.monotonic() - started
+        self.stats.busy_s += elapsed
         self._compute_s = elapsed if not self.stats.batches else 0.8 * self._compute_s + 0.2 * elapsed
         self.stats.batches += 1
         self.stats.rows += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
 
-    def _stepping(self, key: Hashable) -> int:
-        """Members with ``key`` that submitted within ``HORIZON`` (and forget older ones)."""
+    async def _gather(self, key: Hashable) -> None:
+        """Wait up to ``window`` for the members with ``key`` due within it."""
         now = time.monotonic()
-        for member, (_, seen) in list(self._members.items()):
-            if now - seen > HORIZON:
+        deadline = now + self.window
+        for member, rhythm in list(self._members.items()):
+            if now - rhythm.last > HORIZON:
                 del self._members[member]
-        return sum(1 for k, _ in self._members.values() if k == key)
-
-    async def _gather(self, key: Hashable, rows: int) -> None:
-        """Wait up to ``window`` until ``rows`` jobs with ``key`` are waiting."""
+        due = {m for m, r in self._members.items() if r.key == key and r.due(deadline)}
         with trio.move_on_after(self.window):
-            while sum(1 for job in self._pending if job.key == key) < rows:
+            while True:
+                waiting = [job for job in self._pending if job.key == key]
+                if len(waiting) >= self.max_batch or due <= {job.member for job in waiting}:
+                    return
                 self._arrived = trio.Event()
                 await self._arrived.wait()
 

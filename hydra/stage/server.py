@@ -203,6 +203,7 @@ class StageServer:
                 "batches": self.batcher.stats.batches,
                 "mean_rows": round(self.batcher.stats.mean_rows, 2),
                 "largest": self.batcher.stats.largest,
+                "busy_s": round(self.batcher.stats.busy_s, 3),
             },
         }
 

@@ -94,28 +94,35 @@ async def test_an_error_reaches_every_caller_of_its_batch_and_the_next_batch_run
     assert await batcher.submit(5, "d") == 50
 
 
-async def test_a_batch_waits_for_members_stepping_and_not_for_those_gone() -> None:
+async def test_a_batch_waits_for_members_due_and_not_for_those_gone_or_later() -> None:
     run = Recorder()
-    batcher = Batcher(run, max_batch=8, window=0.5)
+    batcher = Batcher(run, max_batch=8, window=0.2)
     started = trio.current_time()
     assert await batcher.submit(1, "d", "a") == 10
-    assert trio.current_time() - started < 0.4, "a lone member waited for company"
+    assert trio.current_time() - started < 0.15, "a lone member waited for company"
 
     async def step(item: int, member: str, delay: float) -> None:
         await trio.sleep(delay)
         await batcher.submit(item, "d", member)
 
-    async with trio.open_nursery() as nursery:  # b joins
-        nursery.start_soon(step, 2, "a", 0.0)
-        nursery.start_soon(step, 3, "b", 0.0)
-    async with trio.open_nursery() as nursery:  # b is late: a's step waits for it
-        nursery.start_soon(step, 4, "a", 0.0)
-        nursery.start_soon(step, 5, "b", 0.1)
-    assert run.batches[-1] == [4, 5], "the member 0.1 s late should have joined the batch"
+    for item in (2, 4):  # b joins; both step every 0.3 s
+        await trio.sleep(0.3)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(step, item, "a", 0.0)
+            nursery.start_soon(step, item + 1, "b", 0.0)
+    await trio.sleep(0.3)
+    async with trio.open_nursery() as nursery:  # b is late, but due: a's step waits for it
+        nursery.start_soon(step, 6, "a", 0.0)
+        nursery.start_soon(step, 7, "b", 0.1)
+    assert run.batches[-1] == [6, 7], "the member 0.1 s late should have joined the batch"
+    started = trio.current_time()
+    await batcher.submit(8, "d", "a")  # b is due in 0.3 s, after the window
+    assert trio.current_time() - started < 0.15, "a batch waited for a member not due"
+    await trio.sleep(0.3)
     batcher.leave("b")
     started = trio.current_time()
-    await batcher.submit(6, "d", "a")
-    assert trio.current_time() - started < 0.4, "a batch waited for a member that left"
+    await batcher.submit(9, "d", "a")
+    assert trio.current_time() - started < 0.15, "a batch waited for a member that left"
 
 
 def test_bad_settings_are_refused() -> None:

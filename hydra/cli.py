@@ -137,6 +137,15 @@ def _starting(what: str, args: argparse.Namespace) -> None:
     configure_libp2p_logging(args.log_level)
 
 
+def stage_limits_from(args: argparse.Namespace) -> StageLimits:
+    return StageLimits(
+        max_sessions=args.max_sessions,
+        cache_bytes=int(args.cache_gb * 2**30),
+        max_batch=args.max_batch,
+        batch_window=None if args.batch_window_ms is None else args.batch_window_ms / 1000,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _starting("a node: loading libp2p, torch and the model (a few seconds)", args)
     from hydra.models.catalog import load_catalog
@@ -163,9 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         compile=args.compile,
         device=args.device,
-        stage_limits=StageLimits(
-            max_sessions=args.max_sessions, cache_bytes=int(args.cache_gb * 2**30)
-        ),
+        stage_limits=stage_limits_from(args),
         api=APIConfig(
             rate_limit=args.rate_limit,
             rate_window=args.rate_window,
@@ -431,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-gb", type=float, default=NODE.stage_limits.cache_bytes / 2**30,
                      help="KV cache reserved across all sessions on this node (default %(default)g)")
     run.add_argument("--max-sessions", type=int, default=NODE.stage_limits.max_sessions)
+    run.add_argument("--max-batch", type=int, default=NODE.stage_limits.max_batch,
+                     help="decode steps of concurrent sessions run as one forward pass, at most this "
+                          "many (default %(default)s; 1: no batching)")
+    run.add_argument("--batch-window-ms", type=float, metavar="MS",
+                     help="how long a batch waits for sessions due to step (default: as long as a "
+                          "batch takes to compute)")
     run.add_argument("--rate-limit", type=int, default=NODE.api.rate_limit,
                      help="API requests per window per client address (default %(default)s)")
     run.add_argument("--rate-window", type=float, default=NODE.api.rate_window, metavar="SECONDS")

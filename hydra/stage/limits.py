@@ -1,6 +1,9 @@
 """What one node's stage grants to all sessions together, and to any one remote peer."""
 
+import math
 from dataclasses import dataclass
+
+from hydra.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -25,3 +28,10 @@ class StageLimits:
     # seconds a batch waits for the steps of the other sessions stepping here; None: as long
     # as a batch takes to compute (hydra.runtime.batcher)
     batch_window: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
+        window = self.batch_window
+        if window is not None and not (math.isfinite(window) and window >= 0):
+            raise ConfigError(f"--batch-window-ms must be a non-negative number, not {self.batch_window}")

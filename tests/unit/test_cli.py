@@ -49,11 +49,21 @@ def test_flag_defaults_come_from_the_config():
     assert (run.port, run.api_port, run.host) == (NODE.port, NODE.api_port, NODE.host)
     assert run.cache_gb * 2**30 == NODE.stage_limits.cache_bytes
     assert run.max_sessions == NODE.stage_limits.max_sessions
+    assert run.max_batch == NODE.stage_limits.max_batch and run.batch_window_ms is None
     assert (run.rate_limit, run.default_max_tokens) == (NODE.api.rate_limit, NODE.api.default_max_tokens)
     discovery = NODE.discovery
     assert (run.work_bits, run.announce_interval) == (discovery.work_bits, discovery.announce_interval)
     signpost = build_parser().parse_args(["signpost"])
     assert (signpost.port, signpost.http_port) == (SIGNPOST.port, SIGNPOST.http_port)
+
+
+def test_batching_flags_reach_the_stage_limits_and_bad_ones_are_refused():
+    args = build_parser().parse_args(["run", "--max-batch", "4", "--batch-window-ms", "2"])
+    limits = cli.stage_limits_from(args)
+    assert (limits.max_batch, limits.batch_window) == (4, 0.002)
+    for bad in (["--max-batch", "0"], ["--batch-window-ms", "-1"], ["--batch-window-ms", "nan"]):
+        with pytest.raises(ConfigError):
+            cli.stage_limits_from(build_parser().parse_args(["run", *bad]))
 
 
 def test_dht_only_commands_never_load_torch():

@@ -16,6 +16,10 @@ prove what it was given.
 A ``Step`` may carry several chunks (``chunks`` sums to the sequence length). Chunks run one
 after another, so a replacement peer rebuilding its cache from a replayed history computes
 with exactly the shapes of the original run, and its cache is bit-identical.
+
+Speculative decoding sends drafted tokens as one ``draft`` step (a stage keeps what undoing
+it needs); the next step may then ``rewind``: it starts inside the last step, where the
+accepted tokens end, and every stage first takes its session back there.
 """
 
 import dataclasses
@@ -149,6 +153,8 @@ class Step(Message):
     chunks: tuple[int, ...] = ()  # run in pieces of these lengths; empty = one piece
     return_all: bool = False  # reply with every position's output, not only the last one
     receipt: bytes = b""  # the sending stage's signature over these activations (none from the coordinator)
+    draft: bool = False  # drafted tokens: the next step may rewind into this one
+    rewind: bool = False  # ``position`` is inside the last step: go back there first
 
     def check(self) -> None:
         require(self.position >= 0, "negative position")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache, DynamicCache, LinearAttentionCacheLayerMixin
 
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
@@ -73,6 +73,41 @@ def _materialize(module: nn.Module, tensors: dict[str, torch.Tensor], device: to
     missing, unexpected = module.load_state_dict(on_device, strict=False, assign=True)
     if missing or unexpected:
         raise ConfigError(f"checkpoint mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _cut_attention(cache: Cache, tokens: int) -> None:
+    """Drop the last ``tokens`` positions of every attention block's keys and values."""
+    for layer in cache.layers:
+        if tokens and not isinstance(layer, LinearAttentionCacheLayerMixin):
+            layer.crop(-tokens)
+
+
+@dataclass
+class Undo:
+    """Copies of a session's recurrent (linear-attention) states before a step, and the step's
+    input: a rewind restores the states and runs the kept part of the step again."""
+
+    conv: dict[int, torch.Tensor]
+    recurrent: dict[int, torch.Tensor]
+    step: torch.Tensor
+
+    @classmethod
+    def of(cls, cache: Cache, step: torch.Tensor) -> "Undo":
+        conv, recurrent = {}, {}
+        for index, layer in enumerate(cache.layers):
+            if isinstance(layer, LinearAttentionCacheLayerMixin) and layer.has_previous_state[0]:
+                conv[index] = layer.conv_states[0].clone()
+                recurrent[index] = layer.recurrent_states[0].clone()
+        return cls(conv, recurrent, step)
+
+    def restore(self, cache: Cache) -> None:
+        for index, layer in enumerate(cache.layers):
+            if isinstance(layer, LinearAttentionCacheLayerMixin):
+                if index in self.conv:
+                    layer.conv_states[0].copy_(self.conv[index])
+                    layer.recurrent_states[0].copy_(self.recurrent[index])
+                else:  # the step was the session's first: back to no state at all
+                    layer.reset()
 
 
 @dataclass
@@ -135,6 +170,31 @@ class StageBlocks:
         ).last_hidden_state
         sessions.write_back()
         return list(output.split(1))
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the span has linear-attention blocks, whose state cannot be cut back."""
+        return "linear_attention" in (getattr(self.config, "layer_types", None) or ())
+
+    def undo_point(self, cache: Cache, step: torch.Tensor) -> "Undo | None":
+        """What undoing the step ``step`` about to run needs beyond cutting KV caches back: a
+        copy of the recurrent blocks' states, and the step (None for attention blocks only)."""
+        if not self.recurrent:
+            return None
+        return Undo.of(cache, step)
+
+    @torch.inference_mode()
+    def rewind(self, cache: Cache, start: int, end: int, to: int, undo: "Undo | None") -> None:
+        """Take ``cache`` back to position ``to`` inside the last step [start, end): KV caches
+        are cut; recurrent states go back to ``undo`` (taken before that step) and the kept
+        part of the step runs again."""
+        if undo is None:
+            _cut_attention(cache, end - to)
+            return
+        _cut_attention(cache, end - start)  # back to ``start``; the rerun refills them
+        undo.restore(cache)
+        if to > start:
+            self.forward(undo.step[:, : to - start], cache, start)
 
     def _run(self, hidden: torch.Tensor, cache: Cache, positions: torch.Tensor) -> torch.Tensor:
         return self.model(

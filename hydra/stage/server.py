@@ -32,8 +32,9 @@ from hydra.privacy.onion import ReplayGuard, open_header
 from hydra.privacy.sealing import SealError
 from hydra.runtime.batcher import Batcher
 from hydra.runtime.compiled import MIN_POSITION
+from hydra.runtime.compute import run_compute
 from hydra.runtime.memory import cache_bytes_per_token, session_state_bytes
-from hydra.runtime.shard import StageBlocks
+from hydra.runtime.shard import StageBlocks, Undo
 from hydra.runtime.wire import WIRE_DTYPES, from_wire, to_wire
 from hydra.stage.audit import SessionAudit, VerifyConversation
 from hydra.stage.limits import StageLimits
@@ -86,6 +87,8 @@ class Session:
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
     next_failed: bool = False  # ... and whether the next hop itself died or stalled (not worth paying)
+    last_start: int = -1  # where the last step began: a rewind may go back into it
+    undo: Undo | None = None  # a draft step's recurrent states before it (hybrid models)
     opened_at: float = field(default_factory=time.monotonic)
 
 
@@ -344,10 +347,7 @@ class StageConversation:
                 f"{owed} tokens served without a receipt "
                 f"(the limit is {self.server.limits.unpaid_tokens})",
             )
-        if step.position != session.position:
-            raise ProtocolError(
-                ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
-            )
+        await self._bring_to(session, step)
         try:
             tensor = session.inbound.unwrap(step.hidden, step.sealed, step.position)
         except SealError as exc:  # the sender (our predecessor) is at fault, not us
@@ -380,9 +380,38 @@ class StageConversation:
 
     async def compute(self, session: Session, step: inference.Step, hidden: torch.Tensor) -> torch.Tensor:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
+        session.last_start = step.position
         if session.relay:
             return hidden
+        session.undo = self.server.blocks.undo_point(session.cache, hidden) if step.draft else None
         return await self.server.run(session, hidden, step.chunks, step.position)
+
+    async def _bring_to(self, session: Session, step: inference.Step) -> None:
+        """The session at ``step``'s position: where it is, or (``rewind``) taken back there,
+        inside its last step (a draft's rejected tokens); the rest of the route rewinds when
+        the step reaches it."""
+        if step.rewind:
+            if not session.last_start < step.position < session.position:
+                raise ProtocolError(
+                    ErrorCode.OUT_OF_ORDER,
+                    f"cannot rewind to {step.position}: the last step covers {session.last_start + 1}.."
+                    f"{session.position - 1}",
+                )
+            if self.server.blocks.recurrent and session.undo is None and not session.relay:
+                why = "only a draft step can be rewound in recurrent blocks"
+                raise ProtocolError(ErrorCode.OUT_OF_ORDER, why)
+            if not session.relay:
+                await run_compute(
+                    self.server.blocks.rewind,
+                    session.cache, session.last_start, session.position, step.position, session.undo,
+                )
+            session.position = step.position
+            session.confirmed = min(session.confirmed, step.position)
+            session.undo = None
+        if step.position != session.position:
+            raise ProtocolError(
+                ErrorCode.OUT_OF_ORDER, f"step at {step.position}, session is at {session.position}"
+            )
 
     def claimed_input_hash(self, session: Session, received: bytes) -> bytes:
         """The digest of the input this stage commits to having computed on (that of what it
@@ -412,7 +441,9 @@ class StageConversation:
         assert session.downstream is not None
         hidden, sealed = session.outbound.wrap(output, step.position)
         receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, digest)
-        forward = inference.Step(step.position, hidden, sealed, step.chunks, step.return_all, receipt)
+        forward = inference.Step(
+            step.position, hidden, sealed, step.chunks, step.return_all, receipt, step.draft, step.rewind
+        )
         try:
             # the rest of the route gets what is left of this step's time, so a stall further
             # down is reported (and blamed on the right peer) before our predecessor gives up

@@ -76,6 +76,24 @@ class AuditJob:
     probe: bool
     relay: Candidate | None  # the hop a recompute session goes through, so a verifier never sees us
 
+    def kept(self) -> dict[int, int]:
+        """How many of each step's positions the session kept: all, or (a draft step that the
+        next step rewound into) up to where that step began."""
+        starts = [s.position for s in self.steps]
+        ends = [s.position + s.input.shape[1] for s in self.steps]
+        afters = [*starts[1:], ends[-1]]
+        return {s: min(e, a) - s for s, e, a in zip(starts, ends, afters, strict=True)}
+
+    def history(self) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+        """The inputs the session kept, step by step in their chunks: what a verifier replays."""
+        kept = self.kept()
+        history = []
+        for step in self.steps:
+            tokens, keep = step.input.shape[1], kept[step.position]
+            hidden = from_wire(step.input)
+            history.append((hidden, step.chunks) if keep == tokens else (hidden[:, :keep], ()))
+        return history
+
 
 @dataclass
 class AuditResult:
@@ -482,16 +500,23 @@ class Auditor:
         head = (await self.coordinator.load(job.model)).head if job.last else None
         logits = head.all_logits if head is not None else None
         tokens = {s.position: s.input.shape[1] for s in job.steps}
+        kept = job.kept()
         verdicts = []
         for position, output in zip(job.positions, job.outputs, strict=True):
             claimed = from_wire(output)  # every position of the step, or (last stage) its last
-            end = position + tokens[position]
+            if claimed.shape[1] == tokens[position]:  # only the positions the session kept count
+                claimed = claimed[:, : kept[position]]
+            elif kept[position] < tokens[position]:  # its one row was a rejected draft's
+                continue
+            end = position + kept[position]
             expected = reference[:, end - claimed.shape[1] : end]
             verdict = await run_compute(compare, claimed, expected, tolerance, spec.massive_channels, logits)
             if not verdict.passed:
                 verdict.reason = f"step at {position}: {verdict.reason}"
                 return verdict
             verdicts.append(verdict)
+        if not verdicts:
+            return Verdict(True, tolerance.name)  # nothing the session kept was audited
         return max(verdicts, key=lambda v: v.metrics.get("rel_l2", 0.0))
 
     async def _verifier_for(self, job: AuditJob, also_exclude: str = "") -> Candidate | None:
@@ -527,7 +552,7 @@ class Auditor:
         )
         route = [verifier] if job.relay is None or verifier.local else [job.relay, verifier]
         async with Pipeline(self.coordinator, config, route) as pipeline:
-            return await pipeline.recompute([(from_wire(s.input), s.chunks) for s in job.steps])
+            return await pipeline.recompute(job.history())
 
     # --- bookkeeping -------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from hydra.coordinator.redundancy import RedundantPipeline
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler
+from hydra.coordinator.speculation import DRAFT_TOKENS, PromptLookup, check_drafts, speculable
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
@@ -105,6 +106,8 @@ class Completion:
     logits: list[torch.Tensor] = field(default_factory=list)
     dp_audit_key: bytes = b""  # with dp_tags, proves which noise each step carried
     dp_tags: list[bytes] = field(default_factory=list)
+    drafted: int = 0  # tokens drafted for speculative decoding
+    accepted: int = 0  # ... and accepted (each saved a step)
 
     @property
     def completion_tokens(self) -> int:
@@ -115,6 +118,44 @@ class Completion:
         """Tokens after the first over the time after the first (0 with under two tokens)."""
         decode_s = self.duration_s - self.ttft_s
         return (self.completion_tokens - 1) / decode_s if self.completion_tokens > 1 else 0.0
+
+
+@dataclass
+class Progress:
+    """What one generation has decided so far, and when."""
+
+    context: list[int]  # prompt and tokens so far
+    text: TextAssembler
+    started: float
+    max_tokens: int
+    record_logits: bool
+    lookup: PromptLookup = field(default_factory=PromptLookup)  # drafts for speculative decoding
+    logits: list[torch.Tensor] = field(default_factory=list)
+    token_seconds: list[float] = field(default_factory=list)
+    ttft: float = 0.0
+    last_at: float = 0.0
+    finish: str = "length"
+    done: bool = False
+    drafted: int = 0
+    accepted: int = 0
+
+    def __post_init__(self) -> None:
+        self.lookup.extend(self.context)
+
+    @property
+    def tokens_left(self) -> int:
+        return self.max_tokens - len(self.text.ids)
+
+    def decided(self, row: torch.Tensor) -> None:
+        """A token was decided now, from logits ``row``."""
+        if self.record_logits:
+            self.logits.append(row)
+        now = time.perf_counter()
+        if not self.ttft:
+            self.ttft = now - self.started
+        else:
+            self.token_seconds.append(now - self.last_at)
+        self.last_at = now
 
 
 @dataclass
@@ -146,6 +187,12 @@ class LocalSteps:
         cache = prefix.new_cache() if prefix is not None else None
         return cls(prefix, sigma, cache, secrets.token_bytes(32) if sigma else b"")
 
+    @property
+    def undoable(self) -> bool:
+        """Whether a drafted step's rejected tokens can be dropped here (no local blocks or
+        noise, which would need their own rewind)."""
+        return self.prefix is None and not self.sigma
+
     async def apply(self, hidden: torch.Tensor, position: int) -> torch.Tensor:
         if self.prefix is not None:
             hidden = await run_compute(self.prefix.forward, hidden, self.cache, position)
@@ -173,6 +220,7 @@ class Coordinator:
         tokens: TokenService | None = None,
         quantization: str = "none",
         compile: bool = False,
+        draft_tokens: int = DRAFT_TOKENS,
     ) -> None:
         self.host = host
         self.dht = dht
@@ -183,6 +231,7 @@ class Coordinator:
         self.step_timeout = step_timeout
         self.quantization = quantization  # of the client head and --local-layers blocks
         self.compile = compile  # the --local-layers blocks' decode steps
+        self.draft_tokens = draft_tokens  # speculative decoding's tokens per step (0: off)
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
@@ -442,44 +491,28 @@ class Coordinator:
             priority=await self.priority_ticket() if request.priority else b"",
         )
         local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
-        logits_seen: list[torch.Tensor] = []
-        token_seconds: list[float] = []
-        ttft = 0.0
-        finish = "length"
+        progress = Progress(list(prompt), text, started, params.max_tokens, request.record_logits)
         async with self._pipeline(config, route) as pipeline:
             self.active_pipelines.add(pipeline)
+            drafting = bool(self.draft_tokens) and speculable(sampler) and local.undoable
+            drafting = drafting and isinstance(pipeline, Pipeline)
             try:
                 inputs = prompt
-                context = list(prompt)
-                last_token_at = 0.0
-                while len(text.ids) < params.max_tokens and pipeline.position + len(inputs) <= max_length:
-                    hidden = await local.apply(await self._embed(model, inputs), pipeline.position)
-                    output = await pipeline.forward(hidden)
-                    row, token = await self.decisions.submit(
-                        Decision(model.head, sampler, output, context), model.spec.id, pipeline
-                    )
-                    if request.record_logits:
-                        logits_seen.append(row)
-                    now = time.perf_counter()
-                    if not ttft:
-                        ttft = now - started
-                    else:
-                        token_seconds.append(now - last_token_at)
-                    last_token_at = now
-                    if token in model.eos_ids:
-                        finish = "stop"
-                        break
-                    context.append(token)
-                    logprobs = (
-                        [await run_compute(token_logprob, model.tokenizer, row, token, request.top_logprobs)]
-                        if request.top_logprobs is not None
-                        else []
-                    )
-                    yield Delta(text.push(token), [token], logprobs)
-                    if text.stopped:
-                        finish = "stop"
-                        break
-                    inputs = [token]
+                while not progress.done and pipeline.position + len(inputs) <= max_length:
+                    room = min(max_length - pipeline.position, progress.tokens_left) - 1
+                    drafting_now = drafting and len(inputs) == 1
+                    drafts = progress.lookup.draft(min(self.draft_tokens, room)) if drafting_now else []
+                    hidden = await local.apply(await self._embed(model, inputs + drafts), pipeline.position)
+                    decided = await self._decide(model, sampler, pipeline, hidden, progress.context, drafts)
+                    progress.drafted += len(drafts)
+                    progress.accepted += len(decided) - 1
+                    for row, token in decided:
+                        delta = await self._delta(model, request, progress, row, token)
+                        if delta is not None:
+                            yield delta
+                        if progress.done:
+                            break
+                    inputs = [decided[-1][1]]
             finally:
                 self.active_pipelines.discard(pipeline)
                 self.decisions.leave(pipeline)
@@ -492,19 +525,41 @@ class Coordinator:
                 model=model.spec.id,
                 text=text.text,
                 token_ids=list(text.ids),
-                finish_reason=finish,
+                finish_reason=progress.finish,
                 prompt_tokens=len(prompt),
-                ttft_s=ttft,
+                ttft_s=progress.ttft,
                 duration_s=time.perf_counter() - started,
                 route=[c.peer_id for c in pipeline.route],
                 failovers=pipeline.failovers,
-                token_seconds=token_seconds,
+                token_seconds=progress.token_seconds,
                 hop_seconds=list(pipeline.hop_seconds),
                 commitment_bytes=pipeline.commitment_bytes,
-                logits=logits_seen,
+                logits=progress.logits,
                 dp_audit_key=local.audit_key,
                 dp_tags=local.tags,
+                drafted=progress.drafted,
+                accepted=progress.accepted,
             )
+
+    async def _delta(
+        self, model: LoadedModel, request: GenerationRequest, progress: Progress, row: torch.Tensor,
+        token: int,
+    ) -> Delta | None:
+        """Take ``token`` (decided from logits ``row``): its delta, None for an end of sequence."""
+        progress.decided(row)
+        if token in model.eos_ids:
+            progress.finish, progress.done = "stop", True
+            return None
+        progress.context.append(token)
+        progress.lookup.extend([token])
+        logprobs = []
+        if request.top_logprobs is not None:
+            logprobs = [await run_compute(token_logprob, model.tokenizer, row, token, request.top_logprobs)]
+        delta = Delta(progress.text.push(token), [token], logprobs)
+        if progress.text.stopped:
+            progress.finish, progress.done = "stop", True
+        progress.done = progress.done or progress.tokens_left == 0
+        return delta
 
     def _pipeline(
         self, config: PipelineConfig, route: list[Candidate] | None
@@ -517,6 +572,22 @@ class Coordinator:
             Pipeline(self, config, route if i == 0 else None, auditor=self.auditor) for i in range(copies)
         ]
         return RedundantPipeline(members, self.catalog.resolve(config.model))
+
+    async def _decide(
+        self, model: LoadedModel, sampler: Sampler, pipeline: "Pipeline | RedundantPipeline",
+        hidden: torch.Tensor, context: list[int], drafts: list[int],
+    ) -> list[tuple[torch.Tensor, int]]:
+        """The next tokens and their logits: one, or (with ``drafts``) those the drafts let one
+        step decide, the rest of the drafted step then dropped (``hydra.coordinator.speculation``)."""
+        if not drafts:
+            output = await pipeline.forward(hidden)
+            decision = Decision(model.head, sampler, output, context)
+            return [await self.decisions.submit(decision, model.spec.id, pipeline)]
+        assert isinstance(pipeline, Pipeline)
+        output = await pipeline.forward(hidden, return_all=True, draft=True)
+        decided = await run_compute(check_drafts, model.head, sampler, output, context, drafts)
+        pipeline.accept(len(decided))
+        return decided
 
     async def _embed(self, model: LoadedModel, ids: list[int]) -> torch.Tensor:
         return await run_compute(model.head.embed, ids)

@@ -108,6 +108,8 @@ class Pipeline:
     auditor: Audits | None = None
     pending_audits: list[tuple[int, int]] = field(default_factory=list)  # (route index, position)
     companions: frozenset[str] = frozenset()  # peers of redundant copies: none may verify this route
+    rewinding: bool = False  # the last step's rejected drafts are dropped: the next step rewinds
+    drafted_steps: dict[int, int] = field(default_factory=dict)  # draft step position -> tokens kept
     _link: Link | None = None
     _wrapped: WrappedRoute | None = None
     _ledger: RouteLedger | None = None
@@ -170,20 +172,38 @@ class Pipeline:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await link.aclose()
 
-    async def forward(self, hidden: torch.Tensor, return_all: bool = False) -> torch.Tensor:
+    async def forward(
+        self, hidden: torch.Tensor, return_all: bool = False, draft: bool = False
+    ) -> torch.Tensor:
         """Send ``hidden`` [1, T, H] through the route; the last stage's output (last position
-        only unless ``return_all``)."""
+        only unless ``return_all``). A ``draft`` step (drafted tokens, one message) is followed
+        by ``accept``."""
         if self.position + hidden.shape[1] > self.config.max_length:
             raise ValueError(f"{self.position} + {hidden.shape[1]} tokens exceeds max_length")
+        pieces = torch.split(hidden, self._max_tokens_per_message(hidden), dim=1)
+        if draft and len(pieces) > 1:
+            raise ValueError("a draft step must fit one message")
         outputs = []
-        for piece in torch.split(hidden, self._max_tokens_per_message(hidden), dim=1):
-            outputs.append(await self._step_with_failover(piece, return_all))
+        for piece in pieces:
+            outputs.append(await self._step_with_failover(piece, return_all, draft))
         return await run_compute(torch.cat, outputs, 1) if return_all else outputs[-1]
 
-    async def _step_with_failover(self, hidden: torch.Tensor, return_all: bool) -> torch.Tensor:
+    def accept(self, kept: int) -> None:
+        """Keep the first ``kept`` positions of the last (draft) step; the stages drop the rest
+        with the next step."""
+        last = self.history[-1]
+        if not 0 < kept <= last.shape[1]:
+            raise ValueError(f"keep 1..{last.shape[1]} positions of the last step, not {kept}")
+        self.drafted_steps[self.position - last.shape[1]] = kept
+        if kept < last.shape[1]:
+            self.history[-1] = last[:, :kept]
+            self.position -= last.shape[1] - kept
+            self.rewinding = True
+
+    async def _step_with_failover(self, hidden: torch.Tensor, return_all: bool, draft: bool) -> torch.Tensor:
         while True:
             try:
-                output = await self._send_step(hidden, (), self.position, return_all)
+                output = await self._send_step(hidden, (), self.position, return_all, draft)
             except HopFailed as exc:
                 await self._fail_over(exc)
                 continue
@@ -194,7 +214,8 @@ class Pipeline:
             return output
 
     async def _send_step(
-        self, hidden: torch.Tensor, chunks: tuple[int, ...], position: int, return_all: bool
+        self, hidden: torch.Tensor, chunks: tuple[int, ...], position: int, return_all: bool,
+        draft: bool = False,
     ) -> torch.Tensor:
         assert self._link is not None and self._wrapped is not None
         wrapped = self._wrapped
@@ -202,9 +223,10 @@ class Pipeline:
         sent_hash = tensor_digest(tensor)
         receipt = sign_receipt(self.network.identity, wrapped.session_ids[0], position, sent_hash)
         sent, sealed = wrapped.to_first.wrap(tensor, position)
-        step = inference.Step(position, sent, sealed, chunks, return_all, receipt)
+        step = inference.Step(position, sent, sealed, chunks, return_all, receipt, draft, self.rewinding)
         started = trio.current_time()
         reply = await self._link.call(step, self.config.step_timeout)
+        self.rewinding = False  # done, or (a failure) the new route's sessions start past it
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
         if not isinstance(reply, inference.Hidden):
             raise self._failure(reply)
@@ -275,6 +297,7 @@ class Pipeline:
                     f"no chain of peers covers {self.config.model}'s {self.config.num_layers} blocks"
                     + "".join(f"; excluded {peer}: {why}" for peer, why in self.excluded.items())
                 )
+            self.rewinding = False  # new sessions start where the kept history ends
             try:
                 await self._open(route)
             except HopFailed as exc:

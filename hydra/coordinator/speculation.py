@@ -1,0 +1,81 @@
+"""Speculative decoding at the coordinator: guess the next tokens, check them all in one step.
+
+A decode step through a pipeline costs about the same for one token or a few: every stage
+reads all its weights either way, and every hop is one message. So the coordinator drafts
+``k`` tokens, sends the last real token and the drafts as one step, and reads the model's
+own next token after each position: drafts are accepted while they equal what the model
+would have chosen, and the first position where they differ yields the model's token (when
+all match, the last position yields one more). The output is the plain greedy output; only
+the number of steps changes. The next step tells every stage to drop the rejected drafts
+from its cache (``protocols.inference.Step.rewind``).
+
+Drafts come from prompt lookup (Saxena, 2023): the tokens that followed the latest earlier
+occurrence of the context's last few tokens. Free for the coordinator, and right most of the
+time when the output quotes, rewrites or edits its input (code, documents, chat history).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from hydra.coordinator.sampling import Sampler
+from hydra.runtime.shard import ClientHead
+
+DRAFT_TOKENS = 6  # drafted tokens per step (--draft-tokens)
+MAX_NGRAM = 3  # the longest context tail looked up
+MIN_NGRAM = 2  # a single repeated token predicts too little to be worth a wider step
+
+
+@dataclass
+class PromptLookup:
+    """An index of a generation's context: for each n-gram (MIN..MAX_NGRAM), where its two
+    latest occurrences end, so the tail's previous occurrence is found in O(1)."""
+
+    tokens: list[int] = field(default_factory=list)
+    latest: dict[tuple[int, ...], int] = field(default_factory=dict)
+    before: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+    def extend(self, tokens: list[int]) -> None:
+        for token in tokens:
+            self.tokens.append(token)
+            end = len(self.tokens)
+            for n in range(MIN_NGRAM, min(MAX_NGRAM, end) + 1):
+                gram = tuple(self.tokens[end - n : end])
+                if gram in self.latest:
+                    self.before[gram] = self.latest[gram]
+                self.latest[gram] = end
+
+    def draft(self, k: int) -> list[int]:
+        """Up to ``k`` tokens that followed the longest tail seen before (none if unseen)."""
+        end = len(self.tokens)
+        for n in range(min(MAX_NGRAM, end - 1), MIN_NGRAM - 1, -1):
+            gram = tuple(self.tokens[end - n :])
+            seen = self.latest.get(gram)
+            if seen == end:
+                seen = self.before.get(gram)
+            if seen is not None:
+                return self.tokens[seen : seen + k]
+        return []
+
+
+def speculable(sampler: Sampler) -> bool:
+    """Drafts are checked against the model's choice, which only greedy decoding makes a
+    function of the logits (repetition penalty included)."""
+    return sampler.params.temperature == 0
+
+
+def check_drafts(
+    head: ClientHead, sampler: Sampler, output: torch.Tensor, context: list[int], drafts: list[int]
+) -> list[tuple[torch.Tensor, int]]:
+    """The model's tokens after each position of a drafted step (``output`` [1, 1 + k, H]),
+    with their logits, up to the first that differs from its draft (or one past the last
+    draft): the tokens plain greedy decoding would give. On the compute thread."""
+    rows = head.next_logits_of([output[:, i : i + 1] for i in range(output.shape[1])])
+    decided, seen = [], list(context)
+    for i, row in enumerate(rows):
+        token = sampler.next_token(row, seen)
+        decided.append((row, token))
+        if i == len(drafts) or token != drafts[i]:
+            break
+        seen.append(token)
+    return decided

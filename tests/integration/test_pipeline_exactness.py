@@ -14,10 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import Completion, GenerationRequest
 from hydra.coordinator.params import SamplingParams
+from hydra.coordinator.speculation import PromptLookup
 from hydra.runtime.precision import precision
 from hydra.runtime.shard import load_head, load_stage, text_config
+from hydra.verification.config import VerificationConfig
 from tests.peers import CPU, Compute, spec_for, swarm
-from tests.tiny_models import save_tiny_model, tiny_llama_config, tiny_qwen35_config
+from tests.tiny_models import VOCAB, save_tiny_model, tiny_llama_config, tiny_qwen35_config
 
 LOGIT_ATOL = 1e-3
 NEW_TOKENS = 64
@@ -124,6 +126,56 @@ async def test_concurrent_generations_share_steps_and_keep_their_tokens(
         for peer in peers:
             assert peer.stage.batcher.stats.largest > 1, "concurrent steps never shared a batch"
         assert coordinator.decisions.stats.largest > 1
+
+
+def guessing(plain: list[int], prompt_tokens: int):
+    """A drafter that guesses greedy's own continuation, every third guess wrong: drafts are
+    accepted and rejected at known places, whatever the (random) model writes."""
+
+    def draft(lookup: PromptLookup, k: int) -> list[int]:
+        done = len(lookup.tokens) - prompt_tokens
+        guesses = plain[done : done + k]
+        return [(g + 1) % VOCAB if i % 3 == 2 else g for i, g in enumerate(guesses)]
+
+    return draft
+
+
+@pytest.mark.parametrize(
+    ("config", "layers", "spans", "verify"),
+    [(tiny_llama_config, 6, [(0, 2), (2, 4), (4, 6)] * 2, 1.0),  # a second copy verifies audits
+     (tiny_qwen35_config, 8, [(0, 3), (3, 5), (5, 8)], 0.0)],
+)
+async def test_speculative_decoding_gives_the_greedy_tokens_and_passes_audits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config, layers: int, spans: list[tuple[int, int]],
+    verify: float,
+) -> None:
+    """Drafted steps, some drafts rejected and rewound on every stage (Qwen3.5's recurrent
+    blocks restored), give the tokens and logits of plain greedy decoding; audits of the
+    drafted steps judge what the sessions kept and pass."""
+    path = save_tiny_model(config(), tmp_path / "tiny")
+    spec = spec_for("tiny", layers)
+    prompt = "the cat sat on the mat and the cat ran"
+    params = SamplingParams(max_tokens=40)
+    request = GenerationRequest(spec.id, prompt=prompt, params=params, record_logits=True)
+    verification = VerificationConfig(verify_rate=verify, seed=3)
+    async with swarm(spec, path, spans, verification=verification) as (_, coordinator):
+        coordinator.draft_tokens = 0
+        plain = await coordinator.generate(request)
+        coordinator.draft_tokens = 6
+        if config is tiny_llama_config:  # its text repeats: real prompt-lookup drafts
+            looked_up = await coordinator.generate(request)
+            assert looked_up.token_ids == plain.token_ids and looked_up.drafted > 0
+        monkeypatch.setattr(PromptLookup, "draft", guessing(plain.token_ids, len(prompt.encode())))
+        drafted = await coordinator.generate(request)
+        assert drafted.token_ids == plain.token_ids
+        diff = (torch.stack(drafted.logits) - torch.stack(plain.logits)).abs().max()
+        assert diff < BATCH_LOGIT_ATOL, f"logits differ by {diff}"
+        assert plain.drafted == 0 and drafted.drafted > drafted.accepted > 0
+        with trio.fail_after(60):
+            await coordinator.auditor.idle.wait()
+        stats = coordinator.auditor.stats
+        assert stats.failed == 0, [r.reason for r in stats.recent]
+        assert verify == 0 or stats.passed > 0
 
 
 async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: Path) -> None:

@@ -108,6 +108,25 @@ async def test_bad_requests_get_typed_errors_while_another_session_generates(che
                 await trio.sleep(0.05)
 
 
+async def test_a_step_rewinds_only_into_the_last_step_and_bad_rewinds_change_nothing(checkpoint):
+    """Speculative decoding's rollback (``Step.rewind``) over a real stream: a rewind outside
+    the last step is refused with ``out_of_order`` and the session goes on where it was."""
+    async with stage_peer(SPEC, checkpoint, (0, 6)) as target, client_host() as host:
+        link = await link_to(host, target)
+        session = RawSession(host, wrapped([target], max_length=16))
+        assert isinstance(await link.call(session.route.open, 10.0), inference.SessionOpened)
+        assert isinstance(await link.call(session.step(0, tokens=3), 10.0), inference.Hidden)
+        assert isinstance(await link.call(session.step(3, tokens=4, draft=True), 10.0), inference.Hidden)
+        for outside in (2, 3, 7, 9):  # before the last step, at its start, at or past the end
+            await expect_error(link, session.step(outside, rewind=True), ErrorCode.OUT_OF_ORDER)
+        assert isinstance(await link.call(session.step(5, rewind=True), 10.0), inference.Hidden)
+        (staged,) = target.stage.sessions.values()
+        assert staged.position == 6 and staged.cache.get_seq_length() == 6
+        await expect_error(link, session.step(5, rewind=True), ErrorCode.OUT_OF_ORDER)
+        assert isinstance(await link.call(session.step(6), 10.0), inference.Hidden)
+        await link.aclose()
+
+
 async def test_session_and_cache_limits_refuse_with_overloaded(checkpoint):
     # bytes per token in 6 blocks: K+V x kv_heads x head_dim x fp32, and the audit log's input
     # and output (2 x hidden 64 x fp32)

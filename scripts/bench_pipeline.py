@@ -17,6 +17,11 @@ last token (aggregate tokens/s), against the same prompts generated one after an
 stream must get the tokens its prompt gets alone. Stages batch concurrent decode steps
 (``hydra.runtime.batcher``); the table shows the mean batch on the stages and the head.
 
+Last, speculative decoding through the largest pipeline (``--draft-tokens``): decode tokens/s
+with prompt-lookup drafts against without, on an input-grounded task (repeating a passage of
+``scripts/data/two_cities.txt``) and on free writing, the tokens checked identical. The
+other tables run without drafts, like the single-process baseline.
+
 Each peer is its own process (its own interpreter and trio loop, as on its own machine);
 all of them share this machine's cores with the coordinator, which runs the client head.
 
@@ -25,7 +30,8 @@ an idle process's OpenMP team spins for a while after each forward pass and stea
 the next stage needs, a cost that only exists when several peers share one machine (measured
 here: 3-peer 0.68x with spinning, 0.90x without).
 
-Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3] [--streams 1 8]
+Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3] [--streams 8]
+           [--draft-tokens 6]
            [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--checkpoint DIR]
 
 ``--checkpoint`` takes any local checkpoint with SmolLM2-135M's architecture (30 blocks), e.g.
@@ -54,6 +60,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
 from hydra.coordinator.params import SamplingParams
+from hydra.coordinator.speculation import DRAFT_TOKENS
 from hydra.dht.config import DiscoveryConfig
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route
@@ -155,7 +162,7 @@ async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[tuple[Coordi
         async with open_dht_peer(None, "127.0.0.1", 0, discovery) as client:
             coordinator = Coordinator(
                 client.host, client.dht, catalog, dtype=setup.dtype, device=setup.device,
-                checkpoints={spec.id: setup.checkpoint},
+                checkpoints={spec.id: setup.checkpoint}, draft_tokens=0,
             )
             await wait_for_route(coordinator, spec.id, 30.0)
             await coordinator.generate(generation(8))  # warm-up: loads the head, dials peers
@@ -228,11 +235,58 @@ async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[flo
     return statistics.median(ttfts), statistics.median(rates), generated, hops
 
 
+@dataclass(frozen=True)
+class Speculation:
+    task: str
+    plain: float  # decode tokens/s without drafts
+    drafted: float  # ... with them
+    acceptance: float  # accepted drafts / drafted
+    same: bool
+
+
+def tasks(tokens: int) -> dict[str, GenerationRequest]:
+    passage = " ".join((Path(__file__).parent / "data" / "two_cities.txt").read_text().split()[:120])
+    asks = {
+        "repeat a passage": f"Repeat this passage word for word:\n\n{passage}",
+        "free writing": "Write a long story about a lighthouse keeper.",
+    }
+    return {
+        task: GenerationRequest(
+            "smollm2", messages=({"role": "user", "content": ask},), params=SamplingParams(max_tokens=tokens)
+        )
+        for task, ask in asks.items()
+    }
+
+
+async def measure_speculation(
+    coordinator: Coordinator, draft_tokens: int, tokens: int, runs: int
+) -> list[Speculation]:
+    results = []
+    for task, request in tasks(tokens).items():
+        rates: dict[int, list[float]] = {0: [], draft_tokens: []}
+        for _ in range(runs):
+            for k in rates:  # alternating, so both see the same machine
+                coordinator.draft_tokens = k
+                done = await coordinator.generate(request)
+                rates[k].append(done.decode_tokens_per_s)
+                if k:
+                    drafted, ids = done, done.token_ids
+                else:
+                    plain_ids = done.token_ids
+        results.append(Speculation(
+            task, statistics.median(rates[0]), statistics.median(rates[draft_tokens]),
+            drafted.accepted / max(1, drafted.drafted), ids == plain_ids,
+        ))
+    coordinator.draft_tokens = 0
+    return results
+
+
 async def bench_pipeline(
-    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int]
-) -> tuple[float, float, list[int], list[tuple[StreamsResult, StreamsResult]]]:
+    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int], draft_tokens: int
+) -> tuple[float, float, list[int], list[tuple[StreamsResult, StreamsResult]], list[Speculation]]:
     """One generation at a time (median of ``runs``); then, for each count in ``streams``,
-    that many at once (1: the same prompts one after another)."""
+    that many at once (1: the same prompts one after another); then, with ``draft_tokens``,
+    speculative decoding against plain."""
     async with pipeline_swarm(setup, peers) as (coordinator, counters):
         ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
         concurrent = [
@@ -240,8 +294,11 @@ async def bench_pipeline(
              await measure_streams(coordinator, counters, n, tokens, one_by_one=False))
             for n in streams
         ]
+        speculation = []
+        if draft_tokens:
+            speculation = await measure_speculation(coordinator, draft_tokens, tokens, runs)
     assert hops == peers, f"expected {peers} hops, the route had {hops}"
-    return ttft, rate, generated, concurrent
+    return ttft, rate, generated, concurrent, speculation
 
 
 def main() -> None:
@@ -251,6 +308,8 @@ def main() -> None:
     parser.add_argument("--peers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--streams", type=int, nargs="*", default=[8],
                         help="concurrent streams through the largest pipeline (none: skip)")
+    parser.add_argument("--draft-tokens", type=int, default=DRAFT_TOKENS,
+                        help="speculative decoding through the largest pipeline (0: skip)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=sorted(WIRE_DTYPES))
     parser.add_argument("--checkpoint", type=Path, help="default: the embedded SmolLM2")
@@ -267,10 +326,14 @@ def main() -> None:
     table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
     largest = max(args.peers)
     concurrent: list[tuple[StreamsResult, StreamsResult]] = []
+    speculation: list[Speculation] = []
     for peers in args.peers:
-        streams = args.streams if peers == largest else []
-        ttft, rate, ids, results = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs, streams)
+        streams, drafts = (args.streams, args.draft_tokens) if peers == largest else ([], 0)
+        ttft, rate, ids, results, speculated = trio.run(
+            bench_pipeline, setup, peers, args.tokens, args.runs, streams, drafts
+        )
         concurrent += results
+        speculation += speculated
         per_hop = (1 / rate - 1 / single_rate) / peers
         table.add_row(
             f"{peers}-peer pipeline",
@@ -283,6 +346,19 @@ def main() -> None:
     console.print(table)
     if concurrent:
         console.print(streams_table(concurrent, largest, args.tokens))
+    if speculation:
+        console.print(speculation_table(speculation, largest, args.draft_tokens))
+
+
+def speculation_table(results: list[Speculation], peers: int, draft_tokens: int) -> Table:
+    table = Table(title=f"{peers}-peer pipeline, speculative decoding (up to {draft_tokens} drafts a step)")
+    for column in ("task", "plain tok/s", "speculative tok/s", "speedup", "drafts accepted",
+                   "same tokens"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(r.task, f"{r.plain:.1f}", f"{r.drafted:.1f}", f"{r.drafted / r.plain:.2f}x",
+                      f"{r.acceptance:.0%}", "yes" if r.same else "NO")
+    return table
 
 
 def streams_table(results: list[tuple[StreamsResult, StreamsResult]], peers: int, tokens: int) -> Table:

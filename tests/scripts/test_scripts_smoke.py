@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts"
 SMOKE_ARGS = {
     "bench_dht.py": ["--nodes", "4", "--lookups", "3", "--joins", "1"],
-    "bench_pipeline.py": ["--tokens", "4", "--runs", "1", "--peers", "1"],
+    "bench_pipeline.py": [
+        "--tokens", "4", "--runs", "1", "--peers", "1", "--streams", "2", "--draft-tokens", "3",
+    ],
     "bench_privacy.py": ["--tokens", "4", "--runs", "1", "--peers", "1"],
     "bench_api.py": ["--clients", "1", "--tokens", "4"],
     "privacy_attack.py": ["--tokens", "2", "--prompts", "1", "--local-layers", "1", "--sigmas", "0.01"],
@@ -26,7 +28,7 @@ SMOKE_ARGS = {
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
-    "bench_pipeline.py": ["1-peer pipeline", "yes"],
+    "bench_pipeline.py": ["1-peer pipeline", "yes", "2 at once", "repeat a passage"],
     "bench_privacy.py": ["on / off", "same greedy tokens", "yes"],
     "bench_api.py": ["http/direct"],
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],

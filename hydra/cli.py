@@ -171,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         quantization=args.quantization,
         compile=args.compile,
+        draft_tokens=args.draft_tokens,
         device=args.device,
         stage_limits=stage_limits_from(args),
         api=APIConfig(
@@ -220,6 +221,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         quantization=args.quantization,
         compile=args.compile,
+        draft_tokens=args.draft_tokens,
         device=args.device,
         privacy=_privacy(args),
         model_path=args.model_path,
@@ -414,6 +416,9 @@ def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
                    "compiler; 20-45 s once at start) (default %(default)s)")
     p.add_argument("--device", default=NODE.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--draft-tokens", type=int, default=NODE.draft_tokens, metavar="K",
+                   help="speculative decoding of greedy requests: up to K tokens drafted by prompt lookup "
+                   "and checked in one step, same output (0: off; default %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

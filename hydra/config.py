@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.api.config import APIConfig
-from hydra.coordinator.params import SamplingParams
+from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.economy.config import TokenConfig
 from hydra.p2p.home import default_home
@@ -40,6 +40,7 @@ class NodeConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU) | nf4
     compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
+    draft_tokens: int = DRAFT_TOKENS  # speculative decoding of greedy requests (0: off)
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -88,6 +89,7 @@ class GenerateConfig:
     device: str = "auto"
     quantization: str = "auto"
     compile: str = "off"  # one generation does not repay a compile's tens of seconds
+    draft_tokens: int = DRAFT_TOKENS
     privacy: PrivacyConfig = PrivacyConfig()
     model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 

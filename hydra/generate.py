@@ -51,6 +51,7 @@ async def run_generate(
         coordinator = Coordinator(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
             privacy=config.privacy, quantization=quantization, compile=compiling,
+            draft_tokens=config.draft_tokens,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
             # one generation, then gone: no reputation to keep, so no audits (commitments and
             # the chain check still guard the answer)

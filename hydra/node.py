@@ -165,7 +165,7 @@ async def run_node(
             peer.host, peer.dht, catalog, local=stage, dtype=dtype, device=device,
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
             reputation=Reputation(config.home / REPUTATION_FILE, stake_of=tokens.stake_of),
-            tokens=tokens, quantization=quantization, compile=compiling,
+            tokens=tokens, quantization=quantization, compile=compiling, draft_tokens=config.draft_tokens,
         )
         gauges = {
             "hydra_stage_sessions": (

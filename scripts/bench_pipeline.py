@@ -59,8 +59,7 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hydra.coordinator.generation import Completion, Coordinator, GenerationRequest
-from hydra.coordinator.params import SamplingParams
-from hydra.coordinator.speculation import DRAFT_TOKENS
+from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.dht.service import open_dht_peer
 from hydra.generate import wait_for_route

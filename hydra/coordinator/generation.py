@@ -22,13 +22,13 @@ from libp2p.crypto.keys import KeyPair
 from transformers.cache_utils import Cache
 
 from hydra.coordinator.audit import Auditor
-from hydra.coordinator.params import SamplingParams
+from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams, check_draft_tokens
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.redundancy import RedundantPipeline
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler
-from hydra.coordinator.speculation import DRAFT_TOKENS, PromptLookup, check_drafts, speculable
+from hydra.coordinator.speculation import PromptLookup, check_drafts, speculable
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
@@ -231,7 +231,7 @@ class Coordinator:
         self.step_timeout = step_timeout
         self.quantization = quantization  # of the client head and --local-layers blocks
         self.compile = compile  # the --local-layers blocks' decode steps
-        self.draft_tokens = draft_tokens  # speculative decoding's tokens per step (0: off)
+        self.draft_tokens = check_draft_tokens(draft_tokens)  # speculative decoding's drafts a step (0: off)
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node

@@ -3,7 +3,15 @@ CLI can read its defaults without loading torch)."""
 
 from dataclasses import dataclass
 
-from hydra.errors import InvalidRequest
+from hydra.errors import ConfigError, InvalidRequest
+
+DRAFT_TOKENS = 6  # speculative decoding: tokens drafted per step (``hydra.coordinator.speculation``)
+
+
+def check_draft_tokens(tokens: int) -> int:
+    if not 0 <= tokens <= 32:
+        raise ConfigError(f"--draft-tokens must be 0..32, not {tokens}")
+    return tokens
 
 
 @dataclass(frozen=True)

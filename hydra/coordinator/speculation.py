@@ -21,7 +21,6 @@ import torch
 from hydra.coordinator.sampling import Sampler
 from hydra.runtime.shard import ClientHead
 
-DRAFT_TOKENS = 6  # drafted tokens per step (--draft-tokens)
 MAX_NGRAM = 3  # the longest context tail looked up
 MIN_NGRAM = 2  # a single repeated token predicts too little to be worth a wider step
 

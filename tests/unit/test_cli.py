@@ -50,6 +50,7 @@ def test_flag_defaults_come_from_the_config():
     assert run.cache_gb * 2**30 == NODE.stage_limits.cache_bytes
     assert run.max_sessions == NODE.stage_limits.max_sessions
     assert run.max_batch == NODE.stage_limits.max_batch and run.batch_window_ms is None
+    assert run.draft_tokens == NODE.draft_tokens > 0
     assert (run.rate_limit, run.default_max_tokens) == (NODE.api.rate_limit, NODE.api.default_max_tokens)
     discovery = NODE.discovery
     assert (run.work_bits, run.announce_interval) == (discovery.work_bits, discovery.announce_interval)

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     WRONG_LAYERS = "wrong_layers"  # this peer does not serve that model or those blocks
     BAD_TENSOR = "bad_tensor"  # activations of the wrong hidden size
     OUT_OF_ORDER = "out_of_order"  # a step not at the session's next position
+    PREFIX_MISS = "prefix_miss"  # the prefix a session asked to reuse is not (or no longer) cached here
     MAX_LENGTH_EXCEEDED = "max_length_exceeded"
     NEXT_HOP_FAILED = "next_hop_failed"  # the stage after the sender died or stalled
     BAD_ONION = "bad_onion"  # a session header this peer cannot open (wrong key, tampered)

@@ -38,6 +38,9 @@ MAX_LENGTH: Final = 1 << 17  # longest session a peer will consider, in tokens
 SESSION_ID_BYTES: Final = 16
 SIGNATURE_BYTES: Final = 64  # Ed25519
 MAX_COMMITMENT: Final = 256  # one stage's encrypted commitment for one step
+PREFIX_BLOCK: Final = 64  # tokens per block of a prompt's prefix hash chain
+PREFIX_HASH_BYTES: Final = 16
+MAX_PREFIX_BLOCKS: Final = 128  # a session names at most this many blocks (8,192 tokens)
 TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -100,6 +103,10 @@ class HopHeader(Message):
     next_ephemeral: bytes = b""
     next_header: bytes = b""
     priority: bytes = b""  # a priority ticket's secret: a full stage admits the session first
+    # the prompt's prefix hash chain (one per PREFIX_BLOCK tokens; salted, so it reveals no
+    # tokens): the stage keeps those blocks' cache, and restores the first ``reuse`` tokens
+    prefix: tuple[bytes, ...] = ()
+    reuse: int = 0
 
     @property
     def relay(self) -> bool:
@@ -110,6 +117,7 @@ class HopHeader(Message):
         require(not self.relay or self.next_hop is not None, "a relay cannot end a route")
         require(0 < self.max_length <= MAX_LENGTH, f"max_length must be 1..{MAX_LENGTH}")
         require(len(self.priority) in (0, 32), "a priority ticket is 32 bytes")
+        self._check_prefix()
         require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
         require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
         require(math.isfinite(self.expires_at) and self.expires_at > 0, "expires_at must be a time")
@@ -121,6 +129,14 @@ class HopHeader(Message):
             require(len(self.next_session_id) == SESSION_ID_BYTES, "next hop needs a session id")
             require(len(self.next_ephemeral) in (0, KEY_BYTES), f"ephemeral key is {KEY_BYTES} bytes")
             require(0 < len(self.next_header) <= MAX_HEADER, "next header missing or too large")
+
+
+    def _check_prefix(self) -> None:
+        require(len(self.prefix) <= MAX_PREFIX_BLOCKS, f"at most {MAX_PREFIX_BLOCKS} prefix blocks")
+        require(all(len(h) == PREFIX_HASH_BYTES for h in self.prefix), "bad prefix hash length")
+        blocks, rest = divmod(self.reuse, PREFIX_BLOCK)
+        require(0 <= blocks <= len(self.prefix) and not rest, "reuse must be whole blocks the header names")
+        require(self.reuse < self.max_length, "reuse must leave room in the session")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ from transformers.cache_utils import Cache
 from hydra.coordinator.audit import Auditor
 from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams, check_draft_tokens
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
+from hydra.coordinator.prefix import PrefixMemory, prefix_chain
 from hydra.coordinator.redundancy import RedundantPipeline
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
@@ -232,6 +233,8 @@ class Coordinator:
         self.quantization = quantization  # of the client head and --local-layers blocks
         self.compile = compile  # the --local-layers blocks' decode steps
         self.draft_tokens = check_draft_tokens(draft_tokens)  # speculative decoding's drafts a step (0: off)
+        self.prefixes = PrefixMemory()  # which prompt blocks each route's stages keep
+        self.prefix_salt = secrets.token_bytes(32)  # salts this coordinator's prompt blocks
         self.privacy = privacy
         self.checkpoints = dict(checkpoints or {})  # model id -> local checkpoint directory
         self.ledger = local.ledger if local is not None else ledger or Ledger()  # one per node
@@ -450,6 +453,17 @@ class Coordinator:
             raise InvalidRequest("give a prompt or messages")
         return model.tokenizer(request.prompt)["input_ids"]
 
+    def system_tokens(self, model: LoadedModel, request: GenerationRequest, prompt: list[int]) -> int:
+        """How many leading tokens of ``prompt`` render a system message alone: a prefix other
+        users' requests share (0 when there is none)."""
+        if not request.messages or request.messages[0].get("role") != "system":
+            return 0
+        if not getattr(model.tokenizer, "chat_template", None):
+            return 0
+        rendered = model.tokenizer.apply_chat_template([dict(request.messages[0])], tokenize=False)
+        ids = model.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        return len(ids) if prompt[: len(ids)] == ids else 0
+
     # --- generation --------------------------------------------------------------------------
 
     async def generate(
@@ -485,12 +499,16 @@ class Coordinator:
         sampler = Sampler(params)
         text = TextAssembler(model.tokenizer, params.stop)
         privacy = self.privacy
+        local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
+        system = self.system_tokens(model, request, prompt)
         config = PipelineConfig(
             model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
             protect=privacy.protect, probe=request.probe,
             priority=await self.priority_ticket() if request.priority else b"",
+            prefix=prefix_chain(prompt, self.prefix_salt, system),
+            reuse_limit=len(prompt) - 1 if local.undoable else 0,  # local blocks need the whole prompt
+            public_blocks=system // inference.PREFIX_BLOCK,
         )
-        local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
         progress = Progress(list(prompt), text, started, params.max_tokens, request.record_logits)
         async with self._pipeline(config, route) as pipeline:
             self.active_pipelines.add(pipeline)

@@ -22,6 +22,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from libp2p.crypto.keys import KeyPair
 
+from hydra.coordinator.prefix import PrefixMemory
 from hydra.coordinator.routing import Candidate, NoRoute
 from hydra.economy.receipts import work_root
 from hydra.privacy.keys import UnboundKey, verify_kx
@@ -34,7 +35,7 @@ from hydra.verification.commitments import Terms, sign_receipt
 from hydra.verification.ledger import ChainBroken, RouteLedger
 from protocols import inference
 from protocols.codec import Error, Message
-from protocols.errors import ProtocolError
+from protocols.errors import ErrorCode, ProtocolError
 from protocols.receipt import RECEIPT_EVERY, ReceiptBody
 from protocols.verify import tensor_digest
 
@@ -64,6 +65,11 @@ class Network(Protocol):
         """Send the first stage a signed receipt for the route's work; post it once countersigned."""
         ...
 
+    @property
+    def prefixes(self) -> PrefixMemory:
+        """Which prefix blocks each route's stages keep (``hydra.coordinator.prefix``)."""
+        ...
+
 
 class Audits(Protocol):
     """What a pipeline asks of the coordinator's auditor (``hydra.coordinator.audit``)."""
@@ -86,6 +92,9 @@ class PipelineConfig:
     protect: bool = True  # onion-wrapped route, sealed activations on every hop
     probe: bool = False  # a synthetic generation of the auditor's (``--verify-probes-only``)
     priority: bytes = b""  # a priority ticket's secret (``TokenService.priority_ticket``)
+    prefix: tuple[bytes, ...] = ()  # the prompt's block hashes, for the stages' prefix caches
+    reuse_limit: int = 0  # tokens of the prompt a session may start after (one must remain)
+    public_blocks: int = 0  # leading blocks of a shared system prompt: tried even if never sent
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -110,6 +119,8 @@ class Pipeline:
     companions: frozenset[str] = frozenset()  # peers of redundant copies: none may verify this route
     rewinding: bool = False  # the last step's rejected drafts are dropped: the next step rewinds
     drafted_steps: dict[int, int] = field(default_factory=dict)  # draft step position -> tokens kept
+    reused: int = 0  # prompt tokens the route's sessions restored from the stages' prefix caches
+    _noted: tuple[str, ...] = ()  # the route whose stages this pipeline gave the prompt's blocks
     _link: Link | None = None
     _wrapped: WrappedRoute | None = None
     _ledger: RouteLedger | None = None
@@ -180,12 +191,20 @@ class Pipeline:
         by ``accept``."""
         if self.position + hidden.shape[1] > self.config.max_length:
             raise ValueError(f"{self.position} + {hidden.shape[1]} tokens exceeds max_length")
+        if self.reused and not self.history:  # the prompt: its start is in the sessions already
+            self.history.append(hidden[:, : self.reused])
+            self.position = self.reused
+            hidden = hidden[:, self.reused :]
         pieces = torch.split(hidden, self._max_tokens_per_message(hidden), dim=1)
         if draft and len(pieces) > 1:
             raise ValueError("a draft step must fit one message")
         outputs = []
         for piece in pieces:
             outputs.append(await self._step_with_failover(piece, return_all, draft))
+        prompt_blocks = len(self.config.prefix) * inference.PREFIX_BLOCK
+        if self.config.prefix and self._noted != self.route_key and self.position >= prompt_blocks:
+            self._noted = self.route_key  # every stage of this route has kept the prompt's blocks
+            self.network.prefixes.kept(self._noted, self.config.prefix)
         return await run_compute(torch.cat, outputs, 1) if return_all else outputs[-1]
 
     def accept(self, kept: int) -> None:
@@ -255,7 +274,9 @@ class Pipeline:
             if self.auditor is not None:
                 culprit = await self.auditor.settle(self, broken)
             raise HopFailed(culprit, f"commitments: {broken.reason}") from None
-        if self.auditor is not None:
+        # a session that restored a cached prefix is not audited: a verifier cannot rebuild the
+        # prefix's activations at later stages (the coordinator never saw them)
+        if self.auditor is not None and not self.reused:
             chosen = self.auditor.choose(len(self.route), self.config.probe)
             self.pending_audits.extend((index, position) for index in chosen)
 
@@ -312,7 +333,31 @@ class Pipeline:
                 await self.on_reroute(route)
             return
 
+    @property
+    def route_key(self) -> tuple[str, ...]:
+        return tuple(f"{c.peer_id}/{c.hop.layer_start}:{c.hop.layer_end}" for c in self.route)
+
     async def _open(self, route: list[Candidate]) -> None:
+        """Open the route's sessions; a fresh generation's start from the stages' prefix caches
+        when this coordinator gave them its prompt's first blocks before, or they are a shared
+        system prompt's (a stage without them answers ``prefix_miss``: then from the start)."""
+        self.route = route
+        self.reused = 0
+        if not self.history and self.config.prefix:
+            known = self.network.prefixes.reusable(self.route_key, self.config.prefix)
+            blocks = max(known, self.config.public_blocks)
+            self.reused = min(blocks * inference.PREFIX_BLOCK, self.config.reuse_limit)
+            self.reused -= self.reused % inference.PREFIX_BLOCK
+        reply = await self._open_sessions(route)
+        if isinstance(reply, Error) and reply.code == ErrorCode.PREFIX_MISS and self.reused:
+            self.network.prefixes.forget(self.route_key)
+            await self.close()
+            self.reused = 0
+            reply = await self._open_sessions(route)
+        if not isinstance(reply, inference.SessionOpened):
+            raise self._failure(reply)
+
+    async def _open_sessions(self, route: list[Candidate]) -> Message:
         timeouts = [self.config.step_timeout]
         for _ in route[1:]:
             timeouts.append(downstream_budget(timeouts[-1]))
@@ -325,6 +370,8 @@ class Pipeline:
             self.config.dtype,
             timeouts,
             self.config.priority,
+            self.config.prefix,
+            self.reused,
         )
         self._ledger = RouteLedger(
             [c.peer_id for c in route],
@@ -336,9 +383,7 @@ class Pipeline:
             list(self._wrapped.report_keys),
         )
         self._link = await self.network.link(route[0], self.config.step_timeout)
-        reply = await self._link.call(self._wrapped.open, self.config.step_timeout)
-        if not isinstance(reply, inference.SessionOpened):
-            raise self._failure(reply)
+        return await self._link.call(self._wrapped.open, self.config.step_timeout)
 
     def _kx_key(self, candidate: Candidate) -> X25519PublicKey:
         """The key to seal ``candidate``'s header for; it must be signed by its identity."""

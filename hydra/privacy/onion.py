@@ -55,10 +55,13 @@ def wrap_route(
     dtype: str,
     timeouts: Sequence[float],
     priority: bytes = b"",
+    prefix: tuple[bytes, ...] = (),
+    reuse: int = 0,
 ) -> WrappedRoute:
     """Build the nested headers, innermost (last stage) first. ``kx_keys``: each hop's
     identity-checked X25519 key, or None for an unprotected session (nothing sealed).
-    ``priority``: a priority ticket's secret, for every stage."""
+    ``priority``: a priority ticket's secret; ``prefix``, ``reuse``: the prompt's block
+    hashes and the tokens to restore from them (``hydra.stage.prefixes``), for every stage."""
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
     protect = kx_keys is not None
     keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(hops) + 1)]
@@ -82,6 +85,8 @@ def wrap_route(
             next_ephemeral=ephemeral,
             next_header=sealed_header,
             priority=priority,
+            prefix=prefix,
+            reuse=reuse,
         )
         kx = None if kx_keys is None else kx_keys[i]
         sealed_header, ephemeral = seal_header(header, kx, session_ids[i])

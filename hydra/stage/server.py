@@ -50,6 +50,7 @@ from hydra.stage.links import (
     downstream_budget,
     hop_failed_error,
 )
+from hydra.stage.prefixes import PrefixStore
 from hydra.stage.receipts import ReceiptConversation, pay
 from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
 from protocols import inference, receipt, verify
@@ -89,6 +90,8 @@ class Session:
     next_failed: bool = False  # ... and whether the next hop itself died or stalled (not worth paying)
     last_start: int = -1  # where the last step began: a rewind may go back into it
     undo: Undo | None = None  # a draft step's recurrent states before it (hybrid models)
+    prefix: tuple[bytes, ...] = ()  # the prompt's block hashes: blocks to keep in the prefix cache
+    kept: int = 0  # ... of which the prefix cache has the first this many
     opened_at: float = field(default_factory=time.monotonic)
 
 
@@ -133,6 +136,7 @@ class StageServer:
         self.per_session = session_state_bytes(blocks.config)
         self.steps_served = 0
         self.batcher = Batcher(self._run_work, limits.max_batch, limits.batch_window)
+        self.prefixes = PrefixStore() if not blocks.recurrent else None
 
     def attach(self, host: IHost) -> None:
         """Serve this stage's protocols on ``host``: sessions, challenges and receipts."""
@@ -174,6 +178,8 @@ class StageServer:
         """Refuse (``overloaded``) a session the node, or this owner's share, has no room for.
         The last ``priority_share`` of the slots and the cache is kept for priority sessions."""
         limits = self.limits
+        if self.prefixes is not None:  # cached prefixes make way for sessions
+            self.prefixes.make_room(max(0, limits.cache_bytes - self.reserved_bytes - reserve))
         room = 1.0 if priority else 1.0 - limits.priority_share
         kept = "" if priority else " for sessions without a priority ticket"
         mine = [s for s in self.sessions.values() if s.owner == owner]
@@ -201,6 +207,7 @@ class StageServer:
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,
+            "prefix_cache": self._prefix_status(),
             "batching": {
                 "max_batch": self.batcher.max_batch,
                 "batches": self.batcher.stats.batches,
@@ -209,6 +216,20 @@ class StageServer:
                 "busy_s": round(self.batcher.stats.busy_s, 3),
             },
         }
+
+    def _prefix_status(self) -> dict[str, object] | None:
+        store = self.prefixes
+        if store is None:
+            return None
+        return {"blocks": len(store), "bytes": store.bytes, "kept": store.kept, "reused": store.hits}
+
+    async def keep_prefix(self, session: Session) -> None:
+        """Keep the prompt blocks ``session`` has computed in the prefix cache."""
+        store = self.prefixes
+        if store is None or session.kept >= len(session.prefix) or session.relay:
+            return
+        room = self.limits.cache_bytes - self.reserved_bytes
+        session.kept = await run_compute(store.keep, session.prefix, session.cache, session.position, room)
 
     async def run(
         self, session: Session, hidden: torch.Tensor, chunks: tuple[int, ...], position: int
@@ -302,12 +323,26 @@ class StageConversation:
             next_hop=header.next_hop,
             next_session_id=header.next_session_id,
             relay=header.relay,
+            prefix=header.prefix,
         )
+        if header.reuse:
+            await self._reuse_prefix(session, header)
         server.sessions[session.id] = session
         self.session = session
         if last:
             return inference.SessionOpened(hops=1)
         return await self._open_downstream(request.model, header)
+
+    async def _reuse_prefix(self, session: Session, header: inference.HopHeader) -> None:
+        """Start ``session`` after the first ``header.reuse`` tokens, from the prefix cache."""
+        chain = header.prefix[: header.reuse // inference.PREFIX_BLOCK]
+        if not session.relay:
+            store = self.server.prefixes
+            if store is None or not store.cached(chain):
+                raise ProtocolError(ErrorCode.PREFIX_MISS, f"no cached prefix of {header.reuse} tokens")
+            await run_compute(store.restore, chain, session.cache)
+        session.position = session.confirmed = header.reuse
+        session.kept = len(chain)
 
     async def _open_downstream(self, model: str, header: inference.HopHeader) -> Message:
         session = self.session
@@ -362,6 +397,7 @@ class StageConversation:
         output = await self.compute(session, step, from_wire(tensor))
         session.position += tensor.shape[1]
         self.server.steps_served += 1
+        await self.server.keep_prefix(session)
         sent = to_wire(output if step.return_all or session.downstream else output[:, -1:], session.dtype)
         commitment, sent_hash = session.audit.commit(
             self.server.identity, step, tensor, self.claimed_input_hash(session, digest), sent

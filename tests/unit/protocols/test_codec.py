@@ -5,10 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import kad
+from protocols import inference, kad
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.framing import decode_header, encode_frame
+from protocols.inference import MAX_PREFIX_BLOCKS, PREFIX_BLOCK, PREFIX_HASH_BYTES
 from tests.factories import keypair, signed
 
 VALID = [
@@ -112,3 +113,24 @@ def test_structured_garbage_is_rejected_with_a_typed_error(tag, fields):
             schema.decode(payload)
         except ProtocolError as exc:
             assert exc.code in ErrorCode.__members__.values()
+
+
+def test_a_session_header_names_its_prefix_within_bounds():
+    """A header's prefix hash chain and the tokens to reuse from it are checked on decode."""
+    base = dict(layer_start=0, layer_end=2, max_length=512, dtype="float32", step_timeout=5.0,
+                expires_at=1e10, key_report=bytes(32))
+    chain = tuple(bytes([i]) * PREFIX_HASH_BYTES for i in range(3))
+    good = inference.HopHeader(**base, prefix=chain, reuse=2 * PREFIX_BLOCK)
+    assert inference.HopHeader.from_wire(good.to_wire()) == good
+    for bad in (
+        {"prefix": chain, "reuse": PREFIX_BLOCK + 1},  # not whole blocks
+        {"prefix": chain, "reuse": 4 * PREFIX_BLOCK},  # more blocks than it names
+        {"prefix": (b"short",), "reuse": 0},
+        {"prefix": (bytes(PREFIX_HASH_BYTES),) * (MAX_PREFIX_BLOCKS + 1), "reuse": 0},
+        {"prefix": chain, "reuse": -PREFIX_BLOCK},
+        {"prefix": chain, "reuse": 3 * PREFIX_BLOCK, "max_length": 3 * PREFIX_BLOCK},  # no room left
+    ):
+        wire = {**good.to_wire(), **bad}
+        with pytest.raises(ProtocolError) as caught:
+            inference.HopHeader.from_wire(wire)
+        assert caught.value.code == ErrorCode.BAD_FIELD, bad

@@ -17,6 +17,11 @@ last token (aggregate tokens/s), against the same prompts generated one after an
 stream must get the tokens its prompt gets alone. Stages batch concurrent decode steps
 (``hydra.runtime.batcher``); the table shows the mean batch on the stages and the head.
 
+Then the stages' prefix cache (``--prefix-runs``): time to first token for a chat request with
+a ~1,100-token document (``scripts/data/two_cities.txt`` five times over, a fresh variant each
+run so the first request is cold), then the same request again (its prefix restored on every
+stage), and the same document with another question.
+
 Last, speculative decoding through the largest pipeline (``--draft-tokens``): decode tokens/s
 with prompt-lookup drafts against without, on an input-grounded task (repeating a passage of
 ``scripts/data/two_cities.txt``) and on free writing, the tokens checked identical. The
@@ -235,6 +240,38 @@ async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[flo
 
 
 @dataclass(frozen=True)
+class PrefixReuse:
+    cold: float  # TTFT, seconds
+    again: float  # the same request again
+    other: float  # the same document, another question
+    same: bool  # the repeated request's tokens equal the cold one's
+
+
+def document(run: int) -> str:
+    text = (Path(__file__).parent / "data" / "two_cities.txt").read_text().strip()
+    return "\n\n".join(f"[Part {run}.{i}] {text}" for i in range(1, 6))
+
+
+async def measure_prefix_reuse(coordinator: Coordinator, runs: int) -> PrefixReuse:
+    def chat(run: int, question: str) -> GenerationRequest:
+        content = f"{document(run)}\n\nQuestion: {question}"
+        return GenerationRequest(
+            "smollm2", messages=({"role": "user", "content": content},), params=SamplingParams(max_tokens=8)
+        )
+
+    cold, again, other, same = [], [], [], True
+    for run in range(runs):
+        first = await coordinator.generate(chat(run, "What is this text about?"))
+        repeated = await coordinator.generate(chat(run, "What is this text about?"))
+        followup = await coordinator.generate(chat(run, "Who wrote it?"))
+        cold.append(first.ttft_s)
+        again.append(repeated.ttft_s)
+        other.append(followup.ttft_s)
+        same = same and repeated.token_ids == first.token_ids
+    return PrefixReuse(statistics.median(cold), statistics.median(again), statistics.median(other), same)
+
+
+@dataclass(frozen=True)
 class Speculation:
     task: str
     plain: float  # decode tokens/s without drafts
@@ -280,12 +317,21 @@ async def measure_speculation(
     return results
 
 
+@dataclass
+class Extras:
+    """What the largest pipeline measures beyond plain decoding."""
+
+    concurrent: list[tuple[StreamsResult, StreamsResult]]
+    prefix: PrefixReuse | None
+    speculation: list[Speculation]
+
+
 async def bench_pipeline(
-    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int], draft_tokens: int
-) -> tuple[float, float, list[int], list[tuple[StreamsResult, StreamsResult]], list[Speculation]]:
+    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int], prefix_runs: int, draft_tokens: int
+) -> tuple[float, float, list[int], Extras]:
     """One generation at a time (median of ``runs``); then, for each count in ``streams``,
-    that many at once (1: the same prompts one after another); then, with ``draft_tokens``,
-    speculative decoding against plain."""
+    that many at once (1: the same prompts one after another); then ``prefix_runs`` of prefix
+    reuse; then, with ``draft_tokens``, speculative decoding against plain."""
     async with pipeline_swarm(setup, peers) as (coordinator, counters):
         ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
         concurrent = [
@@ -293,11 +339,12 @@ async def bench_pipeline(
              await measure_streams(coordinator, counters, n, tokens, one_by_one=False))
             for n in streams
         ]
+        prefix = await measure_prefix_reuse(coordinator, prefix_runs) if prefix_runs else None
         speculation = []
         if draft_tokens:
             speculation = await measure_speculation(coordinator, draft_tokens, tokens, runs)
     assert hops == peers, f"expected {peers} hops, the route had {hops}"
-    return ttft, rate, generated, concurrent, speculation
+    return ttft, rate, generated, Extras(concurrent, prefix, speculation)
 
 
 def main() -> None:
@@ -307,6 +354,8 @@ def main() -> None:
     parser.add_argument("--peers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--streams", type=int, nargs="*", default=[8],
                         help="concurrent streams through the largest pipeline (none: skip)")
+    parser.add_argument("--prefix-runs", type=int, default=3,
+                        help="prefix-cache runs through the largest pipeline (0: skip)")
     parser.add_argument("--draft-tokens", type=int, default=DRAFT_TOKENS,
                         help="speculative decoding through the largest pipeline (0: skip)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
@@ -324,15 +373,12 @@ def main() -> None:
         table.add_column(column, justify="right")
     table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
     largest = max(args.peers)
-    concurrent: list[tuple[StreamsResult, StreamsResult]] = []
-    speculation: list[Speculation] = []
+    extras = Extras([], None, [])
     for peers in args.peers:
-        streams, drafts = (args.streams, args.draft_tokens) if peers == largest else ([], 0)
-        ttft, rate, ids, results, speculated = trio.run(
-            bench_pipeline, setup, peers, args.tokens, args.runs, streams, drafts
-        )
-        concurrent += results
-        speculation += speculated
+        more = (args.streams, args.prefix_runs, args.draft_tokens) if peers == largest else ([], 0, 0)
+        ttft, rate, ids, measured = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs, *more)
+        if peers == largest:
+            extras = measured
         per_hop = (1 / rate - 1 / single_rate) / peers
         table.add_row(
             f"{peers}-peer pipeline",
@@ -343,10 +389,23 @@ def main() -> None:
             "yes" if ids == single_ids[: len(ids)] else "NO",
         )
     console.print(table)
-    if concurrent:
-        console.print(streams_table(concurrent, largest, args.tokens))
-    if speculation:
-        console.print(speculation_table(speculation, largest, args.draft_tokens))
+    if extras.concurrent:
+        console.print(streams_table(extras.concurrent, largest, args.tokens))
+    if extras.prefix is not None:
+        console.print(prefix_table(extras.prefix, largest))
+    if extras.speculation:
+        console.print(speculation_table(extras.speculation, largest, args.draft_tokens))
+
+
+def prefix_table(result: PrefixReuse, peers: int) -> Table:
+    table = Table(title=f"{peers}-peer pipeline, time to first token with a ~1,100-token document")
+    for column in ("request", "TTFT ms", "faster than cold", "same tokens"):
+        table.add_column(column, justify="right")
+    table.add_row("cold", f"{result.cold * 1e3:.0f}", "1.00x", "-")
+    same = "yes" if result.same else "NO"
+    table.add_row("the same again", f"{result.again * 1e3:.0f}", f"{result.cold / result.again:.1f}x", same)
+    table.add_row("another question", f"{result.other * 1e3:.0f}", f"{result.cold / result.other:.1f}x", "-")
+    return table
 
 
 def speculation_table(results: list[Speculation], peers: int, draft_tokens: int) -> Table:

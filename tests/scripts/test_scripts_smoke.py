@@ -17,7 +17,8 @@ SCRIPTS = ROOT / "scripts"
 SMOKE_ARGS = {
     "bench_dht.py": ["--nodes", "4", "--lookups", "3", "--joins", "1"],
     "bench_pipeline.py": [
-        "--tokens", "4", "--runs", "1", "--peers", "1", "--streams", "2", "--draft-tokens", "3",
+        "--tokens", "4", "--runs", "1", "--peers", "1", "--streams", "2", "--prefix-runs", "1",
+        "--draft-tokens", "3",
     ],
     "bench_privacy.py": ["--tokens", "4", "--runs", "1", "--peers", "1"],
     "bench_api.py": ["--clients", "1", "--tokens", "4"],
@@ -28,7 +29,7 @@ SMOKE_ARGS = {
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
-    "bench_pipeline.py": ["1-peer pipeline", "yes", "2 at once", "repeat a passage"],
+    "bench_pipeline.py": ["1-peer pipeline", "yes", "2 at once", "another question", "repeat a passage"],
     "bench_privacy.py": ["on / off", "same greedy tokens", "yes"],
     "bench_api.py": ["http/direct"],
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],

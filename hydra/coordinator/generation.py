@@ -29,14 +29,14 @@ from hydra.coordinator.redundancy import RedundantPipeline
 from hydra.coordinator.routing import Candidate, candidates_for, plan_route
 from hydra.coordinator.rtt import RttTable
 from hydra.coordinator.sampling import Sampler
-from hydra.coordinator.speculation import PromptLookup, check_drafts, speculable
+from hydra.coordinator.speculation import DraftModel, PromptLookup, check_drafts, speculable
 from hydra.coordinator.text import TextAssembler
 from hydra.dht.kademlia import Dht
 from hydra.dht.keyspace import SWARM_KEY, model_key
 from hydra.economy.ledger import DAILY_DECAY, MICRO, Ledger
 from hydra.economy.receipts import SELF
 from hydra.economy.service import TokenService
-from hydra.errors import ConfigError, InvalidRequest
+from hydra.errors import ConfigError, HydraError, InvalidRequest
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.privacy.config import PrivacyConfig
 from hydra.privacy.dp import add_noise
@@ -130,6 +130,7 @@ class Progress:
     started: float
     max_tokens: int
     record_logits: bool
+    drafter: DraftModel | None = None  # drafts when prompt lookup has none
     lookup: PromptLookup = field(default_factory=PromptLookup)  # drafts for speculative decoding
     logits: list[torch.Tensor] = field(default_factory=list)
     token_seconds: list[float] = field(default_factory=list)
@@ -168,6 +169,7 @@ class LoadedModel:
     max_positions: int
     path: Path
     prefixes: dict[int, StageBlocks] = field(default_factory=dict)  # first k blocks, run here
+    drafter: tuple[StageBlocks, ClientHead] | None = None  # the catalog's draft model, whole
 
 
 @dataclass
@@ -417,7 +419,27 @@ class Coordinator:
             eos.add(tokenizer.eos_token_id)
         eos.discard(None)  # type: ignore[arg-type]
         max_positions = int(getattr(head.config, "max_position_embeddings", 0) or 1 << 15)
-        return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions, path)
+        drafter = self._load_drafter(spec, head) if self.draft_tokens else None
+        return LoadedModel(spec, head, tokenizer, frozenset(eos), max_positions, path, drafter=drafter)
+
+    def _load_drafter(self, spec: ModelSpec, head: ClientHead) -> tuple[StageBlocks, ClientHead] | None:
+        """The draft model the catalog names for ``spec``, whole, if its weights are at hand
+        and it speaks the same vocabulary (drafting is an optimisation: without it, prompt
+        lookup alone drafts)."""
+        if spec.draft_model is None:
+            return None
+        try:
+            draft = self.catalog.resolve(spec.draft_model)
+            path = resolve_checkpoint(draft, self.checkpoints.get(draft.id))
+            drafter = load_head(path, self.dtype, self.device, self.quantization)
+            if drafter.config.vocab_size != head.config.vocab_size:
+                log.warning("draft model %s has another vocabulary than %s: not used", draft.id, spec.id)
+                return None
+            blocks = load_stage(path, 0, draft.num_layers, self.dtype, self.device, self.quantization)
+        except HydraError as exc:
+            log.warning("draft model %s not loaded (%s): prompt lookup only", spec.draft_model, exc)
+            return None
+        return blocks, drafter
 
     async def prefix(self, model: LoadedModel) -> StageBlocks | None:
         """The blocks this coordinator runs itself (``--local-layers``), loaded once."""
@@ -509,7 +531,8 @@ class Coordinator:
             reuse_limit=len(prompt) - 1 if local.undoable else 0,  # local blocks need the whole prompt
             public_blocks=system // inference.PREFIX_BLOCK,
         )
-        progress = Progress(list(prompt), text, started, params.max_tokens, request.record_logits)
+        drafter = DraftModel(*model.drafter) if model.drafter is not None else None
+        progress = Progress(list(prompt), text, started, params.max_tokens, request.record_logits, drafter)
         async with self._pipeline(config, route) as pipeline:
             self.active_pipelines.add(pipeline)
             drafting = bool(self.draft_tokens) and speculable(sampler) and local.undoable
@@ -518,8 +541,9 @@ class Coordinator:
                 inputs = prompt
                 while not progress.done and pipeline.position + len(inputs) <= max_length:
                     room = min(max_length - pipeline.position, progress.tokens_left) - 1
-                    drafting_now = drafting and len(inputs) == 1
-                    drafts = progress.lookup.draft(min(self.draft_tokens, room)) if drafting_now else []
+                    drafts = []
+                    if drafting and len(inputs) == 1:
+                        drafts = await self._drafts(progress, min(self.draft_tokens, room))
                     hidden = await local.apply(await self._embed(model, inputs + drafts), pipeline.position)
                     decided = await self._decide(model, sampler, pipeline, hidden, progress.context, drafts)
                     progress.drafted += len(drafts)
@@ -590,6 +614,13 @@ class Coordinator:
             Pipeline(self, config, route if i == 0 else None, auditor=self.auditor) for i in range(copies)
         ]
         return RedundantPipeline(members, self.catalog.resolve(config.model))
+
+    async def _drafts(self, progress: Progress, tokens: int) -> list[int]:
+        """Up to ``tokens`` drafts: prompt lookup's, else the draft model's."""
+        drafts = progress.lookup.draft(tokens)
+        if drafts or progress.drafter is None or tokens < 1:
+            return drafts
+        return await run_compute(progress.drafter.draft, progress.context, tokens)
 
     async def _decide(
         self, model: LoadedModel, sampler: Sampler, pipeline: "Pipeline | RedundantPipeline",

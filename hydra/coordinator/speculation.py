@@ -12,6 +12,9 @@ from its cache (``protocols.inference.Step.rewind``).
 Drafts come from prompt lookup (Saxena, 2023): the tokens that followed the latest earlier
 occurrence of the context's last few tokens. Free for the coordinator, and right most of the
 time when the output quotes, rewrites or edits its input (code, documents, chat history).
+When the catalog names a draft model for the requested one (a small model of the same
+family and vocabulary) and prompt lookup has nothing, the coordinator runs that model itself
+(``DraftModel``): its greedy tokens are right often on any text.
 """
 
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hydra.coordinator.sampling import Sampler
-from hydra.runtime.shard import ClientHead
+from hydra.runtime.shard import ClientHead, StageBlocks, Undo
 
 MAX_NGRAM = 3  # the longest context tail looked up
 MIN_NGRAM = 2  # a single repeated token predicts too little to be worth a wider step
@@ -78,3 +81,49 @@ def check_drafts(
             break
         seen.append(token)
     return decided
+
+
+@dataclass
+class DraftModel:
+    """A small model run whole at the coordinator, drafting greedily; one per generation (its
+    cache follows the generation's context). Blocking: run on the compute thread."""
+
+    blocks: StageBlocks
+    head: ClientHead
+    cache: object = None
+    fed: list[int] = field(default_factory=list)  # tokens in ``cache``, in order
+    start: int = 0  # where the last drafting round began feeding
+    undo: Undo | None = None
+
+    def __post_init__(self) -> None:
+        self.cache = self.blocks.new_cache()
+
+    def draft(self, context: list[int], k: int) -> list[int]:
+        """``k`` greedy tokens after ``context``."""
+        self._sync(context)
+        pending = context[len(self.fed) :]  # at least the last token
+        self.start = len(self.fed)
+        feed = self.head.embed(pending)
+        self.undo = self.blocks.undo_point(self.cache, feed)
+        drafts: list[int] = []
+        for _ in range(k):
+            hidden = self.blocks.forward(feed, self.cache, len(self.fed))
+            self.fed.extend(pending)
+            token = int(self.head.next_logits(hidden).argmax())
+            drafts.append(token)
+            pending, feed = [token], self.head.embed([token])
+        if self.undo is not None:  # a rewind reruns everything this round fed
+            self.undo.step = self.head.embed(self.fed[self.start :])
+        return drafts
+
+    def _sync(self, context: list[int]) -> None:
+        """Drop what the cache holds beyond the common start of ``fed`` and ``context``."""
+        common = 0
+        for mine, theirs in zip(self.fed, context, strict=False):
+            if mine != theirs:
+                break
+            common += 1
+        common = min(common, len(context) - 1)  # the last token is fed with the drafting
+        if common < len(self.fed):
+            self.blocks.rewind(self.cache, self.start, len(self.fed), common, self.undo)
+            del self.fed[common:]

@@ -5,6 +5,7 @@ blocks and head run in one process).
 Greedy token ids must be identical; logits agree within LOGIT_ATOL (fp32 on CPU: the split
 changes nothing but the order of a few float reductions, measured max ~7e-5 on SmolLM2)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hydra.coordinator.generation import Completion, GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.speculation import PromptLookup
+from hydra.models.catalog import Catalog
 from hydra.runtime.precision import precision
 from hydra.runtime.shard import load_head, load_stage, text_config
 from hydra.verification.config import VerificationConfig
@@ -176,6 +178,35 @@ async def test_speculative_decoding_gives_the_greedy_tokens_and_passes_audits(
         stats = coordinator.auditor.stats
         assert stats.failed == 0, [r.reason for r in stats.recent]
         assert verify == 0 or stats.passed > 0
+
+
+@pytest.mark.parametrize(
+    ("config", "layers", "seed"), [(tiny_llama_config, 6, 0), (tiny_qwen35_config, 8, 1)]
+)
+async def test_a_catalog_draft_model_drafts_and_the_tokens_stay_greedys(
+    tmp_path: Path, config, layers: int, seed: int
+) -> None:
+    """The catalog names a draft model: the coordinator runs it whole to draft when prompt
+    lookup has nothing. Same weights as the target (seed 0): its drafts are nearly all
+    accepted; other weights (a Qwen3.5 hybrid, whose recurrent state the drafter rewinds):
+    mostly rejected. Either way the tokens are greedy's."""
+    path = save_tiny_model(config(), tmp_path / "tiny")
+    draft_path = save_tiny_model(config(), tmp_path / "draft", seed=seed)
+    spec, draft = spec_for("tiny", layers), spec_for("tiny-draft", layers)
+    request = GenerationRequest(spec.id, prompt="Once upon a time", params=SamplingParams(max_tokens=32))
+    async with swarm(spec, path, [(0, layers // 2), (layers // 2, layers)]) as (_, coordinator):
+        coordinator.catalog = Catalog(spec.id, (dataclasses.replace(spec, draft_model=draft.id), draft))
+        coordinator.checkpoints[draft.id] = draft_path
+        coordinator.draft_tokens = 0
+        plain = await coordinator.generate(request)
+        coordinator.draft_tokens, coordinator.models = 4, {}  # reloaded with its draft model
+        drafted = await coordinator.generate(request)
+    assert drafted.token_ids == plain.token_ids
+    assert drafted.drafted > 0
+    if seed == 0:
+        assert drafted.accepted >= 0.8 * drafted.drafted
+    else:
+        assert drafted.accepted < drafted.drafted
 
 
 async def test_seeded_sampling_is_reproducible_across_runs_and_splits(tmp_path: Path) -> None:

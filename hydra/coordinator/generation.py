@@ -617,8 +617,10 @@ class Coordinator:
 
     async def _drafts(self, progress: Progress, tokens: int) -> list[int]:
         """Up to ``tokens`` drafts: prompt lookup's, else the draft model's."""
+        if tokens < 1:  # the last token the request or the session has room for
+            return []
         drafts = progress.lookup.draft(tokens)
-        if drafts or progress.drafter is None or tokens < 1:
+        if drafts or progress.drafter is None:
             return drafts
         return await run_compute(progress.drafter.draft, progress.context, tokens)
 

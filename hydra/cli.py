@@ -172,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         compile=args.compile,
         draft_tokens=args.draft_tokens,
+        wire_dtype=args.wire_dtype,
         device=args.device,
         stage_limits=stage_limits_from(args),
         api=APIConfig(
@@ -222,6 +223,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         quantization=args.quantization,
         compile=args.compile,
         draft_tokens=args.draft_tokens,
+        wire_dtype=args.wire_dtype,
         device=args.device,
         privacy=_privacy(args),
         model_path=args.model_path,
@@ -416,6 +418,10 @@ def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
                    "compiler; 20-45 s once at start) (default %(default)s)")
     p.add_argument("--device", default=NODE.device,
                    help="auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--wire-dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                   default=NODE.wire_dtype,
+                   help="activations between stages: half the bytes in 16 bits; auto: the catalog's choice "
+                   "per model, where greedy tokens were measured unchanged (default %(default)s)")
     p.add_argument("--draft-tokens", type=int, default=NODE.draft_tokens, metavar="K",
                    help="speculative decoding of greedy requests: up to K tokens drafted by prompt lookup "
                    "and checked in one step, same output (0: off; default %(default)s)")

@@ -41,6 +41,7 @@ class NodeConfig:
     quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU) | nf4
     compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
     draft_tokens: int = DRAFT_TOKENS  # speculative decoding of greedy requests (0: off)
+    wire_dtype: str = "auto"  # activations between stages: auto (the catalog's per model) | float32 | ...
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -90,6 +91,7 @@ class GenerateConfig:
     quantization: str = "auto"
     compile: str = "off"  # one generation does not repay a compile's tens of seconds
     draft_tokens: int = DRAFT_TOKENS
+    wire_dtype: str = "auto"
     privacy: PrivacyConfig = PrivacyConfig()
     model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 

@@ -52,6 +52,7 @@ async def run_generate(
             peer.host, peer.dht, catalog, local=local, dtype=dtype, device=device,
             privacy=config.privacy, quantization=quantization, compile=compiling,
             draft_tokens=config.draft_tokens,
+            wire_dtype=config.wire_dtype,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
             # one generation, then gone: no reputation to keep, so no audits (commitments and
             # the chain check still guard the answer)

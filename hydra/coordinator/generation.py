@@ -224,6 +224,7 @@ class Coordinator:
         quantization: str = "none",
         compile: bool = False,
         draft_tokens: int = DRAFT_TOKENS,
+        wire_dtype: str = "auto",
     ) -> None:
         self.host = host
         self.dht = dht
@@ -235,6 +236,7 @@ class Coordinator:
         self.quantization = quantization  # of the client head and --local-layers blocks
         self.compile = compile  # the --local-layers blocks' decode steps
         self.draft_tokens = check_draft_tokens(draft_tokens)  # speculative decoding's drafts a step (0: off)
+        self.wire_dtype = wire_dtype  # of activations between stages; auto: the catalog's per model
         self.prefixes = PrefixMemory()  # which prompt blocks each route's stages keep
         self.prefix_salt = secrets.token_bytes(32)  # salts this coordinator's prompt blocks
         self.privacy = privacy
@@ -524,7 +526,9 @@ class Coordinator:
         local = LocalSteps.start(await self.prefix(model), privacy.dp_noise_sigma)
         system = self.system_tokens(model, request, prompt)
         config = PipelineConfig(
-            model.spec.id, model.spec.num_layers, max_length, step_timeout=self.step_timeout,
+            model.spec.id, model.spec.num_layers, max_length,
+            dtype=model.spec.wire_dtype if self.wire_dtype == "auto" else self.wire_dtype,
+            step_timeout=self.step_timeout,
             protect=privacy.protect, probe=request.probe,
             priority=await self.priority_ticket() if request.priority else b"",
             prefix=prefix_chain(prompt, self.prefix_salt, system),

@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import UnknownModel
+from hydra.errors import ConfigError, UnknownModel
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models.catalog.json"
 
@@ -50,11 +50,17 @@ class ModelSpec:
     context_length: int = 4096
     aliases: tuple[str, ...] = ()
     draft_model: str | None = None
+    # activations between stages: float16/bfloat16 halve the bytes; chosen per model where
+    # greedy tokens were measured equal to float32's (scripts/bench_wire.py)
+    wire_dtype: str = "float32"
     package: PackagedWeights | None = None
     # channels with massive activations, left out when comparing a stage's output with a
     # verifier's (calibrated with scripts/bench_verify.py --calibrate); None: detect per check
     massive_channels: tuple[int, ...] | None = None
     mixed_precision: MixedPrecisionBounds | None = None  # None: the default bounds apply
+
+
+WIRE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -89,4 +95,7 @@ def _spec(entry: dict[str, Any]) -> ModelSpec:
         fields["mixed_precision"] = MixedPrecisionBounds(**fields["mixed_precision"])
     if fields.get("package"):
         fields["package"] = PackagedWeights(**fields["package"])
+    if fields.get("wire_dtype", "float32") not in WIRE_DTYPES:
+        choices = ", ".join(WIRE_DTYPES)
+        raise ConfigError(f"catalog entry {entry.get('id')}: wire_dtype must be one of {choices}")
     return ModelSpec(**fields)

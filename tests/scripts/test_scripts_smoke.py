@@ -26,6 +26,7 @@ SMOKE_ARGS = {
     "bench_verify.py": ["--trials", "3", "--decode", "4", "--tokens", "3", "--runs", "1"],
     "bench_economy.py": ["--tokens", "4", "--runs", "1", "--postings", "200"],
     "bench_runtime.py": ["--tokens", "4", "--modes", "none"],
+    "bench_wire.py": ["--tokens", "2", "--prompts", "1"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -36,10 +37,11 @@ EXPECTED = {  # what each prints when it worked
     "bench_verify.py": ["requests until flagged", "commitment bytes per token per stage"],
     "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
     "bench_runtime.py": ["decode tok/s", "perplexity", "weights held MB"],
+    "bench_wire.py": ["bytes/token", "float16", "bfloat16"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
-    "bench_economy.py", "bench_runtime.py",
+    "bench_economy.py", "bench_runtime.py", "bench_wire.py",
 }
 
 

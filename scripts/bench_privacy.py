@@ -54,7 +54,7 @@ async def on_and_off(peers: int, tokens: int, runs: int) -> dict[bool, tuple[flo
     checkpoint = resolve_checkpoint(load_catalog().resolve("smollm2"))
     setup = Setup(checkpoint, torch.device("cpu"), torch.float32)
     samples: dict[bool, list[tuple[float, float, list[int]]]] = {True: [], False: []}
-    async with pipeline_swarm(setup, peers) as coordinator:
+    async with pipeline_swarm(setup, peers) as (coordinator, _):
         for _ in range(runs):
             for protect in (True, False):
                 coordinator.privacy = PrivacyConfig(protect=protect)

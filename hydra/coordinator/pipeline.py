@@ -118,7 +118,8 @@ class Pipeline:
     pending_audits: list[tuple[int, int]] = field(default_factory=list)  # (route index, position)
     companions: frozenset[str] = frozenset()  # peers of redundant copies: none may verify this route
     rewinding: bool = False  # the last step's rejected drafts are dropped: the next step rewinds
-    drafted_steps: dict[int, int] = field(default_factory=dict)  # draft step position -> tokens kept
+    step_end: int = 0  # where the last step ended: receipts pay up to a step's end (drafts rewound
+    # since were computed all the same)
     reused: int = 0  # prompt tokens the route's sessions restored from the stages' prefix caches
     _noted: tuple[str, ...] = ()  # the route whose stages this pipeline gave the prompt's blocks
     _link: Link | None = None
@@ -147,7 +148,7 @@ class Pipeline:
         """Pay the first stage for the whole route's work so far (each stage then pays its
         successor for the rest): every ``RECEIPT_EVERY`` tokens, and before the session closes.
         This node's own stage is not paid."""
-        if self._link is None or self.position <= self.paid or not self.route or self.route[0].local:
+        if self._link is None or self.step_end <= self.paid or not self.route or self.route[0].local:
             return
         first = self.route[0]
         body = ReceiptBody(
@@ -157,13 +158,13 @@ class Pipeline:
             model=self.config.model,
             layer_start=first.hop.layer_start,
             layer_end=first.hop.layer_end,
-            tokens=self.position,
-            units=self.position * len(self.route),
+            tokens=self.step_end,
+            units=self.step_end * len(self.route),
             seq=self.pay_seq,
             work_root=work_root(step.in_hash for step in self.ledger.stages[0].chain.steps),
         )
         if await self.network.pay(first.hop, body):
-            self.paid, self.pay_seq = self.position, self.pay_seq + 1
+            self.paid, self.pay_seq = self.step_end, self.pay_seq + 1
 
     @property
     def wrapped(self) -> WrappedRoute:
@@ -213,7 +214,6 @@ class Pipeline:
         last = self.history[-1]
         if not 0 < kept <= last.shape[1]:
             raise ValueError(f"keep 1..{last.shape[1]} positions of the last step, not {kept}")
-        self.drafted_steps[self.position - last.shape[1]] = kept
         if kept < last.shape[1]:
             self.history[-1] = last[:, :kept]
             self.position -= last.shape[1] - kept
@@ -259,6 +259,7 @@ class Pipeline:
             raise HopFailed(last, f"returned a {output.dtype} {list(output.shape)} tensor, "
                                   f"expected {self.config.dtype} {list(expected)}")
         await self._check_commitments(reply, position, hidden.shape[1], sent_hash, tensor_digest(output))
+        self.step_end = position + hidden.shape[1]
         return from_wire(output)
 
     async def _check_commitments(

@@ -341,7 +341,8 @@ class StageConversation:
             if store is None or not store.cached(chain):
                 raise ProtocolError(ErrorCode.PREFIX_MISS, f"no cached prefix of {header.reuse} tokens")
             await run_compute(store.restore, chain, session.cache)
-        session.position = session.confirmed = header.reuse
+        # restored, not computed: no receipt is owed for them before the next step
+        session.position = session.confirmed = session.receipted = header.reuse
         session.kept = len(chain)
 
     async def _open_downstream(self, model: str, header: inference.HopHeader) -> Message:

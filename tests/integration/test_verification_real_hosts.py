@@ -165,6 +165,7 @@ async def test_verification_never_changes_what_the_user_receives(checkpoint: Pat
     """Honest stages audited on every step: every check passes, and the tokens (and logits)
     are those of the same route without verification."""
     async with swarm(SPEC, checkpoint, SPANS, verification=EVERY_STEP) as (peers, coordinator):
+        coordinator.draft_tokens = 0  # one step per token (speculation has its own audit test)
         a, b, _ = peers
         route = route_through(await coordinator.candidates(SPEC.id), a, b)
         request = dataclasses.replace(REQUEST, record_logits=True)

@@ -344,7 +344,8 @@ class Pipeline:
         system prompt's (a stage without them answers ``prefix_miss``: then from the start)."""
         self.route = route
         self.reused = 0
-        if not self.history and self.config.prefix:
+        if not self.failovers and not self.history and self.config.prefix:  # a first open only:
+            # a failover resends what it has from the start
             known = self.network.prefixes.reusable(self.route_key, self.config.prefix)
             blocks = max(known, self.config.public_blocks)
             self.reused = min(blocks * inference.PREFIX_BLOCK, self.config.reuse_limit)

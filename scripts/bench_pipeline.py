@@ -367,7 +367,9 @@ def main() -> None:
 
     console = Console()
     single_ttft, single_rate, single_ids = bench_single(setup, args.tokens, args.runs)
-    title = f"SmolLM2-135M {args.dtype} {args.device}, {args.tokens} new tokens, median of {args.runs}"
+    wire = load_catalog().resolve("smollm2").wire_dtype  # the coordinator's default, ``auto``
+    title = (f"SmolLM2-135M {args.dtype} {args.device} ({wire} between stages), {args.tokens} new tokens, "
+             f"median of {args.runs}")
     table = Table(title=title)
     for column in ("setup", "TTFT ms", "decode tok/s", "vs single", "per-hop ms", "same tokens"):
         table.add_column(column, justify="right")

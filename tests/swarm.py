@@ -20,8 +20,8 @@ HYDRA = [sys.executable, "-m", "hydra.cli"]
 WORK = ["--work-bits", str(TEST_WORK_BITS)]
 # test nodes compute in float32, uncompiled: exact against in-process references, and ready in
 # seconds instead of after a compile; a test wanting the defaults passes them (the last wins)
-EXACT = ["--quantization", "none", "--compile", "off"]
-DEFAULTS = ["--quantization", "auto", "--compile", "auto"]
+EXACT = ["--quantization", "none", "--compile", "off", "--wire-dtype", "float32"]
+DEFAULTS = ["--quantization", "auto", "--compile", "auto", "--wire-dtype", "auto"]
 
 
 def free_port() -> int:

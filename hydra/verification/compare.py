@@ -40,8 +40,8 @@ LOOSE = Tolerance("mixed", max_cos_distance=3e-3, max_rel_l2=0.1, max_kl=0.05, m
 
 
 def tolerance_for(*dtypes: str, mixed: MixedPrecisionBounds | None = None) -> Tolerance:
-    """Strict when everything involved (each side's compute and the wire) is float32; else the
-    model's calibrated mixed-precision bounds, or the default ones."""
+    """Strict when everything involved (each side's compute, and a wire that rounds one side
+    only) is float32; else the model's calibrated mixed-precision bounds, or the default ones."""
     if all(d == "float32" for d in dtypes):
         return STRICT
     if mixed is None:

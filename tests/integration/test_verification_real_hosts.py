@@ -181,6 +181,21 @@ async def test_verification_never_changes_what_the_user_receives(checkpoint: Pat
             assert torch.equal(x, y)
 
 
+async def test_audits_over_a_float16_wire_keep_the_strict_float32_tolerance(checkpoint: Path) -> None:
+    """Activations crossing hops as float16 round the claimed output and the verifier's alike
+    (the recompute crosses the same wire), so float32 stages are still judged strictly."""
+    spec = dataclasses.replace(SPEC, wire_dtype="float16")
+    async with swarm(spec, checkpoint, SPANS, verification=EVERY_STEP) as (peers, coordinator):
+        coordinator.draft_tokens = 0
+        a, b, _ = peers
+        route = route_through(await coordinator.candidates(SPEC.id), a, b)
+        await coordinator.generate(REQUEST, route)
+        await settle(coordinator)
+        stats = coordinator.auditor.stats
+        assert stats.failed == 0 and stats.passed == 1, stats
+        assert [r.verdict.tolerance for r in stats.recent if r.verdict is not None] == ["fp32"]
+
+
 def cheats(peer: StagePeer, route: list[Candidate]) -> bool:
     return peer.peer_id in [c.peer_id for c in route]
 

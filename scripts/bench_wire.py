@@ -8,12 +8,16 @@ way back to the coordinator. This computes exactly that in one process (SmolLM2 
 greedy decoding with the float32 wire: tokens until the first difference for each prompt,
 the next-token KL over the float32 run's positions, and bytes per token on the wire. A wire
 dtype is a safe default for a model when its greedy tokens equal float32's on every prompt.
+Last, what lz4 makes of those bytes (the prompts' activations at the first stage boundary,
+as one step each): compressed size over raw, and the time to compress.
 
 Usage: scripts/bench_wire.py [--tokens 64] [--stages 3] [--prompts N]
 """
 
 import argparse
+import time
 
+import lz4.frame
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -34,6 +38,20 @@ PROMPTS = (
     "Once upon a time, in a small village,",
     "List three uses of copper:",
 )
+
+
+@torch.inference_mode()
+def lz4_on(
+    stage: StageBlocks, head: ClientHead, prompts: list[list[int]], wire: torch.dtype
+) -> tuple[float, float]:
+    """lz4's compressed/raw ratio and microseconds per KB on ``stage``'s outputs for the prompts."""
+    raw = [stage.forward(head.embed(ids), stage.new_cache(), 0).to(wire).contiguous() for ids in prompts]
+    data = [t.view(torch.uint8).numpy().tobytes() for t in raw]
+    started = time.perf_counter()
+    packed = [lz4.frame.compress(d) for d in data]
+    elapsed = time.perf_counter() - started
+    size = sum(map(len, data))
+    return sum(map(len, packed)) / size, elapsed * 1e6 / (size / 1024)
 
 
 @torch.inference_mode()
@@ -78,7 +96,7 @@ def main() -> None:
 
     table = Table(title=f"SmolLM2-135M, {args.stages} stages, {args.tokens} greedy tokens per prompt")
     for column in ("wire dtype", "bytes/token", "tokens equal to float32, per prompt", "all equal",
-                   "max next-token KL"):
+                   "max next-token KL", "lz4 size", "lz4 µs/KB"):
         table.add_column(column, justify="right")
     hidden = text_config(path).hidden_size
     for name, wire in WIRE_DTYPES.items():
@@ -88,9 +106,11 @@ def main() -> None:
             float(torch.sum(want.exp() * (want - got), -1)[: agreement(g, w) + 1].max())
             for (g, got), (w, want) in zip(runs, reference, strict=True)
         )
+        ratio, cost = lz4_on(stages[0], head, prompts, wire)
         table.add_row(
             name, str(hidden * wire.itemsize), " / ".join(map(str, agreed)),
             "yes" if all(a == args.tokens for a in agreed) else "no", f"{kl:.2g}",
+            f"{ratio:.0%}", f"{cost:.1f}",
         )
     Console().print(table)
 

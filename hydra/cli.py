@@ -137,6 +137,20 @@ def _starting(what: str, args: argparse.Namespace) -> None:
     configure_libp2p_logging(args.log_level)
 
 
+def stage_summary(stage: dict) -> list[tuple[str, str]]:
+    """``hydra status`` lines for what a node's stage does with concurrent sessions."""
+    rows = []
+    batching = stage.get("batching")
+    if batching:
+        rows.append(("batching", f"{batching['batches']} batches, {batching['mean_rows']} rows on average, "
+                                 f"{batching['largest']} at most (cap {batching['max_batch']})"))
+    prefixes = stage.get("prefix_cache")
+    if prefixes:
+        rows.append(("prefix cache", f"{prefixes['blocks']} blocks ({prefixes['bytes'] / 2**20:.1f} MB), "
+                                     f"{prefixes['reused']} reused"))
+    return rows
+
+
 def stage_limits_from(args: argparse.Namespace) -> StageLimits:
     return StageLimits(
         max_sessions=args.max_sessions,
@@ -313,10 +327,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     summary = Table(show_header=False, box=None)
-    for key in ("role", "peer_id", "version", "uptime_s", "model", "layers", "routing_table",
-                "connections", "records_held"):
-        if key in status:
-            summary.add_row(key, str(status[key]))
+    keys = ("role", "peer_id", "version", "uptime_s", "model", "layers", "routing_table", "connections",
+            "records_held")
+    rows = [(key, str(status[key])) for key in keys if key in status]
+    for key, value in rows + stage_summary(status.get("stage") or {}):
+        summary.add_row(key, value)
     console.print(summary)
     table = Table(title=f"{len(peers)} announcing peers")
     for column in ("peer", "model", "layers", "dtype", "addrs", "expires in"):

@@ -179,8 +179,12 @@ async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
         request = GenerationRequest(SPEC.id, prompt="fuzz", params=SamplingParams(max_tokens=8))
         before = await coordinator.generate(request)
         session = RawSession(host, wrapped([target], max_length=64))
+        chain = tuple(bytes([i]) * inference.PREFIX_HASH_BYTES for i in range(2))
+        reusing = wrap_route([hop_of(target)], None, SPEC.id, 256, "float32", [10.0], b"", chain, 64)
         seeds = [encode(session.route.open), encode(session.step(0)),
-                 encode(session.step(0, tokens=2)), encode(inference.CloseSession())]
+                 encode(session.step(0, tokens=2)), encode(inference.CloseSession()),
+                 encode(session.step(2, tokens=3, draft=True)), encode(session.step(3, rewind=True)),
+                 encode(reusing.open)]
         link = await link_to(host, target)
         codes: dict[str, int] = {}
         for _ in range(1000):

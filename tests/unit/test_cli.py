@@ -67,6 +67,15 @@ def test_batching_flags_reach_the_stage_limits_and_bad_ones_are_refused():
             cli.stage_limits_from(build_parser().parse_args(["run", *bad]))
 
 
+def test_status_summarises_batching_and_the_prefix_cache():
+    stage = {"batching": {"max_batch": 16, "batches": 40, "mean_rows": 3.5, "largest": 8},
+             "prefix_cache": {"blocks": 12, "bytes": 3 * 2**20, "kept": 12, "reused": 30}}
+    rows = dict(cli.stage_summary(stage))
+    assert rows["batching"] == "40 batches, 3.5 rows on average, 8 at most (cap 16)"
+    assert rows["prefix cache"] == "12 blocks (3.0 MB), 30 reused"
+    assert cli.stage_summary({"prefix_cache": None}) == []
+
+
 def test_dht_only_commands_never_load_torch():
     """``hydra id``, ``keygen``, ``status`` and ``signpost`` start in a moment: importing the
     CLI (and parsing its defaults) must not pull in torch."""

@@ -177,6 +177,18 @@ async def run_node(
             ),
             "hydra_known_peers": ("Peers in the DHT routing table", lambda: len(peer.dht.routing)),
             "hydra_layers_served": ("Transformer blocks this node serves", lambda: end - start),
+            "hydra_stage_batch_rows": (
+                "Mean rows per forward pass of this node's stage (batched sessions)",
+                lambda: stage.batcher.stats.mean_rows,
+            ),
+            "hydra_prefix_cache_blocks": (
+                "Prompt blocks this node's stage keeps for reuse",
+                lambda: len(stage.prefixes) if stage.prefixes is not None else 0,
+            ),
+            "hydra_prefix_cache_reused_blocks": (
+                "Prompt blocks restored into sessions instead of recomputed",
+                lambda: stage.prefixes.hits if stage.prefixes is not None else 0,
+            ),
             "hydra_barter_credits": (
                 "Barter credits: earned serving minus spent consuming, decayed",
                 lambda: coordinator.barter_status()["credits"],

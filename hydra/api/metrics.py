@@ -32,6 +32,9 @@ class Metrics:
             "hydra_hop_latency_seconds", "Pipeline round trip per hop and step", buckets=HOP_BUCKETS,
             registry=r,
         )
+        self.drafted = Counter(
+            "hydra_draft_tokens", "Tokens drafted for speculative decoding", ["outcome"], registry=r
+        )
         for name, (text, read) in gauges.items():
             Gauge(name, text, registry=r).set_function(read)
 
@@ -43,6 +46,8 @@ class Metrics:
             self.inter_token.observe(seconds)
         for seconds in completion.hop_seconds:
             self.hop.observe(seconds)
+        self.drafted.labels("accepted").inc(completion.accepted)
+        self.drafted.labels("rejected").inc(completion.drafted - completion.accepted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

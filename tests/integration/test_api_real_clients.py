@@ -249,7 +249,9 @@ def test_health_readyz_and_metrics_move(api):
     names = {f.name for f in text_string_to_metric_families(httpx.get(f"{api}/metrics").text)}
     assert {"hydra_http_requests", "hydra_time_to_first_token_seconds", "hydra_inter_token_seconds",
             "hydra_hop_latency_seconds", "hydra_stage_sessions", "hydra_known_peers",
-            "hydra_layers_served", "hydra_active_generations", "hydra_barter_credits"} <= names
+            "hydra_layers_served", "hydra_active_generations", "hydra_barter_credits",
+            "hydra_stage_batch_rows", "hydra_prefix_cache_blocks", "hydra_prefix_cache_reused_blocks",
+            "hydra_draft_tokens"} <= names
 
 
 USER_X = b'[{"role": "user", "content": "x"}]'

@@ -107,6 +107,11 @@ async def _until_signal(
     a second signal, or ``main`` still running ``SHUTDOWN_GRACE_S`` later, cancels it. Before
     ``serving()`` there is nothing in flight: a signal cancels at once."""
     stopping = trio.Event()
+    # what the receiver below restores when it closes, and hands the signals still queued then:
+    # shutdown is under way by then, and a signal redelivered to Python's default handlers
+    # would end the process with a KeyboardInterrupt traceback (or SIGTERM's -15) instead of 0
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     async with trio.open_nursery() as nursery:
 
         async def watch() -> None:

@@ -1,5 +1,6 @@
 """hydra.cli: flag parsing, and how a command reports what went wrong."""
 
+import signal
 import subprocess
 import sys
 
@@ -87,3 +88,27 @@ def test_dht_only_commands_never_load_torch():
 def test_urls_without_a_scheme_get_http():
     assert cli.with_scheme("127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert cli.with_scheme("https://node.example/") == "https://node.example"
+
+
+def test_signals_still_queued_when_shutdown_ends_do_not_kill_the_process():
+    """A burst of signals at shutdown (a supervisor's SIGTERM, then Ctrl-C) leaves some queued
+    when the signal receiver closes; they must not come back as a KeyboardInterrupt or a -15."""
+    script = """
+import os, signal, trio
+from hydra.cli import _until_signal
+
+async def main(stopping):
+    print("ready", flush=True)
+    await stopping.wait()
+    for _ in range(3):  # queued while the receiver is still open
+        os.kill(os.getpid(), signal.SIGTERM)
+
+trio.run(_until_signal, main, lambda: True)
+print("clean exit", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "clean exit" in out, (proc.returncode, err[-2000:])

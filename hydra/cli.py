@@ -443,8 +443,9 @@ def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
                    help="activations between stages: half the bytes in 16 bits; auto: the catalog's choice "
                    "per model, where greedy tokens were measured unchanged (default %(default)s)")
     p.add_argument("--draft-tokens", type=int, default=NODE.draft_tokens, metavar="K",
-                   help="speculative decoding of greedy requests: up to K tokens drafted by prompt lookup "
-                   "and checked in one step, same output (0: off; default %(default)s)")
+                   help="speculative decoding of greedy requests: up to K tokens drafted (prompt lookup, or "
+                   "the catalog's draft model) and checked in one step, same output (0: off; default "
+                   "%(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -329,7 +329,6 @@ class Pipeline:
                 self.excluded[exc.peer_id] = exc.reason
                 await self.close()
                 continue
-            self.route = route
             if self.on_reroute is not None:
                 await self.on_reroute(route)
             return

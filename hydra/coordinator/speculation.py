@@ -20,6 +20,7 @@ family and vocabulary) and prompt lookup has nothing, the coordinator runs that 
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import Cache
 
 from hydra.coordinator.sampling import Sampler
 from hydra.runtime.shard import ClientHead, StageBlocks, Undo
@@ -90,7 +91,7 @@ class DraftModel:
 
     blocks: StageBlocks
     head: ClientHead
-    cache: object = None
+    cache: Cache = field(init=False)
     fed: list[int] = field(default_factory=list)  # tokens in ``cache``, in order
     start: int = 0  # where the last drafting round began feeding
     undo: Undo | None = None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import ConfigError, UnknownModel
+from protocols.inference import TENSOR_DTYPES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models.catalog.json"
 
@@ -60,9 +61,6 @@ class ModelSpec:
     mixed_precision: MixedPrecisionBounds | None = None  # None: the default bounds apply
 
 
-WIRE_DTYPES = ("float32", "float16", "bfloat16")
-
-
 @dataclass(frozen=True)
 class Catalog:
     default: str
@@ -95,7 +93,7 @@ def _spec(entry: dict[str, Any]) -> ModelSpec:
         fields["mixed_precision"] = MixedPrecisionBounds(**fields["mixed_precision"])
     if fields.get("package"):
         fields["package"] = PackagedWeights(**fields["package"])
-    if fields.get("wire_dtype", "float32") not in WIRE_DTYPES:
-        choices = ", ".join(WIRE_DTYPES)
+    if fields.get("wire_dtype", "float32") not in TENSOR_DTYPES:
+        choices = ", ".join(TENSOR_DTYPES)
         raise ConfigError(f"catalog entry {entry.get('id')}: wire_dtype must be one of {choices}")
     return ModelSpec(**fields)

@@ -176,7 +176,7 @@ class StageBlocks:
         """Whether the span has linear-attention blocks, whose state cannot be cut back."""
         return "linear_attention" in (getattr(self.config, "layer_types", None) or ())
 
-    def undo_point(self, cache: Cache, step: torch.Tensor) -> "Undo | None":
+    def undo_point(self, cache: Cache, step: torch.Tensor) -> Undo | None:
         """What undoing the step ``step`` about to run needs beyond cutting KV caches back: a
         copy of the recurrent blocks' states, and the step (None for attention blocks only)."""
         if not self.recurrent:
@@ -184,7 +184,7 @@ class StageBlocks:
         return Undo.of(cache, step)
 
     @torch.inference_mode()
-    def rewind(self, cache: Cache, start: int, end: int, to: int, undo: "Undo | None") -> None:
+    def rewind(self, cache: Cache, start: int, end: int, to: int, undo: Undo | None) -> None:
         """Take ``cache`` back to position ``to`` inside the last step [start, end): KV caches
         are cut; recurrent states go back to ``undo`` (taken before that step) and the kept
         part of the step runs again."""

@@ -74,6 +74,9 @@ class Wallet:
         self.members = [Member(m, tuple(members.get(m, ()))) for m in log_.genesis.members]
         remember_claim(log_.db)  # creates the table
         self.channels = ChannelBook(self)
+        # one extension of the replica at a time: a payer's own submission and a payee's check
+        # of a channel can both catch up at once, and the later one would append stale entries
+        self._extending = trio.Lock()
 
     async def submit(self, event: Event, proof: bytes = b"") -> Sealed:
         """Sign ``event``, have it sealed, and append it to this replica. ``TokenRefused`` when a
@@ -95,16 +98,18 @@ class Wallet:
         raise Unavailable("no federation member sealed the event: " + "; ".join(failures))
 
     async def _extend_to(self, sealed: Sealed, member: Member) -> None:
-        if sealed.entry.seq == self.log.length:
-            self.log.append(sealed)
-        elif sealed.entry.seq > self.log.length:
-            await catch_up(self.host, self.log, member.peer_id, member.addrs, upto=sealed.entry.seq + 1)
+        async with self._extending:
+            if sealed.entry.seq == self.log.length:
+                self.log.append(sealed)
+            elif sealed.entry.seq > self.log.length:
+                await catch_up(self.host, self.log, member.peer_id, member.addrs, upto=sealed.entry.seq + 1)
 
     async def sync(self) -> bool:
         """Catch this replica up with the first member that answers; False if none did."""
         for member in self.members:
             try:
-                await catch_up(self.host, self.log, member.peer_id, member.addrs)
+                async with self._extending:
+                    await catch_up(self.host, self.log, member.peer_id, member.addrs)
             except (HydraError, trio.TooSlowError) as exc:
                 log.info("syncing the token log from %s failed: %s", member.peer_id, exc)
                 continue

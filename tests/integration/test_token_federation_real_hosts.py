@@ -73,6 +73,28 @@ async def test_mints_and_stakes_are_sealed_and_replayed_alike_everywhere(tmp_pat
         assert fresh.head == wallet.log.head and fresh.state.balances == wallet.log.state.balances
 
 
+async def test_a_replica_caught_up_twice_at_once_appends_each_entry_once(tmp_path: Path) -> None:
+    """A stage pays its successor while its predecessor's channel makes it check the log: two
+    catch-ups of one wallet at once must not append the same entries twice (a stale append
+    used to fail the payment with ``bad_entry``)."""
+    # one member: a failed catch-up has no other member to fall back on
+    async with federation(tmp_path, n=1, k=1) as fed, wallet_host(fed) as busy, wallet_host(fed) as other:
+        for tokens in (1000, 2000, 3000):  # the log grows by three mints the busy wallet has not seen
+            signed = receipt_from(create_new_key_pair(), other.peer_id, tokens)
+            other.earned(signed, countersign(other.identity, signed))
+        assert await other.mint_pending() == 3
+        synced = []
+
+        async def sync() -> None:
+            synced.append(await busy.sync())
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(sync)
+        assert synced == [True] * 3
+        assert busy.log.length == 3 and busy.log.head == other.log.head
+
+
 async def test_refused_events_are_typed_and_append_nothing(tmp_path: Path) -> None:
     async with federation(tmp_path) as fed, wallet_host(fed) as wallet:
         with pytest.raises(TokenRefused) as info:

@@ -401,6 +401,9 @@ def _add_privacy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dp-noise-sigma", type=float, default=NODE.privacy.dp_noise_sigma,
                    metavar="SIGMA",
                    help="Gaussian noise on activations leaving this node (costs quality)")
+    p.add_argument("--relayed-return", action="store_true",
+                   help="have the last stage's output come back through every stage, so that only the "
+                        "first stage learns this node's identity (2N messages per token instead of N+1)")
     p.add_argument("--no-encryption", action="store_true",
                    help="turn off onion routing and sealed activations (for comparisons only)")
 
@@ -424,6 +427,7 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
         protect=not args.no_encryption,
         local_layers=args.local_layers,
         dp_noise_sigma=args.dp_noise_sigma,
+        relayed_return=args.relayed_return,
     )
 
 

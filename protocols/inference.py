@@ -3,15 +3,26 @@
 The upstream side (the coordinator, or the previous stage) opens a stream, sends
 ``OpenSession`` carrying this stage's ``HopHeader`` (its blocks, limits, keys and next hop,
 sealed for this peer alone), then any number of ``Step`` messages, then ``CloseSession`` (or
-just closes the stream). A stage opens its own stream to the next hop when its session opens,
-pushes each step's output there, and relays the last stage's ``Hidden`` reply upstream:
-activations travel stage to stage, never back through the coordinator between hops. Only
-hidden states cross the wire, sealed per hop; token ids stay at the coordinator.
+just closes the stream). A stage opens its own stream to the next hop when its session opens
+and pushes each step's output there: activations travel stage to stage, never back through
+the coordinator between hops. Only hidden states cross the wire, sealed per hop; token ids
+stay at the coordinator.
 
-Every step's reply carries one commitment per stage (``protocols.verify``), each encrypted
-for the coordinator alone: a stage prepends its own to those its successor relayed. A stage
-also hands its successor a signed ``receipt`` for the activations it sends, so a stage can
-prove what it was given.
+The last stage's output (``Hidden``) returns one of two ways, named in the headers:
+- **direct** (``HopHeader.direct``): steps get no reply. The coordinator opens a second stream
+  to the last stage and claims the session's output with ``Collect`` (the token in the last
+  stage's header); the last stage pushes every step's ``Hidden`` there: N+1 messages per token
+  for N stages. A stage that cannot take a step passes an ``Error`` (naming the peer at fault)
+  on instead, down to the coordinator the same way; a stage whose predecessor vanishes
+  mid-session reports that one. A stall (no output, no error) is found with ``Probe``, which
+  every stage answers only after the steps before it, with the positions the route reached.
+- **relayed**: each step is answered with the last stage's ``Hidden``, relayed back through
+  every stage (2N messages), so the last stage never learns who the coordinator is.
+
+Each step carries the commitments (``protocols.verify``) of the stages before, each encrypted
+for the coordinator alone; a stage appends its own, and the last stage's ``Hidden`` holds the
+route's. A stage also hands its successor a signed ``receipt`` for the activations it sends,
+so a stage can prove what it was given.
 
 A ``Step`` may carry several chunks (``chunks`` sums to the sequence length). Chunks run one
 after another, so a replacement peer rebuilding its cache from a replayed history computes
@@ -40,6 +51,7 @@ SIGNATURE_BYTES: Final = 64  # Ed25519
 MAX_COMMITMENT: Final = 256  # one stage's encrypted commitment for one step
 PREFIX_BLOCK: Final = 64  # tokens per block of a prompt's prefix hash chain
 PREFIX_HASH_BYTES: Final = 16
+COLLECT_TOKEN_BYTES: Final = 16
 MAX_PREFIX_BLOCKS: Final = 128  # a session names at most this many blocks (8,192 tokens)
 TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -107,6 +119,8 @@ class HopHeader(Message):
     # tokens): the stage keeps those blocks' cache, and restores the first ``reuse`` tokens
     prefix: tuple[bytes, ...] = ()
     reuse: int = 0
+    direct: bool = False  # the output returns straight to the coordinator: steps get no reply
+    collect: bytes = b""  # (direct, last stage) the token the coordinator collects the output with
 
     @property
     def relay(self) -> bool:
@@ -125,11 +139,13 @@ class HopHeader(Message):
                 f"keys are {KEY_BYTES} bytes")
         require(bool(self.key_in) == bool(self.key_out), "keys come in pairs")
         require(len(self.key_report) == KEY_BYTES, f"the report key is {KEY_BYTES} bytes")
+        last_direct = self.direct and self.next_hop is None
+        require(len(self.collect) == (COLLECT_TOKEN_BYTES if last_direct else 0),
+                f"a direct route's last stage needs a {COLLECT_TOKEN_BYTES}-byte collect token")
         if self.next_hop is not None:
             require(len(self.next_session_id) == SESSION_ID_BYTES, "next hop needs a session id")
             require(len(self.next_ephemeral) in (0, KEY_BYTES), f"ephemeral key is {KEY_BYTES} bytes")
             require(0 < len(self.next_header) <= MAX_HEADER, "next header missing or too large")
-
 
     def _check_prefix(self) -> None:
         require(len(self.prefix) <= MAX_PREFIX_BLOCKS, f"at most {MAX_PREFIX_BLOCKS} prefix blocks")
@@ -171,9 +187,11 @@ class Step(Message):
     receipt: bytes = b""  # the sending stage's signature over these activations (none from the coordinator)
     draft: bool = False  # drafted tokens: the next step may rewind into this one
     rewind: bool = False  # ``position`` is inside the last step: go back there first
+    commitments: tuple[bytes, ...] = ()  # the stages' before this one, route order
 
     def check(self) -> None:
         require(self.position >= 0, "negative position")
+        check_commitments(self.commitments)
         require(len(self.receipt) in (0, SIGNATURE_BYTES), f"a receipt is {SIGNATURE_BYTES} bytes")
         require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
         require(all(c > 0 for c in self.chunks), "chunk lengths must be positive")
@@ -184,6 +202,37 @@ class Step(Message):
 @dataclasses.dataclass(frozen=True)
 class CloseSession(Message):
     TYPE: ClassVar[str] = "close"
+    done: int = 0  # tokens whose output reached the coordinator (what the route is paid for)
+
+    def check(self) -> None:
+        require(self.done >= 0, "negative done")
+
+
+@dataclasses.dataclass(frozen=True)
+class Collect(Message):
+    """On a stream of its own to a direct route's last stage: send this session's output here
+    (the session it knows as ``session_id``, claimed with its header's collect token)."""
+
+    TYPE: ClassVar[str] = "collect"
+    session_id: bytes
+    token: bytes
+
+    def check(self) -> None:
+        require(len(self.session_id) == SESSION_ID_BYTES, f"session id is {SESSION_ID_BYTES} bytes")
+        require(len(self.token) == COLLECT_TOKEN_BYTES, f"a collect token is {COLLECT_TOKEN_BYTES} bytes")
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe(Message):
+    """Where has the route got to? Answered (``Progress``) after every step sent before it;
+    each stage gives its successor a little less than ``timeout`` seconds to answer, and
+    names it (``Error``) if it does not."""
+
+    TYPE: ClassVar[str] = "probe"
+    timeout: float
+
+    def check(self) -> None:
+        require(math.isfinite(self.timeout) and 0 < self.timeout <= 600, "timeout must be in (0, 600]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,12 +250,28 @@ class Hidden(Message):
     position: int
     hidden: Tensor | None = None
     sealed: bytes = b""
-    commitments: tuple[bytes, ...] = ()  # one per stage from the replying one on, route order
+    commitments: tuple[bytes, ...] = ()  # one per stage, route order
 
     def check(self) -> None:
         require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
-        require(len(self.commitments) <= MAX_HOPS, f"at most {MAX_HOPS} commitments")
-        require(all(len(c) <= MAX_COMMITMENT for c in self.commitments), "commitment too large")
+        check_commitments(self.commitments)
+
+
+@dataclasses.dataclass(frozen=True)
+class Collecting(Message):
+    TYPE: ClassVar[str] = "collecting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress(Message):
+    """Each stage's position, from the answering one to the end of the route."""
+
+    TYPE: ClassVar[str] = "progress"
+    positions: tuple[int, ...]
+
+    def check(self) -> None:
+        require(0 < len(self.positions) <= MAX_HOPS, f"1..{MAX_HOPS} positions")
+        require(all(0 <= p <= MAX_LENGTH for p in self.positions), "position out of range")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,5 +279,11 @@ class SessionClosed(Message):
     TYPE: ClassVar[str] = "closed"
 
 
-REQUESTS: Final = Schema([OpenSession, Step, CloseSession])
-REPLIES: Final = Schema([SessionOpened, Hidden, SessionClosed, Error])
+def check_commitments(commitments: tuple[bytes, ...]) -> None:
+    require(len(commitments) <= MAX_HOPS, f"at most {MAX_HOPS} commitments")
+    require(all(len(c) <= MAX_COMMITMENT for c in commitments), "commitment too large")
+
+
+# an ``Error`` travels as a request too: on a direct route it is passed on, like a step
+REQUESTS: Final = Schema([OpenSession, Step, CloseSession, Collect, Probe, Error])
+REPLIES: Final = Schema([SessionOpened, Hidden, SessionClosed, Collecting, Progress, Error])

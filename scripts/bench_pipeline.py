@@ -9,7 +9,9 @@
 For each: time to first token (prompt prefill + first token) and decode tokens/s (tokens
 after the first over the time after the first), the median of ``--runs``; then the ratio
 to the single-process rate and the overhead each network hop adds per token:
-(pipeline ms/token - single ms/token) / hops, where a pipeline of N peers has N hops.
+(pipeline ms/token - single ms/token) / hops, where a pipeline of N peers has N hops. The
+pipelines return the output straight from the last stage (N+1 messages per token); the
+largest is also measured with ``--relayed-return`` (2N), alternating run by run.
 
 Then concurrent streams through the largest pipeline (``--streams``): N generations of
 different prompts at once, their tokens over the wall time from the first request to the
@@ -54,7 +56,7 @@ import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -88,6 +90,14 @@ class StreamsResult:
     stage_batch: float  # mean rows per forward pass, over the stages
     head_batch: float  # mean rows per pass through the client head
     token_ids: list[list[int]]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    ttft: float  # seconds, median
+    rate: float  # decode tokens/s, median
+    token_ids: list[int]
+    hops: int
 
 
 @dataclass(frozen=True)
@@ -228,15 +238,26 @@ async def stage_batches(counters: list) -> list[tuple[int, int]]:
     return [(c[0], c[1]) for c in counters]
 
 
-async def measure(coordinator: Coordinator, tokens: int, runs: int) -> tuple[float, float, list[int], int]:
-    """Median TTFT and decode tokens/s over ``runs``; the last tokens; the route's length."""
-    ttfts, rates, generated, hops = [], [], [], 0
+async def measure(
+    coordinator: Coordinator, tokens: int, runs: int, returns: tuple[bool, ...] = (False,)
+) -> dict[bool, Decoding]:
+    """Per way back (relayed return or not; alternating run by run, so each sees the same
+    machine): median TTFT and decode tokens/s over ``runs``, the last tokens, the route's length."""
+    done: dict[bool, list[Completion]] = {relayed: [] for relayed in returns}
     for _ in range(runs):
-        done = await coordinator.generate(generation(tokens))
-        ttfts.append(done.ttft_s)
-        rates.append(done.decode_tokens_per_s)
-        generated, hops = done.token_ids, len(done.route)
-    return statistics.median(ttfts), statistics.median(rates), generated, hops
+        for relayed in returns:
+            coordinator.privacy = replace(coordinator.privacy, relayed_return=relayed)
+            done[relayed].append(await coordinator.generate(generation(tokens)))
+    coordinator.privacy = replace(coordinator.privacy, relayed_return=False)
+    return {
+        relayed: Decoding(
+            statistics.median(c.ttft_s for c in runs_),
+            statistics.median(c.decode_tokens_per_s for c in runs_),
+            runs_[-1].token_ids,
+            len(runs_[-1].route),
+        )
+        for relayed, runs_ in done.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -321,19 +342,22 @@ async def measure_speculation(
 class Extras:
     """What the largest pipeline measures beyond plain decoding."""
 
+    relayed: Decoding | None  # decoding with the output relayed back through every stage
     concurrent: list[tuple[StreamsResult, StreamsResult]]
     prefix: PrefixReuse | None
     speculation: list[Speculation]
 
 
 async def bench_pipeline(
-    setup: Setup, peers: int, tokens: int, runs: int, streams: list[int], prefix_runs: int, draft_tokens: int
-) -> tuple[float, float, list[int], Extras]:
-    """One generation at a time (median of ``runs``); then, for each count in ``streams``,
-    that many at once (1: the same prompts one after another); then ``prefix_runs`` of prefix
-    reuse; then, with ``draft_tokens``, speculative decoding against plain."""
+    setup: Setup, peers: int, tokens: int, runs: int, largest: bool, streams: list[int], prefix_runs: int,
+    draft_tokens: int,
+) -> tuple[Decoding, Extras]:
+    """One generation at a time (median of ``runs``; for the ``largest`` pipeline also with
+    the output relayed back); then, for each count in ``streams``, that many at once (1: the
+    same prompts one after another); then ``prefix_runs`` of prefix reuse; then, with
+    ``draft_tokens``, speculative decoding against plain."""
     async with pipeline_swarm(setup, peers) as (coordinator, counters):
-        ttft, rate, generated, hops = await measure(coordinator, tokens, runs)
+        decoded = await measure(coordinator, tokens, runs, (False, True) if largest else (False,))
         concurrent = [
             (await measure_streams(coordinator, counters, n, tokens, one_by_one=True),
              await measure_streams(coordinator, counters, n, tokens, one_by_one=False))
@@ -343,8 +367,8 @@ async def bench_pipeline(
         speculation = []
         if draft_tokens:
             speculation = await measure_speculation(coordinator, draft_tokens, tokens, runs)
-    assert hops == peers, f"expected {peers} hops, the route had {hops}"
-    return ttft, rate, generated, Extras(concurrent, prefix, speculation)
+    assert decoded[False].hops == peers, f"expected {peers} hops, the route had {decoded[False].hops}"
+    return decoded[False], Extras(decoded.get(True), concurrent, prefix, speculation)
 
 
 def main() -> None:
@@ -375,21 +399,26 @@ def main() -> None:
         table.add_column(column, justify="right")
     table.add_row("single process", f"{single_ttft * 1e3:.1f}", f"{single_rate:.1f}", "1.00x", "-", "-")
     largest = max(args.peers)
-    extras = Extras([], None, [])
+    extras = Extras(None, [], None, [])
+
+    def row(name: str, peers: int, decoded: Decoding) -> None:
+        per_hop = (1 / decoded.rate - 1 / single_rate) / peers
+        ids = decoded.token_ids
+        table.add_row(
+            name, f"{decoded.ttft * 1e3:.1f}", f"{decoded.rate:.1f}", f"{decoded.rate / single_rate:.2f}x",
+            f"{per_hop * 1e3:.2f}", "yes" if ids == single_ids[: len(ids)] else "NO",
+        )
+
     for peers in args.peers:
         more = (args.streams, args.prefix_runs, args.draft_tokens) if peers == largest else ([], 0, 0)
-        ttft, rate, ids, measured = trio.run(bench_pipeline, setup, peers, args.tokens, args.runs, *more)
+        decoded, measured = trio.run(
+            bench_pipeline, setup, peers, args.tokens, args.runs, peers == largest, *more
+        )
+        row(f"{peers}-peer pipeline", peers, decoded)
         if peers == largest:
             extras = measured
-        per_hop = (1 / rate - 1 / single_rate) / peers
-        table.add_row(
-            f"{peers}-peer pipeline",
-            f"{ttft * 1e3:.1f}",
-            f"{rate:.1f}",
-            f"{rate / single_rate:.2f}x",
-            f"{per_hop * 1e3:.2f}",
-            "yes" if ids == single_ids[: len(ids)] else "NO",
-        )
+    if extras.relayed is not None:
+        row(f"{largest}-peer, relayed return", largest, extras.relayed)
     console.print(table)
     if extras.concurrent:
         console.print(streams_table(extras.concurrent, largest, args.tokens))

@@ -58,9 +58,9 @@ async def on_and_off(peers: int, tokens: int, runs: int) -> dict[bool, tuple[flo
         for _ in range(runs):
             for protect in (True, False):
                 coordinator.privacy = PrivacyConfig(protect=protect)
-                ttft, rate, ids, hops = await measure(coordinator, tokens, 1)
-                assert hops == peers
-                samples[protect].append((ttft, rate, ids))
+                decoded = (await measure(coordinator, tokens, 1))[False]
+                assert decoded.hops == peers
+                samples[protect].append((decoded.ttft, decoded.rate, decoded.token_ids))
     return {
         protect: (
             statistics.median(s[0] for s in runs_),

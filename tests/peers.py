@@ -19,7 +19,7 @@ from hydra.economy.config import TokenConfig
 from hydra.economy.service import TokenService
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
-from hydra.p2p.streams import serve
+from hydra.p2p.streams import Outbox, serve
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation, StageServer
 from hydra.verification.config import VerificationConfig
@@ -163,11 +163,14 @@ async def coordinator_for(
             nursery.cancel_scope.cancel()
 
 
-def replace_handler(peer: StagePeer, make: Callable[[StageServer, str], StageConversation]) -> None:
+def replace_handler(
+    peer: StagePeer, make: Callable[[StageServer, str, Outbox], StageConversation]
+) -> None:
     """Serve the inference protocol on ``peer`` with a conversation class of the test's."""
     peer.dht_peer.host.set_stream_handler(
         TProtocol(INFERENCE),
-        serve(inference.REQUESTS, conversation=lambda remote: make(peer.stage, remote.to_base58()),
+        serve(inference.REQUESTS,
+              conversation=lambda remote, outbox: make(peer.stage, remote.to_base58(), outbox),
               max_frame=inference.MAX_FRAME),
     )
 

@@ -550,6 +550,7 @@ class Auditor:
             tokens,
             dtype=job.dtype,
             max_failovers=0,
+            direct_return=False,  # the verifier must not learn who asked
         )
         route = [verifier] if job.relay is None or verifier.local else [job.relay, verifier]
         async with Pipeline(self.coordinator, config, route) as pipeline:

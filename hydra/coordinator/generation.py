@@ -392,7 +392,8 @@ class Coordinator:
         """Where challenges for a route starting at ``candidate`` go."""
         if candidate.local:
             assert self.local is not None
-            return LocalLink(self.peer_id, VerifyConversation(self.local, self.peer_id))
+            local = self.local
+            return LocalLink(self.peer_id, lambda _: VerifyConversation(local, self.peer_id))
         return await RemoteLink.open(self.host, candidate.hop, timeout, VERIFY_LINK)
 
     # --- models ----------------------------------------------------------------------------
@@ -529,7 +530,7 @@ class Coordinator:
             model.spec.id, model.spec.num_layers, max_length,
             dtype=model.spec.wire_dtype if self.wire_dtype == "auto" else self.wire_dtype,
             step_timeout=self.step_timeout,
-            protect=privacy.protect, probe=request.probe,
+            protect=privacy.protect, direct_return=not privacy.relayed_return, probe=request.probe,
             priority=await self.priority_ticket() if request.priority else b"",
             prefix=prefix_chain(prompt, self.prefix_salt, system),
             reuse_limit=len(prompt) - 1 if local.undoable else 0,  # local blocks need the whole prompt

@@ -1,6 +1,11 @@
 """One generation's chain of stages, with failover.
 
-The coordinator talks to the first hop only; each stage opens the next. The pipeline keeps
+The coordinator sends steps to the first hop only; each stage opens the next. On a direct
+route (the default) the coordinator also opens a stream to the last stage and collects each
+step's output there, N+1 messages per token; on a relayed one the output comes back through
+every stage. A stage that fails names the peer at fault; a step that gets neither output nor
+error in time is followed by a probe, and the first stage short of the step's end (or, when
+all reached it, the last stage) is blamed for the stall. The pipeline keeps
 every input it sent (the embeddings, in the chunks it sent them), so when a stage dies or
 stalls it can exclude that peer, plan a new route over the peers still serving the model,
 replay the history with the original chunk shapes (each new cache is bit-identical to the
@@ -13,7 +18,9 @@ picks steps to audit after each one and challenges them before the session close
 """
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +48,7 @@ from protocols.verify import tensor_digest
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 5.0
 FRAME_SLACK = 4096  # msgpack envelope around a step's tensor bytes, and the seal's tag
 CHUNK_BYTES = 9  # a replayed step's chunk size in its ``chunks`` list (the largest msgpack int)
 
@@ -95,6 +103,7 @@ class PipelineConfig:
     prefix: tuple[bytes, ...] = ()  # the prompt's block hashes, for the stages' prefix caches
     reuse_limit: int = 0  # tokens of the prompt a session may start after (one must remain)
     public_blocks: int = 0  # leading blocks of a shared system prompt: tried even if never sent
+    direct_return: bool = True  # collect the output from the last stage (else relayed back)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -122,7 +131,8 @@ class Pipeline:
     # since were computed all the same)
     reused: int = 0  # prompt tokens the route's sessions restored from the stages' prefix caches
     _noted: tuple[str, ...] = ()  # the route whose stages this pipeline gave the prompt's blocks
-    _link: Link | None = None
+    _link: Link | None = None  # to the first hop
+    _collect: Link | None = None  # from the last hop, on a direct route
     _wrapped: WrappedRoute | None = None
     _ledger: RouteLedger | None = None
     on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
@@ -180,9 +190,14 @@ class Pipeline:
         """End the session on every hop. Shielded: a cancelled generation (a client that
         hung up) must still free the peers' caches now, not after their idle timeout."""
         link, self._link = self._link, None
-        if link is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
+        collect, self._collect = self._collect, None
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+            if link is not None:
+                with suppress(HopFailed):  # the route is paid up to the outputs received
+                    await link.send(inference.CloseSession(self.step_end), CLOSE_TIMEOUT_S)
                 await link.aclose()
+            if collect is not None:
+                await collect.aclose()
 
     async def forward(
         self, hidden: torch.Tensor, return_all: bool = False, draft: bool = False
@@ -244,11 +259,11 @@ class Pipeline:
         sent, sealed = wrapped.to_first.wrap(tensor, position)
         step = inference.Step(position, sent, sealed, chunks, return_all, receipt, draft, self.rewinding)
         started = trio.current_time()
-        reply = await self._link.call(step, self.config.step_timeout)
+        reply = await self._exchange(step, position + hidden.shape[1])
         self.rewinding = False  # done, or (a failure) the new route's sessions start past it
         self.hop_seconds.append((trio.current_time() - started) / max(1, len(self.route)))
-        if not isinstance(reply, inference.Hidden):
-            raise self._failure(reply)
+        if not isinstance(reply, inference.Hidden) or reply.position != position:
+            raise self._failure(reply, self._collect or self._link)
         last = self.route[-1].peer_id
         try:
             output = wrapped.from_last.unwrap(reply.hidden, reply.sealed, position)
@@ -281,11 +296,39 @@ class Pipeline:
             chosen = self.auditor.choose(len(self.route), self.config.probe)
             self.pending_audits.extend((index, position) for index in chosen)
 
-    def _failure(self, reply: Message) -> HopFailed:
+    async def _exchange(self, step: inference.Step, end: int) -> Message:
+        """Send ``step``; the last stage's output for it (or the error that stopped it)."""
         assert self._link is not None
+        timeout = self.config.step_timeout
+        if self._collect is None:
+            return await self._link.call(step, timeout)
+        await self._link.send(step, timeout)
+        with trio.move_on_after(timeout):
+            reply = await self._collect.receive(math.inf)
+            if not (isinstance(reply, Error) and reply.code == ErrorCode.ROUTE_BROKEN):
+                return reply
+        # no answer, or a stage saw its predecessor go (a hint: the one that went may be it)
+        raise await self._stalled(end)
+
+    async def _stalled(self, end: int) -> HopFailed:
+        """Who to blame for a step that came back with neither output nor error in time (or
+        with a broken route): a stage that does not answer a probe, or the first short of
+        ``end``, or the last."""
+        assert self._link is not None
+        reply = await self._link.call(inference.Probe(self.config.step_timeout), self.config.step_timeout)
+        if not isinstance(reply, inference.Progress):
+            return self._failure(reply, self._link)
+        for candidate, reached in zip(self.route, reply.positions, strict=False):
+            if reached < end:
+                return HopFailed(candidate.peer_id, f"stalled at position {reached} (the step ends at {end})")
+        return HopFailed(self.route[-1].peer_id, "computed the step but sent no output")
+
+    @staticmethod
+    def _failure(reply: Message, link: Link) -> HopFailed:
+        """What ``reply`` (not what was expected, from ``link``) says about who failed."""
         if isinstance(reply, Error):
-            return HopFailed(reply.peer or self._link.peer_id, f"{reply.code}: {reply.message}")
-        return HopFailed(self._link.peer_id, f"unexpected reply {reply.TYPE}")
+            return HopFailed(reply.peer or link.peer_id, f"{reply.code}: {reply.message}")
+        return HopFailed(link.peer_id, f"unexpected reply {reply.TYPE}")
 
     async def _fail_over(self, exc: HopFailed) -> None:
         """Pay the old route for the steps it completed (unless its first stage is the one that
@@ -356,7 +399,8 @@ class Pipeline:
             self.reused = 0
             reply = await self._open_sessions(route)
         if not isinstance(reply, inference.SessionOpened):
-            raise self._failure(reply)
+            assert self._link is not None
+            raise self._failure(reply, self._link)
 
     async def _open_sessions(self, route: list[Candidate]) -> Message:
         timeouts = [self.config.step_timeout]
@@ -373,6 +417,7 @@ class Pipeline:
             self.config.priority,
             self.config.prefix,
             self.reused,
+            direct=self.config.direct_return and len(route) > 1,  # one hop: the same messages
         )
         self._ledger = RouteLedger(
             [c.peer_id for c in route],
@@ -383,8 +428,16 @@ class Pipeline:
             ],
             list(self._wrapped.report_keys),
         )
-        self._link = await self.network.link(route[0], self.config.step_timeout)
-        return await self._link.call(self._wrapped.open, self.config.step_timeout)
+        timeout = self.config.step_timeout
+        self._link = await self.network.link(route[0], timeout)
+        opened = await self._link.call(self._wrapped.open, timeout)
+        if self._wrapped.collect is None or not isinstance(opened, inference.SessionOpened):
+            return opened
+        self._collect = await self.network.link(route[-1], timeout)
+        collecting = await self._collect.call(self._wrapped.collect, timeout)
+        if not isinstance(collecting, inference.Collecting):
+            raise self._failure(collecting, self._collect)
+        return opened
 
     def _kx_key(self, candidate: Candidate) -> X25519PublicKey:
         """The key to seal ``candidate``'s header for; it must be signed by its identity."""

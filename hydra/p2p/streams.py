@@ -10,7 +10,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -166,11 +166,39 @@ Handler = Callable[[Message, ID], Awaitable[Message]]
 
 class Conversation(Protocol):
     """The state one stream carries (e.g. an inference session): created when the stream
-    opens, asked to answer each request, closed when the stream ends, however it ends."""
+    opens, asked to answer each request (None: no answer), closed when the stream ends,
+    however it ends."""
 
-    async def handle(self, message: Message) -> Message: ...
+    async def handle(self, message: Message) -> Message | None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Busy(Protocol):
+    """A conversation that may be in use while its peer says nothing (it sends, unasked):
+    the idle timeout does not close its stream while ``busy()``."""
+
+    def busy(self) -> bool: ...
+
+
+class Outbox(Protocol):
+    """Where a conversation sends messages nobody asked for at that moment (a direct route's
+    outputs, on the stream its coordinator collects them from)."""
+
+    async def send(self, message: Message) -> None: ...
+
+
+class StreamOutbox:
+    """A served stream's sending side: replies and pushed messages, one frame at a time."""
+
+    def __init__(self, stream: FramedStream) -> None:
+        self.stream = stream
+        self._lock = trio.Lock()
+
+    async def send(self, message: Message) -> None:
+        async with self._lock:
+            await self.stream.send(message)
 
 
 class Stateless:
@@ -195,7 +223,7 @@ def serve(
     requests: Schema,
     handle: Handler | None = None,
     *,
-    conversation: Callable[[ID], Conversation] | None = None,
+    conversation: Callable[[ID, Outbox], Conversation] | None = None,
     max_frame: int = DEFAULT_MAX_FRAME,
     idle_timeout: float | None = None,
     limiter: PeerRateLimiter | None = None,
@@ -206,13 +234,14 @@ def serve(
     stream. A refused message (any ``HydraError``) gets an ``Error`` reply with its code and
     the loop continues; a frame-level error (oversized or truncated frame) gets an ``Error``
     reply, then the stream is aborted, since it can no longer be parsed. A stream silent for
-    ``idle_timeout`` seconds is closed. A peer over ``limiter``'s rate gets ``overloaded``
-    errors until it slows down. No exception ever leaves the handler."""
+    ``idle_timeout`` seconds is closed, unless its conversation is ``Busy``. A peer over
+    ``limiter``'s rate gets ``overloaded`` errors until it slows down. No exception ever leaves
+    the handler."""
     if conversation is None:
         if handle is None:
             raise TypeError("give exactly one of handle and conversation")
         stateless = handle
-        conversation = lambda remote: Stateless(stateless, remote)  # noqa: E731
+        conversation = lambda remote, _: Stateless(stateless, remote)  # noqa: E731
     elif handle is not None:
         raise TypeError("give exactly one of handle and conversation")
     return _StreamServer(requests, conversation, max_frame, idle_timeout, limiter).handler
@@ -221,17 +250,18 @@ def serve(
 @dataclass(frozen=True)
 class _StreamServer:
     requests: Schema
-    conversation: Callable[[ID], Conversation]
+    conversation: Callable[[ID, Outbox], Conversation]
     max_frame: int
     idle_timeout: float | None
     limiter: PeerRateLimiter | None
 
     async def handler(self, raw: INetStream) -> None:
         stream = FramedStream(raw, self.max_frame)
-        talk = self.conversation(stream.remote_peer)
+        outbox = StreamOutbox(stream)
+        talk = self.conversation(stream.remote_peer, outbox)
         peer = str(stream.remote_peer)  # base58 once, not per message
         try:
-            while await self._answer(stream, talk, peer):
+            while await self._answer(stream, outbox, talk, peer):
                 pass
         except Exception:  # whatever broke, only this stream may suffer
             log.exception("stream handler failed; resetting the stream")
@@ -240,7 +270,9 @@ class _StreamServer:
             with trio.CancelScope(shield=True):
                 await talk.aclose()
 
-    async def _answer(self, stream: FramedStream, talk: Conversation, peer: str) -> bool:
+    async def _answer(
+        self, stream: FramedStream, outbox: StreamOutbox, talk: Conversation, peer: str
+    ) -> bool:
         """Read one request and answer it; False once the stream has ended (closed by the
         peer, idle too long, or no longer parseable)."""
         try:
@@ -253,19 +285,22 @@ class _StreamServer:
                 raise ProtocolError(ErrorCode.OVERLOADED, "request rate limit exceeded")
             reply = await talk.handle(self.requests.decode(payload))
         except trio.TooSlowError:
+            if isinstance(talk, Busy) and talk.busy():
+                return True
             log.info("closing a stream from %s idle for %ss", peer, self.idle_timeout)
             await stream.close()
             return False
         except HydraError as exc:  # refused: the peer gets the typed error
             log.info("rejected message from %s: %s", peer, exc)
-            await stream.send(Error(code=exc.protocol_code, message=exc.message))
+            await outbox.send(Error(code=exc.protocol_code, message=exc.message))
             if exc.protocol_code in _UNRECOVERABLE:
                 await stream.abort()
                 return False
             return True
         except Exception:  # a bug in a handler: answer, log, keep serving others
             log.exception("handler failed on a message from %s", peer)
-            await stream.send(Error(code=ErrorCode.INTERNAL, message="internal error"))
+            await outbox.send(Error(code=ErrorCode.INTERNAL, message="internal error"))
             return True
-        await stream.send(reply)
+        if reply is not None:
+            await outbox.send(reply)
         return True

@@ -6,8 +6,10 @@ return key (sN -> coordinator), all fresh. Stage i's ``HopHeader`` holds its blo
 its two keys and its successor with the successor's header already sealed; the header itself
 is sealed with AES-256-GCM under a key derived (HKDF-SHA256, salted with the hop's session id)
 from X25519 between a fresh ephemeral key and the stage's identity-signed static key. Each
-stage therefore learns its predecessor (the connection) and successor (its header) only, and
-relays the last stage's sealed output without being able to read it.
+stage therefore learns its predecessor (the connection) and successor (its header) only. On a
+direct route the last stage's header also holds a collect token: the coordinator connects to
+the last stage to collect the sealed output, so that stage learns who the coordinator is; on a
+relayed route the stages pass the output back without being able to read it.
 """
 
 import secrets
@@ -45,6 +47,7 @@ class WrappedRoute:
     from_last: ActivationChannel  # carries the last stage's output back
     session_ids: tuple[bytes, ...]  # each hop's session id
     report_keys: tuple[bytes, ...]  # each hop's key for its commitments and reveals
+    collect: inference.Collect | None = None  # claims a direct route's output from its last stage
 
 
 def wrap_route(
@@ -57,12 +60,15 @@ def wrap_route(
     priority: bytes = b"",
     prefix: tuple[bytes, ...] = (),
     reuse: int = 0,
+    direct: bool = False,
 ) -> WrappedRoute:
     """Build the nested headers, innermost (last stage) first. ``kx_keys``: each hop's
     identity-checked X25519 key, or None for an unprotected session (nothing sealed).
     ``priority``: a priority ticket's secret; ``prefix``, ``reuse``: the prompt's block
-    hashes and the tokens to restore from them (``hydra.stage.prefixes``), for every stage."""
+    hashes and the tokens to restore from them (``hydra.stage.prefixes``), for every stage;
+    ``direct``: the last stage sends the output to the coordinator, which collects it."""
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
+    token = secrets.token_bytes(inference.COLLECT_TOKEN_BYTES) if direct else b""
     protect = kx_keys is not None
     keys = [secrets.token_bytes(KEY_BYTES) if protect else b"" for _ in range(len(hops) + 1)]
     report_keys = [secrets.token_bytes(KEY_BYTES) for _ in hops]
@@ -87,6 +93,8 @@ def wrap_route(
             priority=priority,
             prefix=prefix,
             reuse=reuse,
+            direct=direct,
+            collect=token if following is None else b"",
         )
         kx = None if kx_keys is None else kx_keys[i]
         sealed_header, ephemeral = seal_header(header, kx, session_ids[i])
@@ -97,6 +105,7 @@ def wrap_route(
         ActivationChannel(keys[-1], session_ids[-1], RETURN_LABEL),
         tuple(session_ids),
         tuple(report_keys),
+        inference.Collect(session_ids[-1], token) if direct else None,
     )
 
 

@@ -1,8 +1,12 @@
 """A hop of a pipeline as seen from the side that drives it: a stream to a remote stage, or
-an in-process stage when the coordinator serves that span itself. Both answer one message
-with one message; a hop that cannot answer raises ``HopFailed`` naming the peer."""
+an in-process stage when the coordinator serves that span itself. Messages go both ways one
+at a time (``call`` sends one and waits for the next to come back); a hop that cannot answer
+raises ``HopFailed`` naming the peer."""
 
 import logging
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,7 +16,7 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from hydra.errors import PeerError
-from hydra.p2p.streams import Conversation, FramedStream, PeerUnreachable, open_stream
+from hydra.p2p.streams import Conversation, FramedStream, Outbox, PeerUnreachable, open_stream
 from protocols import inference, receipt, verify
 from protocols.codec import Error, Message, Schema
 from protocols.errors import ErrorCode, ProtocolError
@@ -47,7 +51,13 @@ RECEIPT_LINK = LinkProtocol(RECEIPT, receipt.REPLIES, 1 << 16)
 class Link(Protocol):
     peer_id: str
 
-    async def call(self, message: Message, timeout: float) -> Message: ...
+    async def call(self, message: Message, timeout: float) -> Message:
+        """Send ``message``; the next message from the hop."""
+        ...
+
+    async def send(self, message: Message, timeout: float) -> None: ...
+
+    async def receive(self, timeout: float) -> Message: ...
 
     async def aclose(self) -> None: ...
 
@@ -70,39 +80,92 @@ class RemoteLink:
         return cls(hop.peer_id, FramedStream(raw, protocol.max_frame), protocol.replies)
 
     async def call(self, message: Message, timeout: float) -> Message:
+        with self._failures(timeout):
+            await self.stream.send(message)
+            return await self._receive()
+
+    async def send(self, message: Message, timeout: float) -> None:
+        with self._failures(timeout):
+            await self.stream.send(message)
+
+    async def receive(self, timeout: float) -> Message:
+        with self._failures(timeout):
+            return await self._receive()
+
+    async def _receive(self) -> Message:
+        reply = await self.stream.receive(self.replies)
+        if reply is None:
+            raise HopFailed(self.peer_id, "closed the stream")
+        return reply
+
+    @contextmanager
+    def _failures(self, timeout: float) -> Iterator[None]:
+        """Within ``timeout``, or ``HopFailed``: whatever goes wrong, the peer is at fault."""
         try:
             with trio.fail_after(timeout):
-                await self.stream.send(message)
-                reply = await self.stream.receive(self.replies)
+                yield
         except trio.TooSlowError:
             raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
         except ProtocolError as exc:
             raise HopFailed(self.peer_id, f"broken stream: {exc}") from None
+        except HopFailed:
+            raise
         except Exception as exc:  # noqa: BLE001 - libp2p stream errors of many kinds: the peer is gone
             raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
-        if reply is None:
-            raise HopFailed(self.peer_id, "closed the stream")
-        return reply
 
     async def aclose(self) -> None:
         await self.stream.close()
 
 
-class LocalLink:
-    """A stage in this process, driven without a stream (same messages, same checks)."""
+class ChannelOutbox:
+    """A local conversation's outbox: what it sends waits for the link's ``receive``."""
 
-    def __init__(self, peer_id: str, conversation: Conversation) -> None:
+    def __init__(self, channel: trio.MemorySendChannel[Message]) -> None:
+        self.channel = channel
+
+    async def send(self, message: Message) -> None:
+        await self.channel.send(message)
+
+
+class LocalLink:
+    """A stage in this process, driven without a stream (same messages, same checks):
+    ``converse`` makes the conversation a stream would carry, given where it sends."""
+
+    def __init__(self, peer_id: str, converse: Callable[[Outbox], Conversation]) -> None:
         self.peer_id = peer_id
-        self.conversation = conversation
+        outbox, self._inbox = trio.open_memory_channel[Message](math.inf)
+        self.conversation = converse(ChannelOutbox(outbox))
 
     async def call(self, message: Message, timeout: float) -> Message:
+        with self._failures(timeout):
+            reply = await self._handle(message)
+            return await self._inbox.receive() if reply is None else reply
+
+    async def send(self, message: Message, timeout: float) -> None:
+        with self._failures(timeout):
+            reply = await self._handle(message)
+            if reply is not None:  # a reply nobody waits for yet: the next ``receive`` gets it
+                self._inbox.send_nowait(reply)
+
+    async def receive(self, timeout: float) -> Message:
+        with self._failures(timeout):
+            return await self._inbox.receive()
+
+    async def _handle(self, message: Message) -> Message | None:
         try:
-            with trio.fail_after(timeout):
-                return await self.conversation.handle(message)
-        except trio.TooSlowError:
-            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
+            return await self.conversation.handle(message)
         except ProtocolError as exc:
             return Error(code=exc.code, message=exc.message)
+
+    @contextmanager
+    def _failures(self, timeout: float) -> Iterator[None]:
+        try:
+            with trio.fail_after(timeout):
+                yield
+        except trio.TooSlowError:
+            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
+        except HopFailed:
+            raise
         except Exception as exc:  # e.g. out of memory: route around this stage like any other
             log.exception("the local stage failed")
             raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None

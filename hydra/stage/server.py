@@ -2,19 +2,24 @@
 memory and idle time, pushing each step's output to the next hop of the route.
 
 One libp2p stream carries one session (``StageConversation``); the stream's end, however it
-ends, frees the session's cache and closes the stream to the next hop. Forward passes run
-on the process's compute thread, so the trio loop keeps serving while a step computes.
+ends, frees the session's cache and closes the stream to the next hop. On a direct route the
+last stage sends each step's output to the coordinator on a stream the coordinator opened to
+collect it, and errors travel forward the same way (``protocols.inference``); on a relayed
+route each step is answered through the stages before. Forward passes run on the process's
+compute thread, so the trio loop keeps serving while a step computes.
 Every step is committed to and its input kept for audits (``hydra.stage.audit``), which
 arrive on their own protocol while the session is open.
 """
 
-import dataclasses
+import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import trio
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.custom_types import TProtocol
@@ -25,7 +30,7 @@ from hydra.economy.ledger import Ledger
 from hydra.economy.receipts import work_root
 from hydra.economy.service import TokenService
 from hydra.p2p.limits import PeerRateLimiter
-from hydra.p2p.streams import serve
+from hydra.p2p.streams import Conversation, Outbox, serve
 from hydra.privacy.channel import RETURN_LABEL, STEP_LABEL, ActivationChannel
 from hydra.privacy.keys import KxKey
 from hydra.privacy.onion import ReplayGuard, open_header
@@ -44,6 +49,7 @@ from hydra.stage.links import (
     VERIFY_LINK,
     HopFailed,
     Link,
+    LinkProtocol,
     LocalLink,
     RemoteLink,
     attributed,
@@ -54,10 +60,12 @@ from hydra.stage.prefixes import PrefixStore
 from hydra.stage.receipts import ReceiptConversation, pay
 from hydra.verification.commitments import Terms, receipt_valid, sign_receipt
 from protocols import inference, receipt, verify
-from protocols.codec import Error, Message
+from protocols.codec import Error, Message, Schema
 from protocols.errors import ErrorCode, ProtocolError
 from protocols.receipt import RECEIPT_EVERY
 from protocols.verify import tensor_digest
+
+CLOSE_TIMEOUT_S = 5.0  # to pass a session's close on to the next hop
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +86,19 @@ class Session:
     next_hop: inference.Hop | None = None
     next_session_id: bytes = b""
     relay: bool = False  # runs no blocks: passes its input on unchanged
+    direct: bool = False  # steps get no reply; the output (or an error) travels on to the coordinator
+    collect_token: bytes = b""  # (direct, last stage) claims the output for the coordinator
+    collector: Outbox | None = None  # ... where it goes once claimed
     hops: int = 1  # stages from this one to the end of the route (what a receipt pays for)
     receipt_seq: int = -1  # of the latest receipt its predecessor paid with
     receipted: int = 0  # tokens that receipt covers
     paid: int = 0  # tokens this stage has paid its successor for
     pay_seq: int = 0  # of the next receipt it sends
     position: int = 0
-    confirmed: int = 0  # positions whose step came back through the rest of the route
+    confirmed: int = 0  # positions whose output reached the coordinator (it sent a step after them)
     downstream: Link | None = None
     broken: str = ""  # why the session can no longer step (its next hop failed)
+    blame: str = ""  # ... the peer at fault
     next_failed: bool = False  # ... and whether the next hop itself died or stalled (not worth paying)
     last_start: int = -1  # where the last step began: a rewind may go back into it
     undo: Undo | None = None  # a draft step's recurrent states before it (hybrid models)
@@ -141,17 +153,18 @@ class StageServer:
     def attach(self, host: IHost) -> None:
         """Serve this stage's protocols on ``host``: sessions, challenges and receipts."""
         self.host = host
-        served = (
-            (INFERENCE_LINK, inference.REQUESTS, StageConversation),
-            (VERIFY_LINK, verify.REQUESTS, VerifyConversation),
-            (RECEIPT_LINK, receipt.REQUESTS, ReceiptConversation),
+        served: tuple[tuple[LinkProtocol, Schema, Callable[[ID, Outbox], Conversation]], ...] = (
+            (INFERENCE_LINK, inference.REQUESTS,
+             lambda remote, outbox: StageConversation(self, remote.to_base58(), outbox)),
+            (VERIFY_LINK, verify.REQUESTS, lambda remote, _: VerifyConversation(self, remote.to_base58())),
+            (RECEIPT_LINK, receipt.REQUESTS, lambda remote, _: ReceiptConversation(self, remote.to_base58())),
         )
         for link, requests, conversation in served:
             host.set_stream_handler(
                 TProtocol(link.id),
                 serve(
                     requests,
-                    conversation=lambda remote, make=conversation: make(self, remote.to_base58()),
+                    conversation=conversation,
                     max_frame=link.max_frame,
                     idle_timeout=self.limits.idle_timeout,
                     limiter=PeerRateLimiter(self.limits.peer_rate, self.limits.peer_burst),
@@ -165,10 +178,18 @@ class StageServer:
             None,
         )
 
+    def collectable(self, request: inference.Collect) -> "Session | None":
+        """The direct route's last-stage session ``request`` claims (by its id and token)."""
+        return next(
+            (s for s in self.sessions.values() if s.hop_session_id == request.session_id
+             and s.collect_token and hmac.compare_digest(s.collect_token, request.token)),
+            None,
+        )
+
     def local_link(self, owner: str) -> Link:
         """A session on this stage for a coordinator in the same process: the same messages
         and checks as over a stream, without one."""
-        return LocalLink(owner, StageConversation(self, owner))
+        return LocalLink(owner, lambda outbox: StageConversation(self, owner, outbox))
 
     @property
     def reserved_bytes(self) -> int:
@@ -262,27 +283,41 @@ class StageServer:
 
 
 class StageConversation:
-    """One stream's session on this stage; ``remote`` is the predecessor's peer ID."""
+    """One stream's session on this stage (``remote`` is the predecessor's peer ID), or the
+    stream a direct route's coordinator collects the output of a session here from."""
 
-    def __init__(self, server: StageServer, remote: str) -> None:
+    def __init__(self, server: StageServer, remote: str, outbox: Outbox) -> None:
         self.server = server
         self.remote = remote
+        self.outbox = outbox  # back to the predecessor (or, collecting, to the coordinator)
         self.session: Session | None = None
+        self.collecting: Session | None = None
+        self.done: int | None = None  # the coordinator's count of outputs received, once closing
+        self.opened = False  # the session opened along the whole route
 
-    async def handle(self, message: Message) -> Message:
+    def busy(self) -> bool:
+        """Collecting the output of a session still open (its coordinator sends nothing here)."""
+        return self.collecting is not None and self.collecting.id in self.server.sessions
+
+    async def handle(self, message: Message) -> Message | None:
         match message:
             case inference.OpenSession():
                 return await self._open(message)
             case inference.Step():
-                return await self._step(message)
+                return await self._take(message)
+            case inference.Probe():
+                return await self._probe(message)
+            case inference.Collect():
+                return self._collect(message)
+            case Error():
+                return await self._pass_error(message)
             case inference.CloseSession():
-                await self.aclose()
-                return inference.SessionClosed()
+                return await self._close(message)
         raise ProtocolError(ErrorCode.UNEXPECTED, f"{message.TYPE} is not a request")
 
     async def _open(self, request: inference.OpenSession) -> Message:
         server = self.server
-        if self.session is not None:
+        if self.session is not None or self.collecting is not None:
             raise ProtocolError(ErrorCode.UNEXPECTED, "this stream already carries a session")
         header = open_header(request, server.kx)
         server.replays.admit(request, header)
@@ -323,6 +358,8 @@ class StageConversation:
             next_hop=header.next_hop,
             next_session_id=header.next_session_id,
             relay=header.relay,
+            direct=header.direct,
+            collect_token=header.collect,
             prefix=header.prefix,
         )
         if header.reuse:
@@ -330,6 +367,7 @@ class StageConversation:
         server.sessions[session.id] = session
         self.session = session
         if last:
+            self.opened = True
             return inference.SessionOpened(hops=1)
         return await self._open_downstream(request.model, header)
 
@@ -368,9 +406,27 @@ class StageConversation:
             await self.aclose()
             return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
         session.hops = reply.hops + 1
+        self.opened = True
         return inference.SessionOpened(hops=session.hops)
 
-    async def _step(self, step: inference.Step) -> Message:
+    async def _take(self, step: inference.Step) -> Message | None:
+        """Run ``step`` and pass its output on. On a direct route nothing is answered: the
+        output, or the error that stopped it, goes on towards the coordinator."""
+        session = self.session
+        if session is None or not session.direct:
+            return await self._step(step)
+        try:
+            outcome = await self._step(step)
+        except ProtocolError as exc:
+            outcome = Error(exc.code, exc.message)
+        except Exception as exc:
+            log.exception("a step failed")
+            outcome = Error(ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        if isinstance(outcome, Error):
+            await self._pass_on_error(session, attributed(outcome, self.server.peer_id))
+        return None
+
+    async def _step(self, step: inference.Step) -> Message | None:
         session = self.session
         if session is None:
             raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "open a session before stepping")
@@ -383,11 +439,14 @@ class StageConversation:
                 f"{owed} tokens served without a receipt "
                 f"(the limit is {self.server.limits.unpaid_tokens})",
             )
+        # the coordinator sends a step once it has the last one's output: the rest of the
+        # route did its work up to here
+        session.confirmed = max(session.confirmed, session.position)
         await self._bring_to(session, step)
         try:
             tensor = session.inbound.unwrap(step.hidden, step.sealed, step.position)
         except SealError as exc:  # the sender (our predecessor) is at fault, not us
-            session.broken = f"sealed step rejected: {exc}"  # the counters have diverged
+            self._break(session, f"sealed step rejected: {exc}", self.remote)  # the counters have diverged
             return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
         self._check_input(session, step, tensor)
         digest = tensor_digest(tensor)
@@ -403,17 +462,16 @@ class StageConversation:
         commitment, sent_hash = session.audit.commit(
             self.server.identity, step, tensor, self.claimed_input_hash(session, digest), sent
         )
-        if session.downstream is None:
-            session.confirmed = session.position
-            wrapped = session.outbound.wrap(sent, step.position)
-            return inference.Hidden(step.position, *wrapped, commitments=(commitment,))
-        reply = await self._pass_on(session, step, sent, sent_hash, started)
-        if not isinstance(reply, inference.Hidden):
-            return reply
-        session.confirmed = session.position
-        if session.position - session.paid >= RECEIPT_EVERY:
-            await self._pay_successor(session)
-        return dataclasses.replace(reply, commitments=(commitment, *reply.commitments))
+        commitments = (*step.commitments, commitment)
+        if session.downstream is not None:
+            return await self._pass_on(session, step, sent, sent_hash, started, commitments)
+        output_message = inference.Hidden(
+            step.position, *session.outbound.wrap(sent, step.position), commitments=commitments
+        )
+        if not session.direct:
+            return output_message
+        await self._to_coordinator(session, output_message)
+        return None
 
     async def compute(self, session: Session, step: inference.Step, hidden: torch.Tensor) -> torch.Tensor:
         """This stage's output for ``hidden`` (on the compute thread). Tests override it to cheat."""
@@ -443,7 +501,6 @@ class StageConversation:
                     session.cache, session.last_start, session.position, step.position, session.undo,
                 )
             session.position = step.position
-            session.confirmed = min(session.confirmed, step.position)
             session.undo = None
         if step.position != session.position:
             raise ProtocolError(
@@ -471,38 +528,134 @@ class StageConversation:
             )
 
     async def _pass_on(
-        self, session: Session, step: inference.Step, output: inference.Tensor, digest: bytes, started: float
-    ) -> Message:
-        """Send this stage's output, with a receipt for it, to the next hop; its reply (the last
-        stage's output, or an error naming the peer at fault) goes back upstream."""
+        self, session: Session, step: inference.Step, output: inference.Tensor, digest: bytes,
+        started: float, commitments: tuple[bytes, ...],
+    ) -> Message | None:
+        """Send this stage's output, with a receipt for it, to the next hop. On a relayed route
+        its reply (the last stage's output, or an error naming the peer at fault) goes back
+        upstream."""
         assert session.downstream is not None
         hidden, sealed = session.outbound.wrap(output, step.position)
         receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, digest)
         forward = inference.Step(
-            step.position, hidden, sealed, step.chunks, step.return_all, receipt, step.draft, step.rewind
+            step.position, hidden, sealed, step.chunks, step.return_all, receipt, step.draft, step.rewind,
+            commitments,
         )
+        # the rest of the route gets what is left of this step's time, so a stall further
+        # down is reported (and blamed on the right peer) before our predecessor gives up
+        budget = downstream_budget(session.step_timeout - (time.monotonic() - started))
+        reply: Message | None = None
         try:
-            # the rest of the route gets what is left of this step's time, so a stall further
-            # down is reported (and blamed on the right peer) before our predecessor gives up
-            left = session.step_timeout - (time.monotonic() - started)
-            reply = await session.downstream.call(forward, downstream_budget(left))
+            if session.direct:
+                await session.downstream.send(forward, budget)
+            else:
+                reply = await session.downstream.call(forward, budget)
         except HopFailed as exc:
-            session.broken = f"next hop {exc.peer_id} failed: {exc.reason}"
-            session.next_failed = exc.peer_id == session.downstream.peer_id
-            return hop_failed_error(exc)
+            return self._next_failed(session, exc)
         if isinstance(reply, Error):  # our cache advanced and the rest of the route's did not
-            session.broken = f"next hop answered {reply.code}: {reply.message}"
+            self._break(session, f"next hop answered {reply.code}: {reply.message}",
+                        reply.peer or session.downstream.peer_id)
             return attributed(reply, session.downstream.peer_id)
+        if session.confirmed - session.paid >= RECEIPT_EVERY:
+            await self._pay_successor(session)
         return reply
 
+    def _next_failed(self, session: Session, exc: HopFailed) -> Error:
+        assert session.downstream is not None
+        self._break(session, f"next hop {exc.peer_id} failed: {exc.reason}", exc.peer_id)
+        session.next_failed = exc.peer_id == session.downstream.peer_id
+        return hop_failed_error(exc)
+
+    @staticmethod
+    def _break(session: Session, why: str, blame: str) -> None:
+        session.broken, session.blame = session.broken or why, session.blame or blame
+
+    async def _to_coordinator(self, session: Session, message: Message) -> None:
+        """(Direct route, last stage) ``message`` to the coordinator collecting the output."""
+        if session.collector is None:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "nobody collects this session's output")
+        try:
+            with trio.fail_after(session.step_timeout):
+                await session.collector.send(message)
+        except Exception as exc:  # noqa: BLE001 - the coordinator's stream is gone: it will notice
+            log.info("could not send a session's output to its coordinator: %s", exc)
+            session.collector = None
+
+    async def _pass_on_error(self, session: Session, error: Error) -> None:
+        """(Direct route) ``error`` on towards the coordinator; the session steps no more."""
+        self._break(session, f"{error.code}: {error.message}", error.peer)
+        if session.downstream is None:
+            if session.collector is not None:
+                await self._to_coordinator(session, error)
+            return
+        try:
+            await session.downstream.send(error, downstream_budget(session.step_timeout))
+        except HopFailed as exc:  # found by the coordinator's probe
+            self._next_failed(session, exc)
+
+    async def _pass_error(self, error: Error) -> None:
+        session = self.session
+        if session is None or not session.direct:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "errors are passed on only along direct routes")
+        await self._pass_on_error(session, attributed(error, self.remote))
+
+    def _collect(self, request: inference.Collect) -> Message:
+        if self.session is not None or self.collecting is not None:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "this stream already carries a session")
+        session = self.server.collectable(request)
+        if session is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "no session here has that id and collect token")
+        if session.collector is not None:
+            raise ProtocolError(ErrorCode.UNEXPECTED, "this session's output is already collected")
+        session.collector, self.collecting = self.outbox, session
+        return inference.Collecting()
+
+    async def _probe(self, probe: inference.Probe) -> Message:
+        """Where the route got to, from this stage on; answered after every step before it."""
+        session = self.session
+        if session is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_SESSION, "no session to probe")
+        if session.broken:
+            return Error(ErrorCode.NEXT_HOP_FAILED, session.broken, peer=session.blame)
+        if session.downstream is None:
+            return inference.Progress((session.position,))
+        budget = downstream_budget(probe.timeout)
+        try:
+            reply = await session.downstream.call(inference.Probe(budget), budget)
+        except HopFailed as exc:
+            return self._next_failed(session, exc)
+        if isinstance(reply, inference.Progress):
+            return inference.Progress((session.position, *reply.positions)[: inference.MAX_HOPS])
+        if isinstance(reply, Error):
+            return attributed(reply, session.downstream.peer_id)
+        odd = f"answered a probe with {reply.TYPE}"
+        return Error(ErrorCode.NEXT_HOP_FAILED, odd, session.downstream.peer_id)
+
+    async def _close(self, request: inference.CloseSession) -> Message:
+        session = self.session
+        if session is not None and request.done == session.position:
+            session.confirmed = max(session.confirmed, request.done)
+        self.done = request.done
+        await self.aclose()
+        return inference.SessionClosed()
+
     async def aclose(self) -> None:
+        if self.collecting is not None and self.collecting.collector is self.outbox:
+            self.collecting.collector = None
         session, self.session = self.session, None
         if session is None:
             return
         self.server.sessions.pop(session.id, None)
         self.server.batcher.leave(session.id)
+        if session.direct and self.opened and self.done is None and not session.broken:
+            # our predecessor died, or we are shutting down: the coordinator's probe tells which
+            vanished = "the session's stream from the hop before ended without closing it"
+            await self._pass_on_error(session, Error(ErrorCode.ROUTE_BROKEN, vanished, peer=self.remote))
         if session.downstream is not None:
             await self._pay_successor(session)  # while its session is still open
+            if self.done is not None:
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await session.downstream.send(inference.CloseSession(self.done), CLOSE_TIMEOUT_S)
             await session.downstream.aclose()
 
     async def _pay_successor(self, session: Session) -> None:

@@ -109,9 +109,9 @@ async def test_stages_mint_what_they_served_and_channels_pay_hop_by_hop(
 class Equivocates(StageConversation):
     """Commits to what it computed, but sends its successor something else (with a receipt)."""
 
-    async def _pass_on(self, session, step, output, digest, started):
+    async def _pass_on(self, session, step, output, digest, started, commitments):
         tampered = to_wire(from_wire(output) * 1.01, output.dtype)
-        return await super()._pass_on(session, step, tampered, tensor_digest(tampered), started)
+        return await super()._pass_on(session, step, tampered, tensor_digest(tampered), started, commitments)
 
 
 async def test_a_stage_that_signs_two_outputs_is_slashed_by_a_federation_that_rechecks(

@@ -1,6 +1,7 @@
 """Failure paths of a pipeline over real libp2p hosts (tiny Llama): a request cancelled while
-its route is still opening leaves no session behind, and a last stage that returns a
-malformed tensor is routed around instead of crashing the request."""
+its route is still opening leaves no session behind, a last stage that returns a malformed
+tensor is routed around instead of crashing the request, and stalled, failing and vanished
+stages are each blamed by name."""
 
 import time
 from contextlib import asynccontextmanager
@@ -10,12 +11,13 @@ import pytest
 import torch
 import trio
 
-from hydra.coordinator.generation import Coordinator, GenerationRequest
+from hydra.coordinator.generation import Completion, Coordinator, Delta, GenerationRequest
 from hydra.coordinator.params import SamplingParams
 from hydra.coordinator.routing import NoRoute
 from hydra.models.catalog import Catalog
 from hydra.runtime.wire import to_wire
 from hydra.stage.server import StageConversation
+from hydra.verification.config import VerificationConfig
 from protocols import inference
 from tests.peers import MisbehavingOutput, replace_handler, spec_for, stage_peer, swarm
 from tests.tiny_models import save_tiny_model, tiny_llama_config
@@ -117,3 +119,43 @@ async def test_a_stall_is_blamed_on_the_stalled_peer_after_a_slow_stage(checkpoi
             await coordinator.generate(REQUEST)
     assert f"excluded {stalled.peer_id}" in str(info.value)
     assert f"excluded {first.peer_id}" not in str(info.value)
+
+
+class FailsSteps(StageConversation):
+    """A stage whose forward pass fails (say, out of memory) on every step."""
+
+    async def compute(self, session, step, hidden):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+
+async def test_a_failing_middle_stage_is_named_at_once_on_a_direct_route(checkpoint):
+    """Its error travels on through the last stage to the coordinator, which excludes it
+    without waiting for the step timeout."""
+    async with swarm(SPEC, checkpoint, [(0, 2), (2, 4), (4, 6)]) as (peers, coordinator):
+        replace_handler(peers[1], FailsSteps)
+        coordinator.step_timeout = 120.0
+        with trio.fail_after(30), pytest.raises(NoRoute) as info:
+            await coordinator.generate(REQUEST)
+    assert f"excluded {peers[1].peer_id}: internal: RuntimeError: CUDA out of memory" in str(info.value)
+    assert f"excluded {peers[0].peer_id}" not in str(info.value)
+    assert f"excluded {peers[2].peer_id}" not in str(info.value)
+
+
+async def test_a_vanished_middle_stage_is_reported_by_its_successor(checkpoint):
+    """A middle stage's host dies mid-generation: the last stage, whose predecessor it was,
+    names it to the coordinator, which fails over to the other copy of its blocks at once and
+    finishes with the tokens of an undisturbed run."""
+    request = GenerationRequest(SPEC.id, prompt="Hello there", params=SamplingParams(max_tokens=16))
+    spans, no_audits = [(0, 2), (2, 4), (2, 4), (4, 6)], VerificationConfig(verify_rate=0.0)
+    async with swarm(SPEC, checkpoint, spans, verification=no_audits) as (peers, coordinator):
+        expected = await coordinator.generate(request)
+        coordinator.step_timeout = 120.0
+        stopped = None
+        with trio.fail_after(60):
+            async for event in coordinator.stream(request):
+                if stopped is None and isinstance(event, Delta) and event.token_ids:
+                    (stopped,) = [p for p in peers[1:3] if p.stage.sessions]
+                    await stopped.stop()
+                done = event
+    assert isinstance(done, Completion) and done.token_ids == expected.token_ids
+    assert stopped is not None and stopped.peer_id not in done.route and done.failovers == 1

@@ -2,7 +2,7 @@
 what a stage records, tampering, replay and reordering, unbound keys, and equality of the
 output with protection on and off."""
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -50,22 +50,73 @@ async def test_protected_and_unprotected_pipelines_give_the_same_tokens(checkpoi
     assert protected.token_ids == clear.token_ids and len(protected.token_ids) == 32
 
 
-async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpoint):
-    seen: list[tuple[str, object]] = []
-    relayed: list[object] = []  # what it passes back upstream from its successor
+@dataclass
+class Recorded:
+    """What one stage was sent (by whom) and sent back, as its conversations saw it."""
 
-    class Recording(StageConversation):
-        async def handle(self, message):
-            seen.append((self.remote, message))
-            reply = await super().handle(message)
-            relayed.append(reply)
-            return reply
+    seen: list[tuple[str, object]] = field(default_factory=list)
+    answered: list[object] = field(default_factory=list)  # replies to its predecessor
+    pushed: list[tuple[str, object]] = field(default_factory=list)  # to a collecting coordinator
 
+    def handler(self):
+        record = self
+
+        class Recording(StageConversation):
+            def __init__(self, server, remote, outbox):
+                super().__init__(server, remote, _Pushed(outbox, remote, record.pushed))
+
+            async def handle(self, message):
+                record.seen.append((self.remote, message))
+                reply = await super().handle(message)
+                record.answered.append(reply)
+                return reply
+
+        return Recording
+
+    def clear(self) -> None:
+        for kept in (self.seen, self.answered, self.pushed):
+            kept.clear()
+
+
+@dataclass
+class _Pushed:
+    outbox: object
+    remote: str
+    log: list
+
+    async def send(self, message) -> None:
+        if not isinstance(message, Error):  # replies to bad requests are not pushes
+            self.log.append((self.remote, message))
+        await self.outbox.send(message)
+
+
+async def test_recording_stages_see_their_neighbours_and_ciphertext_only(checkpoint):
+    """Over a direct route (the default), the middle stage answers no step (N+1 messages per
+    token) and the last stage learns the coordinator, which collects the output from it; over a
+    relayed one the output passes back through the middle stage, sealed for the coordinator."""
+    middle_view, last_view = Recorded(), Recorded()
     async with swarm(SPEC, checkpoint, SPANS) as (peers, coordinator):
         first, middle, last = peers
-        replace_handler(middle, Recording)
-        done = await coordinator.generate(request())
-    assert done.route == [p.peer_id for p in peers]
+        replace_handler(middle, middle_view.handler())
+        replace_handler(last, last_view.handler())
+        direct = await coordinator.generate(request())
+        direct_steps = [m for _, m in middle_view.seen if isinstance(m, inference.Step)]
+        assert direct_steps and middle_view.answered.count(None) == len(direct_steps)
+        assert not any(isinstance(r, inference.Hidden) for r in middle_view.answered)
+        assert {remote for remote, _ in last_view.seen} == {middle.peer_id, coordinator.peer_id}
+        collects = [m for r, m in last_view.seen if r == coordinator.peer_id]
+        assert [type(m) for m in collects] == [inference.Collect]  # it only asks for the output
+        outputs = [m for r, m in last_view.pushed if r == coordinator.peer_id]
+        assert len(outputs) == len(direct_steps) and all(o.sealed for o in outputs)
+        assert all(len(o.commitments) == 3 for o in outputs)  # every stage's, carried forward
+        middle_view.clear()
+        last_view.clear()
+        coordinator.privacy = PrivacyConfig(relayed_return=True)
+        relayed = await coordinator.generate(request())
+    assert direct.token_ids == relayed.token_ids and direct.route == relayed.route
+    assert relayed.route == [p.peer_id for p in peers]
+    assert {remote for remote, _ in last_view.seen} == {middle.peer_id} and not last_view.pushed
+    seen = middle_view.seen
     assert {remote for remote, _ in seen} == {first.peer_id}  # only its predecessor talks to it
     (opened,) = [m for _, m in seen if isinstance(m, inference.OpenSession)]
     others = [coordinator.peer_id.encode(), first.peer_id.encode(), last.peer_id.encode()]
@@ -82,7 +133,7 @@ async def test_a_recording_stage_sees_its_neighbours_and_ciphertext_only(checkpo
     assert not any(PROMPT.encode() in s.sealed for s in steps)
     # the last stage's output passed through the middle stage sealed for the coordinator:
     # no key the middle stage holds opens it, even in the right place of the right session
-    outputs = [r for r in relayed if isinstance(r, inference.Hidden)]
+    outputs = [r for r in middle_view.answered if isinstance(r, inference.Hidden)]
     assert len(outputs) == len(steps) and all(r.hidden is None and r.sealed for r in outputs)
     for index, output in enumerate(outputs):
         for key, label in ((header.key_in, STEP_LABEL), (header.key_out, STEP_LABEL),

@@ -3,6 +3,7 @@ request gets a typed error, other sessions keep running, limits hold, and a fuzz
 never breaks a stage."""
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hydra.privacy.keys import verify_kx
 from hydra.privacy.onion import WrappedRoute, wrap_route
 from hydra.runtime.wire import to_wire
 from hydra.stage.limits import StageLimits
-from hydra.stage.links import RemoteLink
+from hydra.stage.links import HopFailed, RemoteLink
 from protocols import inference
 from protocols.codec import Error, encode
 from protocols.errors import ErrorCode
@@ -41,11 +42,12 @@ def hop_of(peer: StagePeer, layers: tuple[int, int] | None = None) -> inference.
 
 def wrapped(peers: list[StagePeer], max_length: int = 16, protect: bool = False,
             model: str = SPEC.id, layers: tuple[int, int] | None = None,
-            step_timeout: float = 10.0, priority: bytes = b"") -> WrappedRoute:
+            step_timeout: float = 10.0, priority: bytes = b"", direct: bool = False) -> WrappedRoute:
     hops = [hop_of(peers[0], layers)] + [hop_of(p) for p in peers[1:]]
     keys = [verify_kx(p.peer_id, p.stage.kx.public, p.stage.kx.signature) for p in peers]
     timeouts = [step_timeout] * len(hops)
-    return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts, priority)
+    return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts, priority,
+                      direct=direct)
 
 
 def open_request(peer: StagePeer, max_length: int = 16, **kw) -> inference.OpenSession:
@@ -157,6 +159,27 @@ async def test_idle_sessions_are_closed(checkpoint):
                 await trio.sleep(0.05)
 
 
+async def test_a_collect_stream_outlives_the_idle_timeout_while_its_session_steps(checkpoint):
+    """The coordinator says nothing on the stream it collects outputs from: that stream stays
+    open as long as the session does, then closes like any idle stream."""
+    limits = StageLimits(idle_timeout=0.5)
+    async with stage_peer(SPEC, checkpoint, (0, 3), limits=limits) as first, stage_peer(
+        SPEC, checkpoint, (3, 6), (first.multiaddr,), limits=limits
+    ) as second, client_host() as host:
+        session = RawSession(host, wrapped([first, second], direct=True))
+        link, collect = await link_to(host, first), await link_to(host, second)
+        assert isinstance(await link.call(session.route.open, 10.0), inference.SessionOpened)
+        assert isinstance(await collect.call(session.route.collect, 10.0), inference.Collecting)
+        for position in range(6):  # 1.8 s in all, each step within the idle timeout
+            await trio.sleep(0.3)
+            await link.send(session.step(position), 10.0)
+            assert isinstance(await collect.receive(10.0), inference.Hidden)
+        await link.send(inference.CloseSession(done=6), 10.0)  # the stream goes idle, then closes
+        await link.aclose()
+        with trio.fail_after(5), pytest.raises(HopFailed, match="closed the stream"):
+            await collect.receive(10.0)
+
+
 async def test_a_dead_next_hop_is_reported_by_name(checkpoint):
     async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, _), client_host() as host:
         first, second = peers
@@ -168,6 +191,42 @@ async def test_a_dead_next_hop_is_reported_by_name(checkpoint):
         await second.stop()
         reply = await expect_error(link, session.step(2), ErrorCode.NEXT_HOP_FAILED)
         assert reply.peer == second.peer_id
+
+
+async def test_a_direct_route_delivers_outputs_and_errors_where_they_are_collected(checkpoint):
+    """Steps to the first stage get no reply; the last stage pushes each output, with both
+    stages' commitments, or the error that stopped a step, to the stream that collected the
+    session; probes report the route's progress; bad collects get typed errors."""
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, _), client_host() as host:
+        first, second = peers
+        session = RawSession(host, wrapped([first, second], protect=True, direct=True))
+        link, collect = await link_to(host, first), await link_to(host, second)
+        assert isinstance(await link.call(session.route.open, 10.0), inference.SessionOpened)
+        claim = session.route.collect
+        await expect_error(collect, replace(claim, token=bytes(len(claim.token))), ErrorCode.UNKNOWN_SESSION)
+        assert isinstance(await collect.call(claim, 10.0), inference.Collecting)
+        thief = await link_to(host, second)
+        await expect_error(thief, claim, ErrorCode.UNEXPECTED)  # one collector per session
+        await link.send(session.step(0, tokens=3), 10.0)
+        output = await collect.receive(10.0)
+        assert isinstance(output, inference.Hidden) and output.position == 0
+        assert output.sealed and len(output.commitments) == 2
+        assert session.route.from_last.unwrap(output.hidden, output.sealed, 0).shape == (1, 1, HIDDEN)
+        progress = await link.call(inference.Probe(5.0), 10.0)
+        assert progress == inference.Progress((3, 3))
+        await link.send(session.step(5), 10.0)  # out of order: the first stage passes the error on
+        refused = await collect.receive(10.0)
+        assert isinstance(refused, Error) and refused.code == ErrorCode.OUT_OF_ORDER
+        assert refused.peer == first.peer_id
+        broken = await link.call(inference.Probe(5.0), 10.0)  # the session steps no more
+        assert isinstance(broken, Error) and broken.peer == first.peer_id
+        plain = await link_to(host, first)  # a relayed session does not take errors as requests
+        relayed = RawSession(host, wrapped([first]))
+        assert isinstance(await plain.call(relayed.route.open, 10.0), inference.SessionOpened)
+        await expect_error(plain, Error(ErrorCode.ROUTE_BROKEN, "x"), ErrorCode.UNEXPECTED)
+        assert await plain.call(inference.Probe(5.0), 10.0) == inference.Progress((0,))
+        for opened in (link, collect, thief, plain):
+            await opened.aclose()
 
 
 async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
@@ -184,7 +243,9 @@ async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
         seeds = [encode(session.route.open), encode(session.step(0)),
                  encode(session.step(0, tokens=2)), encode(inference.CloseSession()),
                  encode(session.step(2, tokens=3, draft=True)), encode(session.step(3, rewind=True)),
-                 encode(reusing.open)]
+                 encode(reusing.open), encode(inference.Probe(2.0)),
+                 encode(inference.Collect(bytes(16), bytes(inference.COLLECT_TOKEN_BYTES))),
+                 encode(Error(ErrorCode.ROUTE_BROKEN, "gone", peer=target.peer_id))]
         link = await link_to(host, target)
         codes: dict[str, int] = {}
         for _ in range(1000):
@@ -194,7 +255,7 @@ async def test_fuzzed_inference_stream_never_breaks_the_stage(checkpoint):
             assert reply is not None
             kind = reply.code if isinstance(reply, Error) else reply.TYPE
             codes[kind] = codes.get(kind, 0) + 1
-        assert set(codes) - {c.value for c in ErrorCode} <= {"opened", "hidden", "closed"}
+        assert set(codes) - {c.value for c in ErrorCode} <= {"opened", "hidden", "closed", "progress"}
         assert codes.get(ErrorCode.BAD_MSGPACK, 0) > 100
         assert ErrorCode.INTERNAL not in codes
         after = await coordinator.generate(request)

@@ -30,7 +30,8 @@ SMOKE_ARGS = {
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
-    "bench_pipeline.py": ["1-peer pipeline", "yes", "2 at once", "another question", "repeat a passage"],
+    "bench_pipeline.py": ["1-peer pipeline", "relayed return", "yes", "2 at once", "another question",
+                          "repeat a passage"],
     "bench_privacy.py": ["on / off", "same greedy tokens", "yes"],
     "bench_api.py": ["http/direct"],
     "privacy_attack.py": ["nearest embedding", "--local-layers 1"],

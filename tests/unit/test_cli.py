@@ -59,6 +59,12 @@ def test_flag_defaults_come_from_the_config():
     assert (signpost.port, signpost.http_port) == (SIGNPOST.port, SIGNPOST.http_port)
 
 
+def test_relayed_return_reaches_the_privacy_config():
+    assert not cli._privacy(build_parser().parse_args(["run"])).relayed_return
+    assert not NODE.privacy.relayed_return  # direct return (N+1 messages) unless asked
+    assert cli._privacy(build_parser().parse_args(["run", "--relayed-return"])).relayed_return
+
+
 def test_batching_flags_reach_the_stage_limits_and_bad_ones_are_refused():
     args = build_parser().parse_args(["run", "--max-batch", "4", "--batch-window-ms", "2"])
     limits = cli.stage_limits_from(args)

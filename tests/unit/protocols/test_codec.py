@@ -134,3 +134,46 @@ def test_a_session_header_names_its_prefix_within_bounds():
         with pytest.raises(ProtocolError) as caught:
             inference.HopHeader.from_wire(wire)
         assert caught.value.code == ErrorCode.BAD_FIELD, bad
+
+
+def test_direct_return_messages_are_checked_on_decode():
+    """A direct route's last header carries a collect token (and only it does); collects,
+    probes, progress and the commitments steps carry forward are bounded."""
+    base = dict(layer_start=0, layer_end=2, max_length=512, dtype="float32", step_timeout=5.0,
+                expires_at=1e10, key_report=bytes(32))
+    token = bytes(inference.COLLECT_TOKEN_BYTES)
+    last = inference.HopHeader(**base, direct=True, collect=token)
+    assert inference.HopHeader.from_wire(last.to_wire()) == last
+    hop = {"t": "hop", "peer_id": "p", "addrs": ["/ip4/127.0.0.1/tcp/1"], "layer_start": 2, "layer_end": 4}
+    for bad in (
+        {"collect": b""},  # the last stage of a direct route must be collectable
+        {"collect": token[:-1]},
+        {"direct": False},  # a relayed route has no collect token
+        {"next_hop": hop, "next_session_id": bytes(16), "next_header": b"h"},  # nor a middle stage
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            inference.HopHeader.from_wire({**last.to_wire(), **bad})
+        assert caught.value.code == ErrorCode.BAD_FIELD, bad
+    good = [
+        inference.Collect(bytes(16), token),
+        inference.Probe(5.0),
+        inference.CloseSession(done=7),
+        Error(ErrorCode.NEXT_HOP_FAILED, "gone", peer="p"),
+    ]
+    for message in good:
+        assert inference.REQUESTS.decode(encode(message)) == message
+    for reply in (inference.Progress((3, 3, 2)), inference.Collecting()):
+        assert inference.REPLIES.decode(encode(reply)) == reply
+    for schema, wire in (
+        (inference.REQUESTS, {"t": "collect", "session_id": bytes(16), "token": b"short"}),
+        (inference.REQUESTS, {"t": "probe", "timeout": float("nan")}),
+        (inference.REQUESTS, {"t": "probe", "timeout": 0.0}),
+        (inference.REQUESTS, {"t": "close", "done": -1}),
+        (inference.REQUESTS, {"t": "step", "position": 0, "sealed": b"x",
+                              "commitments": [b"c" * (inference.MAX_COMMITMENT + 1)]}),
+        (inference.REPLIES, {"t": "progress", "positions": []}),
+        (inference.REPLIES, {"t": "progress", "positions": [-1]}),
+    ):
+        with pytest.raises(ProtocolError) as caught:
+            schema.decode(msgpack.packb(wire, use_bin_type=True))
+        assert caught.value.code == ErrorCode.BAD_FIELD, wire

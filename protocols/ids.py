@@ -5,9 +5,9 @@ from typing import Final
 KAD: Final = "/hydra/kad/1.0.0"
 """Kademlia RPCs (PING, FIND_NODE, FIND_VALUE, STORE) over signed peer records."""
 
-INFERENCE: Final = "/hydra/inference/3.0.0"
-"""Pipeline sessions: onion-wrapped open, sealed steps of hidden states with each stage's
-commitment, close."""
+INFERENCE: Final = "/hydra/inference/4.0.0"
+"""Pipeline sessions: onion-wrapped open, sealed steps of hidden states carrying the stages'
+commitments forward, the output collected from the last stage (or relayed back), probes, close."""
 
 VERIFY: Final = "/hydra/verify/1.0.0"
 """Challenges for a committed step, relayed along the session's route; onion-sealed reveals."""

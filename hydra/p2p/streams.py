@@ -263,6 +263,9 @@ class _StreamServer:
         try:
             while await self._answer(stream, outbox, talk, peer):
                 pass
+        except StreamError:  # the peer left before our answer (e.g. it closed after its last request)
+            log.debug("a stream from %s ended before its answer was sent", peer)
+            await stream.reset()
         except Exception:  # whatever broke, only this stream may suffer
             log.exception("stream handler failed; resetting the stream")
             await stream.reset()

@@ -440,8 +440,11 @@ class StageConversation:
                 f"(the limit is {self.server.limits.unpaid_tokens})",
             )
         # the coordinator sends a step once it has the last one's output: the rest of the
-        # route did its work up to here
+        # route did its work up to here. Paid before the step goes on, so the next hop has its
+        # receipt before the step that would put it over its unpaid limit
         session.confirmed = max(session.confirmed, session.position)
+        if session.downstream is not None and session.confirmed - session.paid >= RECEIPT_EVERY:
+            await self._pay_successor(session)
         await self._bring_to(session, step)
         try:
             tensor = session.inbound.unwrap(step.hidden, step.sealed, step.position)
@@ -556,8 +559,6 @@ class StageConversation:
             self._break(session, f"next hop answered {reply.code}: {reply.message}",
                         reply.peer or session.downstream.peer_id)
             return attributed(reply, session.downstream.peer_id)
-        if session.confirmed - session.paid >= RECEIPT_EVERY:
-            await self._pay_successor(session)
         return reply
 
     def _next_failed(self, session: Session, exc: HopFailed) -> Error:

@@ -4,6 +4,7 @@ agrees on what passed between them; a route abandoned by a failover is paid for 
 completed. Bad receipts get typed errors and post nothing."""
 
 import dataclasses
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from protocols import inference, receipt
 from protocols.codec import Error
 from protocols.errors import ErrorCode
 from tests.integration.test_stage_protocol_real_hosts import hop_of, wrapped
-from tests.peers import replace_handler, spec_for, stage_peer, swarm
+from tests.peers import coordinator_for, replace_handler, spec_for, stage_peer, swarm
 from tests.rawpeer import RawSession, client_host
 from tests.tiny_models import save_tiny_model, tiny_llama_config
 
@@ -57,6 +58,29 @@ async def test_every_stage_is_credited_for_exactly_what_it_served(checkpoint: Pa
             assert ledger.unbalanced() == []
         receipts = coordinator.ledger.db.execute("SELECT seq FROM receipts").fetchall()
         assert [r[0] for r in receipts] == [1]  # two receipts: after the prompt, then at the close
+
+
+async def test_a_prompt_over_the_unpaid_limit_is_paid_along_the_route_before_the_next_step(
+    checkpoint: Path,
+) -> None:
+    """A 320-token prompt through stages that serve at most 300 tokens unpaid: each stage must
+    pay its successor for the prompt before passing the next step on, or the successor refuses
+    it (``payment_required``) on a direct route, where no reply tells a stage the prompt is done."""
+    limits = StageLimits(unpaid_tokens=300)
+    off = VerificationConfig(verify_rate=0.0)
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(stage_peer(SPEC, checkpoint, (0, 2), limits=limits))
+        for span in ((2, 4), (4, 6)):
+            joining = stage_peer(SPEC, checkpoint, span, (first.multiaddr,), limits=limits)
+            await stack.enter_async_context(joining)
+        coordinator = await stack.enter_async_context(
+            coordinator_for(SPEC, checkpoint, first.multiaddr, verification=off)
+        )
+        with trio.fail_after(15):
+            while len(await coordinator.candidates(SPEC.id)) < 3:
+                await trio.sleep(0.1)
+        done = await coordinator.generate(REQUEST)
+    assert done.prompt_tokens > 300 and done.completion_tokens == 8 and done.failovers == 0
 
 
 def receipt_for(session: RawSession, payee: str, tokens: int, steps: int) -> receipt.ReceiptBody:

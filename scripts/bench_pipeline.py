@@ -31,11 +31,6 @@ other tables run without drafts, like the single-process baseline.
 
 Each peer is its own process (its own interpreter and trio loop, as on its own machine);
 all of them share this machine's cores with the coordinator, which runs the client head.
-Each peer is pinned to one core (round robin; ``--no-pin`` leaves them free), as if each had
-a machine of its own: unpinned, every peer runs an OpenMP team as wide as the machine, and
-three such teams on two cores burn ~4 ms of CPU per token each on contention (measured here:
-a 10-block decode step costs 18 ms of CPU on one thread, 22 ms on two, for the same wall
-time; one-process decoding is as fast on one thread as on two).
 
 OpenMP threads are told to sleep when idle (OMP_WAIT_POLICY=PASSIVE, unless set): by default
 an idle process's OpenMP team spins for a while after each forward pass and steals the cores
@@ -43,7 +38,7 @@ the next stage needs, a cost that only exists when several peers share one machi
 here: 3-peer 0.68x with spinning, 0.90x without).
 
 Usage: scripts/bench_pipeline.py [--tokens 64] [--runs 3] [--peers 1 2 3] [--streams 8]
-           [--draft-tokens 6] [--no-pin]
+           [--draft-tokens 6]
            [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--checkpoint DIR]
 
 ``--checkpoint`` takes any local checkpoint with SmolLM2-135M's architecture (30 blocks), e.g.
@@ -110,7 +105,6 @@ class Setup:
     checkpoint: Path
     device: torch.device
     dtype: torch.dtype
-    pin: bool = True  # each stage process on a core of its own (round robin)
 
 
 def bench_single(setup: Setup, tokens: int, runs: int) -> tuple[float, float, list[int]]:
@@ -137,13 +131,9 @@ def bench_single(setup: Setup, tokens: int, runs: int) -> tuple[float, float, li
 REPORT_EVERY = 0.2  # seconds between a peer process's reports of its batches
 
 
-def peer_process(
-    setup: Setup, layers: tuple[int, int], boot: tuple[str, ...], ready, counters, core: int | None
-) -> None:
-    """A stage peer in its own process (own GIL and loop, as on its own machine), on ``core``
-    alone when given; it keeps ``counters`` (batches, rows) up to date."""
-    if core is not None:  # before the compute thread sizes its OpenMP team (to the cores it may use)
-        os.sched_setaffinity(0, {core})
+def peer_process(setup: Setup, layers: tuple[int, int], boot: tuple[str, ...], ready, counters) -> None:
+    """A stage peer in its own process (own GIL and loop, as on its own machine); it keeps
+    ``counters`` (batches, rows) up to date."""
 
     async def serve() -> None:
         spec = load_catalog().resolve("smollm2")
@@ -164,10 +154,8 @@ def peer_process(
 
 @asynccontextmanager
 async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[tuple[Coordinator, list]]:
-    """``peers`` stage processes serving equal spans (each on a core of its own, round robin,
-    when ``setup.pin``), and a coordinator here that found them; with each stage's (batches,
-    rows) counters."""
-    cores = sorted(os.sched_getaffinity(0))
+    """``peers`` stage processes serving equal spans, and a coordinator here that found them;
+    with each stage's (batches, rows) counters."""
     catalog = load_catalog()
     spec = catalog.resolve("smollm2")
     context = multiprocessing.get_context("spawn")
@@ -177,9 +165,8 @@ async def pipeline_swarm(setup: Setup, peers: int) -> AsyncIterator[tuple[Coordi
         boot: tuple[str, ...] = ()
         for index in range(peers):
             layers = shard_layers(index, peers, spec.num_layers)
-            core = cores[index % len(cores)] if setup.pin else None
             process = context.Process(
-                target=peer_process, args=(setup, layers, boot, ready, counters[index], core), daemon=True
+                target=peer_process, args=(setup, layers, boot, ready, counters[index]), daemon=True
             )
             process.start()
             processes.append(process)
@@ -398,10 +385,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1")
     parser.add_argument("--dtype", default="float32", choices=sorted(WIRE_DTYPES))
     parser.add_argument("--checkpoint", type=Path, help="default: the embedded SmolLM2")
-    parser.add_argument("--no-pin", action="store_true", help="let every peer use every core")
     args = parser.parse_args()
     checkpoint = args.checkpoint or resolve_checkpoint(load_catalog().resolve("smollm2"))
-    setup = Setup(checkpoint, torch.device(args.device), WIRE_DTYPES[args.dtype], not args.no_pin)
+    setup = Setup(checkpoint, torch.device(args.device), WIRE_DTYPES[args.dtype])
 
     console = Console()
     single_ttft, single_rate, single_ids = bench_single(setup, args.tokens, args.runs)

@@ -191,13 +191,17 @@ class Pipeline:
         hung up) must still free the peers' caches now, not after their idle timeout."""
         link, self._link = self._link, None
         collect, self._collect = self._collect, None
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-            if link is not None:
-                with suppress(HopFailed):  # the route is paid up to the outputs received
-                    await link.send(inference.CloseSession(self.step_end), CLOSE_TIMEOUT_S)
-                await link.aclose()
+        with trio.CancelScope(shield=True):
             if collect is not None:
-                await collect.aclose()
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await collect.aclose()
+            if link is not None:
+                # the route is paid up to the outputs received (an in-process first stage pays
+                # its successor right here, hence a time limit of its own)
+                with trio.move_on_after(CLOSE_TIMEOUT_S), suppress(HopFailed):
+                    await link.send(inference.CloseSession(self.step_end), CLOSE_TIMEOUT_S)
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    await link.aclose()
 
     async def forward(
         self, hidden: torch.Tensor, return_all: bool = False, draft: bool = False
@@ -308,12 +312,17 @@ class Pipeline:
             if not (isinstance(reply, Error) and reply.code == ErrorCode.ROUTE_BROKEN):
                 return reply
         # no answer, or a stage saw its predecessor go (a hint: the one that went may be it)
-        raise await self._stalled(end)
+        stalled = await self._stalled(end)
+        if stalled is None:  # every stage got there: the output is late, or the last stage kept it
+            with trio.move_on_after(timeout):
+                return await self._collect.receive(math.inf)
+            stalled = HopFailed(self.route[-1].peer_id, "computed the step but sent no output")
+        raise stalled
 
-    async def _stalled(self, end: int) -> HopFailed:
+    async def _stalled(self, end: int) -> HopFailed | None:
         """Who to blame for a step that came back with neither output nor error in time (or
         with a broken route): a stage that does not answer a probe, or the first short of
-        ``end``, or the last."""
+        ``end``; None if every stage reached it."""
         assert self._link is not None
         reply = await self._link.call(inference.Probe(self.config.step_timeout), self.config.step_timeout)
         if not isinstance(reply, inference.Progress):
@@ -321,7 +330,10 @@ class Pipeline:
         for candidate, reached in zip(self.route, reply.positions, strict=False):
             if reached < end:
                 return HopFailed(candidate.peer_id, f"stalled at position {reached} (the step ends at {end})")
-        return HopFailed(self.route[-1].peer_id, "computed the step but sent no output")
+        if len(reply.positions) < len(self.route):  # a stage left its successors' answers out
+            liar = self.route[len(reply.positions) - 1].peer_id
+            return HopFailed(liar, "answered a probe for part of the route")
+        return None
 
     @staticmethod
     def _failure(reply: Message, link: Link) -> HopFailed:
@@ -385,7 +397,7 @@ class Pipeline:
         when this coordinator gave them its prompt's first blocks before, or they are a shared
         system prompt's (a stage without them answers ``prefix_miss``: then from the start)."""
         self.route = route
-        self.reused = 0
+        self.reused = self.step_end = 0  # new sessions: nothing of theirs has come back yet
         if not self.failovers and not self.history and self.config.prefix:  # a first open only:
             # a failover resends what it has from the start
             known = self.network.prefixes.reusable(self.route_key, self.config.prefix)

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import torch
@@ -652,12 +653,16 @@ class StageConversation:
             # our predecessor died, or we are shutting down: the coordinator's probe tells which
             vanished = "the session's stream from the hop before ended without closing it"
             await self._pass_on_error(session, Error(ErrorCode.ROUTE_BROKEN, vanished, peer=self.remote))
-        if session.downstream is not None:
+        if session.downstream is None:
+            return
+        try:
             await self._pay_successor(session)  # while its session is still open
             if self.done is not None:
-                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                with trio.move_on_after(CLOSE_TIMEOUT_S), suppress(HopFailed):
                     await session.downstream.send(inference.CloseSession(self.done), CLOSE_TIMEOUT_S)
-            await session.downstream.aclose()
+        finally:  # however this ends (cancelled, next hop gone), the rest of the route is let go
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await session.downstream.aclose()
 
     async def _pay_successor(self, session: Session) -> None:
         """Pay the next hop for the rest of the route's work on this session so far: the steps

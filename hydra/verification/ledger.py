@@ -47,8 +47,9 @@ class RouteLedger:
         self, sealed: tuple[bytes, ...], position: int, tokens: int, sent_hash: bytes, received_hash: bytes
     ) -> None:
         """Check one step's commitments; ``ChainBroken`` if they do not fit together."""
-        if len(sealed) != len(self.stages):
-            raise ChainBroken((0,), f"{len(sealed)} commitments for {len(self.stages)} stages", position)
+        if len(sealed) != len(self.stages):  # the last stage hands the coordinator the route's list
+            last = len(self.stages) - 1
+            raise ChainBroken((last,), f"{len(sealed)} commitments for {len(self.stages)} stages", position)
         commitments = [self._open(i, c, position) for i, c in enumerate(sealed)]
         expected_in = sent_hash
         for i, (stage, commitment) in enumerate(zip(self.stages, commitments, strict=True)):

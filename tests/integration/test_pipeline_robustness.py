@@ -159,3 +159,24 @@ async def test_a_vanished_middle_stage_is_reported_by_its_successor(checkpoint):
                 done = event
     assert isinstance(done, Completion) and done.token_ids == expected.token_ids
     assert stopped is not None and stopped.peer_id not in done.route and done.failovers == 1
+
+
+async def test_a_late_output_is_waited_for_once_every_stage_has_computed_it(checkpoint):
+    """One step takes the first stage longer than the step timeout. The probe finds every
+    stage past the step, so the coordinator waits for the output instead of blaming the last
+    stage, and the generation ends as an undisturbed one."""
+    async with swarm(SPEC, checkpoint, [(0, 3), (3, 6)]) as (peers, coordinator):
+        expected = await coordinator.generate(REQUEST)
+        first = peers[0]
+        real, calls = first.stage.run_chunks, []
+
+        def slow_once(*args):
+            calls.append(1)
+            if len(calls) == 3:  # a decode step
+                time.sleep(2.5)
+            return real(*args)
+
+        first.stage.run_chunks = slow_once
+        coordinator.step_timeout = 2.0
+        done = await coordinator.generate(REQUEST)
+    assert len(calls) > 3 and done.failovers == 0 and done.token_ids == expected.token_ids

@@ -1,0 +1,1 @@
+"""KV cache compaction by Attention Matching (arXiv 2602.16284)."""

@@ -80,16 +80,16 @@ class RemoteLink:
         return cls(hop.peer_id, FramedStream(raw, protocol.max_frame), protocol.replies)
 
     async def call(self, message: Message, timeout: float) -> Message:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout):
             await self.stream.send(message)
             return await self._receive()
 
     async def send(self, message: Message, timeout: float) -> None:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout):
             await self.stream.send(message)
 
     async def receive(self, timeout: float) -> Message:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout):
             return await self._receive()
 
     async def _receive(self) -> Message:
@@ -98,33 +98,8 @@ class RemoteLink:
             raise HopFailed(self.peer_id, "closed the stream")
         return reply
 
-    @contextmanager
-    def _failures(self, timeout: float) -> Iterator[None]:
-        """Within ``timeout``, or ``HopFailed``: whatever goes wrong, the peer is at fault."""
-        try:
-            with trio.fail_after(timeout):
-                yield
-        except trio.TooSlowError:
-            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
-        except ProtocolError as exc:
-            raise HopFailed(self.peer_id, f"broken stream: {exc}") from None
-        except HopFailed:
-            raise
-        except Exception as exc:  # noqa: BLE001 - libp2p stream errors of many kinds: the peer is gone
-            raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
-
     async def aclose(self) -> None:
         await self.stream.close()
-
-
-class ChannelOutbox:
-    """A local conversation's outbox: what it sends waits for the link's ``receive``."""
-
-    def __init__(self, channel: trio.MemorySendChannel[Message]) -> None:
-        self.channel = channel
-
-    async def send(self, message: Message) -> None:
-        await self.channel.send(message)
 
 
 class LocalLink:
@@ -133,22 +108,23 @@ class LocalLink:
 
     def __init__(self, peer_id: str, converse: Callable[[Outbox], Conversation]) -> None:
         self.peer_id = peer_id
+        # what the conversation sends unasked waits here for ``receive``
         outbox, self._inbox = trio.open_memory_channel[Message](math.inf)
-        self.conversation = converse(ChannelOutbox(outbox))
+        self.conversation = converse(outbox)
 
     async def call(self, message: Message, timeout: float) -> Message:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout, local=True):
             reply = await self._handle(message)
             return await self._inbox.receive() if reply is None else reply
 
     async def send(self, message: Message, timeout: float) -> None:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout, local=True):
             reply = await self._handle(message)
             if reply is not None:  # a reply nobody waits for yet: the next ``receive`` gets it
                 self._inbox.send_nowait(reply)
 
     async def receive(self, timeout: float) -> Message:
-        with self._failures(timeout):
+        with blamed(self.peer_id, timeout, local=True):
             return await self._inbox.receive()
 
     async def _handle(self, message: Message) -> Message | None:
@@ -157,21 +133,28 @@ class LocalLink:
         except ProtocolError as exc:
             return Error(code=exc.code, message=exc.message)
 
-    @contextmanager
-    def _failures(self, timeout: float) -> Iterator[None]:
-        try:
-            with trio.fail_after(timeout):
-                yield
-        except trio.TooSlowError:
-            raise HopFailed(self.peer_id, f"no answer within {timeout:.1f}s") from None
-        except HopFailed:
-            raise
-        except Exception as exc:  # e.g. out of memory: route around this stage like any other
-            log.exception("the local stage failed")
-            raise HopFailed(self.peer_id, f"{type(exc).__name__}: {exc}") from None
-
     async def aclose(self) -> None:
         await self.conversation.aclose()
+
+
+@contextmanager
+def blamed(peer_id: str, timeout: float, local: bool = False) -> Iterator[None]:
+    """Within ``timeout``, or ``HopFailed``: whatever goes wrong, the hop ``peer_id`` is at
+    fault (a remote one's stream broke or its peer is gone; a ``local`` one hit a bug or ran
+    out of memory, which is logged, and is routed around like any other)."""
+    try:
+        with trio.fail_after(timeout):
+            yield
+    except trio.TooSlowError:
+        raise HopFailed(peer_id, f"no answer within {timeout:.1f}s") from None
+    except HopFailed:
+        raise
+    except ProtocolError as exc:
+        raise HopFailed(peer_id, f"broken stream: {exc}") from None
+    except Exception as exc:  # libp2p stream errors of many kinds, or a local failure
+        if local:
+            log.exception("the local stage failed")
+        raise HopFailed(peer_id, f"{type(exc).__name__}: {exc}") from None
 
 
 def attributed(error: Error, peer_id: str) -> Error:

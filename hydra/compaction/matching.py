@@ -51,27 +51,32 @@ def attend(
 def compact(
     queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, budget: int, scale: float,
     selection: Selection = "attention", refit: bool = True, ridge: float = 1e-3,
+    bias: torch.Tensor | None = None,
 ) -> Compacted:
     """Keep ``budget`` of the head's keys for the reference ``queries`` [n, d]; with ``refit``,
-    fit their biases and values (phase 2), else keep them as they are (phase 1 alone)."""
-    if not 0 < budget <= keys.shape[0]:
-        raise ValueError(f"budget must be 1..{keys.shape[0]}, not {budget}")
-    if budget == keys.shape[0]:  # nothing to drop, nothing to fit
-        everything = torch.arange(budget, device=keys.device)
-        return Compacted(keys, values, torch.zeros(budget, dtype=keys.dtype, device=keys.device), everything)
+    fit their biases and values (phase 2), else keep them as they are (phase 1 alone). ``bias``
+    [T]: the keys' biases from an earlier compaction, part of the attention to reproduce."""
+    length = keys.shape[0]
+    if not 0 < budget <= length:
+        raise ValueError(f"budget must be 1..{length}, not {budget}")
+    prior = torch.zeros(length, dtype=torch.float64, device=keys.device) if bias is None else bias.double()
+    if budget == length:  # nothing to drop, nothing to fit
+        return Compacted(keys, values, prior.float(), torch.arange(budget, device=keys.device))
     q, k, v = (t.to(torch.float64) for t in (queries, keys, values))
-    probs = torch.softmax((q @ k.T) * scale, dim=-1)  # [n, T]: each query's attention, summing to 1
+    probs = torch.softmax((q @ k.T) * scale + prior, dim=-1)  # [n, T]: each query's attention, summing to 1
     if selection == "attention":
         kept = torch.sort(torch.topk(probs.square().mean(0), budget).indices).values
     else:
         kept = _pursue(probs, budget)
-    bias = torch.zeros(budget, dtype=torch.float64, device=k.device)
-    kept_values = v[kept]
+    kept_bias, kept_values = prior[kept], v[kept]
     if refit:
-        weights = nnls(probs[:, kept], torch.ones(probs.shape[0], dtype=torch.float64, device=k.device))
-        bias = torch.log(weights.clamp_min(MIN_WEIGHT))
-        kept_values = _refit_values(q, k[kept], bias, v[kept], attend(q, k, v, scale)[0], scale, ridge)
-    return Compacted(keys[kept], kept_values.to(values.dtype), bias.to(keys.dtype), kept)
+        # how many of the original keys' exp(logit + bias) each kept key's exp(logit) stands for
+        unbiased = probs[:, kept] * torch.exp(-kept_bias)
+        weights = nnls(unbiased, torch.ones(probs.shape[0], dtype=torch.float64, device=k.device))
+        kept_bias = torch.log(weights.clamp_min(MIN_WEIGHT))
+        target = attend(q, k, v, scale, prior)[0]
+        kept_values = _refit_values(q, k[kept], kept_bias, v[kept], target, scale, ridge)
+    return Compacted(keys[kept], kept_values.to(values.dtype), kept_bias.float(), kept)
 
 
 def _refit_values(

@@ -13,9 +13,12 @@ def cache_bytes_per_token(config: PretrainedConfig, dtype: torch.dtype) -> int:
     fixed-size state instead, see ``session_state_bytes``)."""
     kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
     attention_blocks = sum(1 for kind in kinds if kind != "linear_attention")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     itemsize = torch.tensor([], dtype=dtype).element_size()
-    return 2 * attention_blocks * config.num_key_value_heads * head_dim * itemsize
+    return 2 * attention_blocks * config.num_key_value_heads * head_dim(config) * itemsize
+
+
+def head_dim(config: PretrainedConfig) -> int:
+    return int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
 
 
 def session_state_bytes(config: PretrainedConfig) -> int:

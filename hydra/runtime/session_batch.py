@@ -29,6 +29,8 @@ from transformers.cache_utils import Cache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from hydra.compaction.cache import CompactingKeys, compacting_attention
+
 SESSIONS_ATTENTION = "hydra_sessions"
 # passed as the attention mask of a batched step: a 4D tensor makes transformers skip building
 # a mask (attention is per session and needs none: a one-token query sees its whole cache)
@@ -91,20 +93,30 @@ class SessionsCache:
 def sessions_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
-    key: torch.Tensor | SessionStates,
+    key: torch.Tensor | SessionStates | CompactingKeys,
     value: torch.Tensor | SessionStates,
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA; for a ``SessionsCache`` step, each row's query over its own session's states."""
+    """SDPA; for a ``SessionsCache`` step, each row's query over its own session's states; a
+    compacting session's block adds its keys' biases (``hydra.compaction.cache``)."""
     if not isinstance(key, SessionStates):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        return _attend(module, query, key, value, attention_mask, **kwargs)
     assert isinstance(value, SessionStates)
     rows = [
-        sdpa_attention_forward(module, query[row : row + 1], k, v, None, **kwargs)[0]
+        _attend(module, query[row : row + 1], k, v, None, **kwargs)[0]
         for row, (k, v) in enumerate(zip(key.per_session, value.per_session, strict=True))
     ]
     return torch.cat(rows), None
+
+
+def _attend(
+    module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor | CompactingKeys, value: torch.Tensor,
+    attention_mask: torch.Tensor | None, **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    if isinstance(key, CompactingKeys):
+        return compacting_attention(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 AttentionInterface.register(SESSIONS_ATTENTION, sessions_attention)

@@ -13,6 +13,7 @@ tensors are read from disk.
 import copy
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from transformers.cache_utils import Cache, DynamicCache, LinearAttentionCacheLayerMixin
 
+from hydra.compaction.cache import CompactingLayer, compacting_cache, head_budgets, is_compacting
+from hydra.compaction.matching import Selection
 from hydra.errors import ConfigError
 from hydra.runtime.checkpoint import Checkpoint
 from hydra.runtime.compiled import MIN_POSITION, compiled
 from hydra.runtime.gguf import int4_linears_from_gguf
-from hydra.runtime.memory import release_freed_memory
+from hydra.runtime.memory import head_dim, release_freed_memory
 from hydra.runtime.precision import precision
 from hydra.runtime.quantize import Int8Embedding, Int8Linear, check_quantization, quantize_linears
 from hydra.runtime.session_batch import SESSIONS_ATTENTION, SessionsCache, batched_step_masks
@@ -136,9 +139,24 @@ class StageBlocks:
     def hidden_size(self) -> int:
         return int(self.config.hidden_size)
 
-    def new_cache(self) -> Cache:
-        """Per-session state: KV cache for attention blocks, recurrent state for linear ones."""
-        return DynamicCache(config=self.config)
+    def new_cache(self, compacting: bool = False) -> Cache:
+        """Per-session state: KV cache for attention blocks, recurrent state for linear ones;
+        ``compacting``: attention blocks that Attention Matching can compact."""
+        cache = DynamicCache(config=self.config)
+        return compacting_cache(cache) if compacting else cache
+
+    @torch.inference_mode()
+    def compact(
+        self, cache: Cache, target: int, selection: Selection = "attention", refit: bool = True,
+        fractions: Sequence[Sequence[float]] = (),
+    ) -> None:
+        """Compact every attention block of ``cache`` to at most ``target`` entries per KV head
+        (``fractions``: per block of the span, the share of ``target`` each head keeps)."""
+        kv_heads = int(self.config.num_key_value_heads)
+        for index, layer in enumerate(cache.layers):
+            if isinstance(layer, CompactingLayer):
+                budgets = head_budgets(target, fractions[index] if fractions else (), kv_heads)
+                layer.compact(budgets, head_dim(self.config) ** -0.5, selection, refit)
 
     @torch.inference_mode()
     def forward(self, hidden: torch.Tensor, cache: Cache, position: int) -> torch.Tensor:
@@ -146,7 +164,7 @@ class StageBlocks:
         explicit because a slice of only linear-attention blocks has no KV cache to count."""
         hidden = hidden.to(self.device, self.dtype)
         positions = torch.arange(position, position + hidden.shape[1], device=self.device)
-        if hidden.shape[1] == 1 and position >= MIN_POSITION:
+        if hidden.shape[1] == 1 and position >= MIN_POSITION and not is_compacting(cache):
             # a fresh copy: a token sliced from a longer tensor keeps strides that would recompile
             return self._decode(hidden.clone(memory_format=torch.contiguous_format), cache, positions[None])
         return self._run(hidden, cache, positions[None])

@@ -122,7 +122,7 @@ def main() -> None:
     head = load_head(path, torch.float32, CPU)
     text = AutoTokenizer.from_pretrained(path)(TEXT.read_text())["input_ids"]
     console = Console()
-    title = f"SmolLM2-135M float32: the next {args.tokens} tokens after a compacted context, vs the full cache"
+    title = f"SmolLM2-135M float32: the next {args.tokens} tokens after a compacted context vs the full cache"
     table = Table(title=title)
     for column in ("context", "ratio", "method", "KL (nats)", "greedy agreement", "cache MB", "compaction s"):
         table.add_column(column, justify="right" if column not in ("method",) else "left")

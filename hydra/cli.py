@@ -13,6 +13,7 @@ import trio
 
 import hydra
 from hydra.api.config import APIConfig
+from hydra.compaction.plan import MODES, CompactionPlan, load_budgets
 from hydra.config import (
     CHAT_SAMPLING,
     GENERATE_SAMPLING,
@@ -30,6 +31,7 @@ from hydra.p2p.home import KEY_FILE, default_home
 from hydra.privacy.config import PrivacyConfig
 from hydra.stage.limits import StageLimits
 from hydra.verification.config import VerificationConfig
+from protocols.inference import SELECTIONS
 
 log = logging.getLogger("hydra")
 
@@ -192,6 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         compile=args.compile,
         draft_tokens=args.draft_tokens,
         wire_dtype=args.wire_dtype,
+        compaction=_compaction(args),
         device=args.device,
         stage_limits=stage_limits_from(args),
         api=APIConfig(
@@ -243,6 +246,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         compile=args.compile,
         draft_tokens=args.draft_tokens,
         wire_dtype=args.wire_dtype,
+        compaction=_compaction(args),
         device=args.device,
         privacy=_privacy(args),
         model_path=args.model_path,
@@ -431,6 +435,37 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig:
     )
 
 
+def _compaction(args: argparse.Namespace) -> CompactionPlan:
+    budgets = args.kv_compaction_budgets
+    return CompactionPlan(
+        mode=args.kv_compaction_mode,
+        ratio=args.kv_compaction_ratio,
+        phase=args.kv_compaction_phase,
+        selection=args.kv_compaction_selection,
+        shares=load_budgets(budgets) if budgets else {},
+    )
+
+
+def _add_compaction(p: argparse.ArgumentParser) -> None:
+    plan = NODE.compaction
+    p.add_argument("--kv-compaction-mode", choices=MODES, default=plan.mode,
+                   help="compact the KV caches of your sessions' stages by Attention Matching: on (the "
+                   "prompt once prefilled, then whenever the cache is full), auto (only when a stage has "
+                   "no room for the whole session), off (default %(default)s)")
+    p.add_argument("--kv-compaction-ratio", type=float, default=plan.ratio, metavar="R",
+                   help="cached entries before a compaction / after it (default %(default)s)")
+    p.add_argument("--kv-compaction-phase", type=int, choices=[1, 2, 3, 4], default=plan.phase,
+                   help="1: keep the most attended keys; 2: and fit their biases and values; 3: and "
+                   "per-block budgets (--kv-compaction-budgets); 4: and compact as often as a session "
+                   "needs (1-3: once) (default %(default)s)")
+    p.add_argument("--kv-compaction-budgets", type=Path, metavar="FILE",
+                   help='phase 3: JSON {"<block>": share or [share per KV head]}, relative shares of '
+                   "each compaction's target")
+    p.add_argument("--kv-compaction-selection", choices=SELECTIONS, default=plan.selection,
+                   help="choose kept keys by attention, or by orthogonal matching pursuit (slower) "
+                   "(default %(default)s)")
+
+
 def _add_compute(p: argparse.ArgumentParser, compile_default: str) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=NODE.dtype)
     p.add_argument("--quantization", choices=["auto", "none", "int8", "int4", "nf4"],
@@ -471,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
     _add_compute(run, NODE.compile)
+    _add_compaction(run)
     run.add_argument("--cache-gb", type=float, default=NODE.stage_limits.cache_bytes / 2**30,
                      help="KV cache reserved across all sessions on this node (default %(default)g)")
     run.add_argument("--max-sessions", type=int, default=NODE.stage_limits.max_sessions)
@@ -519,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--wait", type=float, default=GenerateConfig.wait,
                      help="seconds to wait for peers covering the model")
     _add_compute(gen, GenerateConfig.compile)
+    _add_compaction(gen)
     _add_privacy(gen)
     gen.set_defaults(func=cmd_generate)
 

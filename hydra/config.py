@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.api.config import APIConfig
+from hydra.compaction.plan import CompactionPlan
 from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams
 from hydra.dht.config import DiscoveryConfig
 from hydra.economy.config import TokenConfig
@@ -42,6 +43,7 @@ class NodeConfig:
     compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
     draft_tokens: int = DRAFT_TOKENS  # speculative decoding of greedy requests (0: off)
     wire_dtype: str = "auto"  # activations between stages: auto (the catalog's per model) | float32 | ...
+    compaction: CompactionPlan = CompactionPlan()  # of the stages' KV caches, for this node's requests
     stage_limits: StageLimits = StageLimits()
     api: APIConfig = APIConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -92,6 +94,7 @@ class GenerateConfig:
     compile: str = "off"  # one generation does not repay a compile's tens of seconds
     draft_tokens: int = DRAFT_TOKENS
     wire_dtype: str = "auto"
+    compaction: CompactionPlan = CompactionPlan()
     privacy: PrivacyConfig = PrivacyConfig()
     model_path: Path | None = None  # a local checkpoint instead of the catalog's source
 

@@ -53,6 +53,7 @@ async def run_generate(
             privacy=config.privacy, quantization=quantization, compile=compiling,
             draft_tokens=config.draft_tokens,
             wire_dtype=config.wire_dtype,
+            compaction=config.compaction,
             checkpoints={spec.id: config.model_path} if config.model_path else None,
             # one generation, then gone: no reputation to keep, so no audits (commitments and
             # the chain check still guard the answer)

@@ -166,7 +166,7 @@ async def run_node(
             checkpoints={spec.id: path}, privacy=config.privacy, verification=config.verification,
             reputation=Reputation(config.home / REPUTATION_FILE, stake_of=tokens.stake_of),
             tokens=tokens, quantization=quantization, compile=compiling, draft_tokens=config.draft_tokens,
-            wire_dtype=config.wire_dtype,
+            wire_dtype=config.wire_dtype, compaction=config.compaction,
         )
         gauges = {
             "hydra_stage_sessions": (

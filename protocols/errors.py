@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     OUT_OF_ORDER = "out_of_order"  # a step not at the session's next position
     PREFIX_MISS = "prefix_miss"  # the prefix a session asked to reuse is not (or no longer) cached here
     MAX_LENGTH_EXCEEDED = "max_length_exceeded"
+    CACHE_FULL = "cache_full"  # a step would take a compacting session's cache past its grant
     NEXT_HOP_FAILED = "next_hop_failed"  # another stage of the route (the error's peer) died or stalled
     ROUTE_BROKEN = "route_broken"  # a stage's predecessor (the error's peer?) left mid-session: probe to know
     BAD_ONION = "bad_onion"  # a session header this peer cannot open (wrong key, tampered)

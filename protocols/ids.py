@@ -5,7 +5,7 @@ from typing import Final
 KAD: Final = "/hydra/kad/1.0.0"
 """Kademlia RPCs (PING, FIND_NODE, FIND_VALUE, STORE) over signed peer records."""
 
-INFERENCE: Final = "/hydra/inference/4.0.0"
+INFERENCE: Final = "/hydra/inference/5.0.0"
 """Pipeline sessions: onion-wrapped open, sealed steps of hidden states carrying the stages'
 commitments forward, the output collected from the last stage (or relayed back), probes, close."""
 

@@ -54,6 +54,9 @@ PREFIX_HASH_BYTES: Final = 16
 COLLECT_TOKEN_BYTES: Final = 16
 MAX_PREFIX_BLOCKS: Final = 128  # a session names at most this many blocks (8,192 tokens)
 TENSOR_DTYPES: Final = {"float32": 4, "bfloat16": 2, "float16": 2}
+SELECTIONS: Final = ("attention", "omp")  # how KV compaction chooses the keys it keeps
+MAX_SPAN_BLOCKS: Final = 1024  # blocks one stage's compaction budgets may name
+MAX_KV_HEADS: Final = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,27 @@ class Hop(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class Compaction(Message):
+    """How a stage compacts this session's KV cache when a step says so (``Step.compact``), by
+    Attention Matching (``hydra.compaction``); the same for every peer that ever holds the
+    span, so a failover's replay compacts alike."""
+
+    TYPE: ClassVar[str] = "compaction"
+    refit: bool = True  # per-key biases and refitted values (phase 2); else the selection alone
+    selection: str = "attention"  # keys by their attention, or "omp" (matching pursuit)
+    # per block of the span: the share of a step's target each KV head keeps, one share for
+    # every head or one per head (phase 3); empty: the whole target everywhere
+    shares: tuple[tuple[float, ...], ...] = ()
+
+    def check(self) -> None:
+        require(self.selection in SELECTIONS, f"selection must be one of {SELECTIONS}")
+        require(len(self.shares) <= MAX_SPAN_BLOCKS, f"at most {MAX_SPAN_BLOCKS} blocks of shares")
+        sizes_ok = all(0 < len(block) <= MAX_KV_HEADS for block in self.shares)
+        require(sizes_ok, f"1..{MAX_KV_HEADS} shares a block")
+        require(all(0 < s <= 1 for block in self.shares for s in block), "shares must be in (0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
 class HopHeader(Message):
     """What one stage may know of a session: its blocks, limits, keys, and the next hop only.
 
@@ -121,6 +145,9 @@ class HopHeader(Message):
     reuse: int = 0
     direct: bool = False  # the output returns straight to the coordinator: steps get no reply
     collect: bytes = b""  # (direct, last stage) the token the coordinator collects the output with
+    # the session's KV cache may be compacted: the stage may then grant less cache than
+    # ``max_length`` needs (``SessionOpened.cache_tokens``), and keep it there when told to
+    compaction: Compaction | None = None
 
     @property
     def relay(self) -> bool:
@@ -134,6 +161,7 @@ class HopHeader(Message):
         self._check_prefix()
         require(self.dtype in TENSOR_DTYPES, f"dtype must be one of {sorted(TENSOR_DTYPES)}")
         require(0 < self.step_timeout <= 600, "step_timeout must be in (0, 600] seconds")
+        require(self.compaction is None or not self.prefix, "a compacted session keeps no prefix")
         require(math.isfinite(self.expires_at) and self.expires_at > 0, "expires_at must be a time")
         require(len(self.key_in) in (0, KEY_BYTES) and len(self.key_out) in (0, KEY_BYTES),
                 f"keys are {KEY_BYTES} bytes")
@@ -188,9 +216,13 @@ class Step(Message):
     draft: bool = False  # drafted tokens: the next step may rewind into this one
     rewind: bool = False  # ``position`` is inside the last step: go back there first
     commitments: tuple[bytes, ...] = ()  # the stages' before this one, route order
+    # first compact the session's KV cache to at most this many entries per attention block
+    # and KV head (the header's ``compaction`` says how); 0: don't
+    compact: int = 0
 
     def check(self) -> None:
         require(self.position >= 0, "negative position")
+        require(0 <= self.compact <= MAX_LENGTH, "bad compaction target")
         check_commitments(self.commitments)
         require(len(self.receipt) in (0, SIGNATURE_BYTES), f"a receipt is {SIGNATURE_BYTES} bytes")
         require((self.hidden is None) != (not self.sealed), "exactly one of hidden and sealed")
@@ -239,6 +271,12 @@ class Probe(Message):
 class SessionOpened(Message):
     TYPE: ClassVar[str] = "opened"
     hops: int  # stages opened from this one to the end of the route
+    # a compacting session: the cache entries every stage from this one on holds at most
+    # (each attention block); the coordinator compacts before a step would need more
+    cache_tokens: int = 0
+
+    def check(self) -> None:
+        require(0 <= self.cache_tokens <= MAX_LENGTH, "bad cache_tokens")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, overload
 
 from hydra.api.errors import bad_request
+from hydra.compaction.plan import MAX_RATIO, MODES
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
@@ -145,3 +146,15 @@ class Fields:
             return "".join(parts)[:MAX_TEXT]
         raise bad_request(f"{self._name('content')!r} must be a string or a list of text parts",
                           self._name("content"))
+
+
+def compaction(fields: Fields) -> dict[str, Any]:
+    """A request's own KV compaction (OpenAI: top-level fields; Ollama: in ``options``):
+    ``kv_compaction`` (off, on or auto) and ``kv_compaction_ratio``; the node's when absent."""
+    mode = fields.string("kv_compaction", max_length=8)
+    if mode is not None and mode not in MODES:
+        raise bad_request(f"'kv_compaction' must be one of {', '.join(MODES)}", fields._name("kv_compaction"))
+    ratio = fields.number("kv_compaction_ratio", 1.0, MAX_RATIO)
+    if ratio is not None and ratio <= 1.0:
+        raise bad_request("'kv_compaction_ratio' must be above 1", fields._name("kv_compaction_ratio"))
+    return {"kv_compaction": mode, "kv_compaction_ratio": ratio}

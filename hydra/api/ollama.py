@@ -14,7 +14,7 @@ from quart import Blueprint, Response
 
 from hydra.api.bodies import json_body
 from hydra.api.errors import APIError, bad_request, ollama_body
-from hydra.api.fields import Fields
+from hydra.api.fields import Fields, compaction
 from hydra.api.service import Events, GenerationService, Resolved
 from hydra.coordinator.generation import Completion, GenerationRequest
 from hydra.coordinator.params import SamplingParams
@@ -82,15 +82,17 @@ def generate_request(body: Fields, default_max_tokens: int, model: str) -> Gener
     system = body.string("system")
     template = body.string("template")
     params = options(body, default_max_tokens)
+    cache = compaction(body.nested("options"))
     if not prompt:
         return None
     if body.boolean("raw", False):
-        return GenerationRequest(model, prompt=prompt, params=params)
+        return GenerationRequest(model, prompt=prompt, params=params, **cache)
     if template:
-        return GenerationRequest(model, prompt=fill_template(template, prompt, system), params=params)
+        filled = fill_template(template, prompt, system)
+        return GenerationRequest(model, prompt=filled, params=params, **cache)
     turns = ({"role": "system", "content": system},) if system else ()
     turns += ({"role": "user", "content": prompt},)
-    return GenerationRequest(model, messages=turns, params=params, plain_without_template=True)
+    return GenerationRequest(model, messages=turns, params=params, plain_without_template=True, **cache)
 
 
 def fill_template(template: str, prompt: str, system: str | None) -> str:
@@ -215,7 +217,8 @@ class OllamaEndpoints:
         stream = body.boolean("stream", True)
         params = options(body, self.default_max_tokens)
         resolved = await self.service.resolve(model)
-        request = GenerationRequest(resolved.spec.id, messages=messages, params=params)
+        cache = compaction(body.nested("options"))
+        request = GenerationRequest(resolved.spec.id, messages=messages, params=params, **cache)
         return await self.respond(request, resolved, stream, chat=True)
 
     async def respond(self, request: GenerationRequest, resolved: Resolved, stream: bool, chat: bool) -> Any:

@@ -20,7 +20,7 @@ from quart import Blueprint, Response
 
 from hydra.api.bodies import json_body
 from hydra.api.errors import APIError, bad_request, openai_body
-from hydra.api.fields import Fields
+from hydra.api.fields import Fields, compaction
 from hydra.api.service import Events, GenerationService, Resolved
 from hydra.coordinator.generation import Completion, GenerationRequest, TokenLogprob
 from hydra.coordinator.params import SamplingParams
@@ -98,7 +98,7 @@ def parse(body: Any, chat: bool, default_max_tokens: int) -> OpenAIRequest:
     model = fields.string("model", required=True, max_length=256)
     params = sampling(fields, default_max_tokens)
     top = top_logprobs(fields, chat)
-    common = {"params": params, "top_logprobs": top, "priority": priority(fields)}
+    common = {"params": params, "top_logprobs": top, "priority": priority(fields), **compaction(fields)}
     if chat:
         generation = GenerationRequest(model, messages=fields.messages(), **common)
     else:

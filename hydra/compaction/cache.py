@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import PretrainedConfig
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from hydra.compaction.matching import Selection, compact
+from hydra.runtime.memory import head_dim
 
 SPREAD_QUERIES = 192  # positions sampled evenly over the whole session, per block
 RECENT_QUERIES = 64  # ... and the latest ones
@@ -188,6 +190,15 @@ def cache_entries(cache: Cache) -> int:
     """The most entries any attention block of ``cache`` holds (what its memory is sized by)."""
     lengths = [layer.get_seq_length() for layer in cache.layers if isinstance(layer, DynamicLayer)]
     return max(lengths, default=0)
+
+
+def query_sample_bytes(config: PretrainedConfig, dtype: torch.dtype) -> int:
+    """The most a compacting session's query samples take, all attention blocks together."""
+    kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    blocks = sum(1 for kind in kinds if kind != "linear_attention")
+    positions = SPREAD_QUERIES + 1 + RECENT_QUERIES + REWIND_MARGIN
+    itemsize = torch.tensor([], dtype=dtype).element_size()
+    return blocks * positions * config.num_attention_heads * head_dim(config) * itemsize
 
 
 def head_budgets(target: int, fractions: Sequence[float], kv_heads: int) -> list[int]:

@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from transformers.cache_utils import Cache
 
+from hydra.compaction.plan import CompactionPlan
 from hydra.coordinator.audit import Auditor
 from hydra.coordinator.params import DRAFT_TOKENS, SamplingParams, check_draft_tokens
 from hydra.coordinator.pipeline import Pipeline, PipelineConfig
@@ -70,6 +71,8 @@ class GenerationRequest:
     record_logits: bool = False  # keep every step's logits (tests)
     probe: bool = False  # a synthetic prompt of the auditor's, not a user's
     priority: bool = False  # burn HYDRA so that full stages admit this request first
+    kv_compaction: str | None = None  # off | on | auto: the node's --kv-compaction-mode if None
+    kv_compaction_ratio: float | None = None  # ... and its --kv-compaction-ratio
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ class Coordinator:
         compile: bool = False,
         draft_tokens: int = DRAFT_TOKENS,
         wire_dtype: str = "auto",
+        compaction: CompactionPlan = CompactionPlan(),
     ) -> None:
         self.host = host
         self.dht = dht
@@ -237,6 +241,7 @@ class Coordinator:
         self.compile = compile  # the --local-layers blocks' decode steps
         self.draft_tokens = check_draft_tokens(draft_tokens)  # speculative decoding's drafts a step (0: off)
         self.wire_dtype = wire_dtype  # of activations between stages; auto: the catalog's per model
+        self.compaction = compaction  # of the stages' KV caches, unless a request says otherwise
         self.prefixes = PrefixMemory()  # which prompt blocks each route's stages keep
         self.prefix_salt = secrets.token_bytes(32)  # salts this coordinator's prompt blocks
         self.privacy = privacy
@@ -535,6 +540,7 @@ class Coordinator:
             prefix=prefix_chain(prompt, self.prefix_salt, system),
             reuse_limit=len(prompt) - 1 if local.undoable else 0,  # local blocks need the whole prompt
             public_blocks=system // inference.PREFIX_BLOCK,
+            compaction=self._compaction(request),
         )
         drafter = DraftModel(*model.drafter) if model.drafter is not None else None
         progress = Progress(list(prompt), text, started, params.max_tokens, request.record_logits, drafter)
@@ -544,7 +550,7 @@ class Coordinator:
             drafting = drafting and isinstance(pipeline, Pipeline)
             try:
                 inputs = prompt
-                while not progress.done and pipeline.position + len(inputs) <= max_length:
+                while not progress.done and has_room(pipeline, len(inputs), max_length):
                     room = min(max_length - pipeline.position, progress.tokens_left) - 1
                     drafts = []
                     if drafting and len(inputs) == 1:
@@ -607,6 +613,19 @@ class Coordinator:
             progress.finish, progress.done = "stop", True
         progress.done = progress.done or progress.tokens_left == 0
         return delta
+
+    def _compaction(self, request: GenerationRequest) -> CompactionPlan | None:
+        """The request's KV compaction: the node's, with the request's mode and ratio if it
+        gives them; none with ``--redundancy`` (routes granted different caches would compact
+        at different steps, and their outputs could no longer be compared)."""
+        plan = self.compaction
+        if request.kv_compaction is not None:
+            plan = replace(plan, mode=request.kv_compaction)
+        if request.kv_compaction_ratio is not None:
+            plan = replace(plan, ratio=request.kv_compaction_ratio)
+        if plan.mode == "off" or self.verification.redundancy > 1:
+            return None
+        return plan
 
     def _pipeline(
         self, config: PipelineConfig, route: list[Candidate] | None
@@ -681,3 +700,12 @@ def token_logprob(tokenizer: Any, logits: torch.Tensor, token: int, top: int) ->
         else ()
     )
     return TokenLogprob(tokenizer.decode([token]), float(logprobs[token]), alternatives)
+
+
+def has_room(pipeline: Pipeline | RedundantPipeline, tokens: int, max_length: int) -> bool:
+    """Whether the sessions can take ``tokens`` more: within ``max_length``, and within the
+    cache a session compacted once (phases 1 to 3) has left."""
+    if pipeline.position + tokens > max_length:
+        return False
+    room = pipeline.room() if isinstance(pipeline, Pipeline) else None
+    return room is None or room >= tokens

@@ -29,6 +29,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from libp2p.crypto.keys import KeyPair
 
+from hydra.compaction.plan import CompactionPlan
+from hydra.coordinator.compaction import CacheSchedule
 from hydra.coordinator.prefix import PrefixMemory
 from hydra.coordinator.routing import Candidate, NoRoute
 from hydra.economy.receipts import work_root
@@ -104,6 +106,7 @@ class PipelineConfig:
     reuse_limit: int = 0  # tokens of the prompt a session may start after (one must remain)
     public_blocks: int = 0  # leading blocks of a shared system prompt: tried even if never sent
     direct_return: bool = True  # collect the output from the last stage (else relayed back)
+    compaction: CompactionPlan | None = None  # KV cache compaction (``hydra.coordinator.compaction``)
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -131,11 +134,18 @@ class Pipeline:
     # since were computed all the same)
     reused: int = 0  # prompt tokens the route's sessions restored from the stages' prefix caches
     _noted: tuple[str, ...] = ()  # the route whose stages this pipeline gave the prompt's blocks
+    schedule: CacheSchedule | None = None  # when the stages compact (sessions opened compacting)
+    orders: dict[int, int] = field(default_factory=dict)  # history index -> compaction target before it
     _link: Link | None = None  # to the first hop
     _collect: Link | None = None  # from the last hop, on a direct route
     _wrapped: WrappedRoute | None = None
     _ledger: RouteLedger | None = None
     on_reroute: Callable[[list[Candidate]], Awaitable[None]] | None = None
+
+    def __post_init__(self) -> None:
+        plan = self.config.compaction
+        if plan is not None and plan.mode == "on":
+            self.schedule = CacheSchedule(plan)
 
     async def __aenter__(self) -> "Pipeline":
         try:
@@ -215,14 +225,18 @@ class Pipeline:
             self.history.append(hidden[:, : self.reused])
             self.position = self.reused
             hidden = hidden[:, self.reused :]
-        pieces = torch.split(hidden, self._max_tokens_per_message(hidden), dim=1)
+        pieces = torch.split(hidden, self._max_tokens_per_step(hidden), dim=1)
         if draft and len(pieces) > 1:
             raise ValueError("a draft step must fit one message")
         outputs = []
         for piece in pieces:
-            outputs.append(await self._step_with_failover(piece, return_all, draft))
+            compact = self.schedule.order(piece.shape[1]) if self.schedule is not None else 0
+            outputs.append(await self._step_with_failover(piece, return_all, draft, compact))
+        if self.schedule is not None:
+            self.schedule.prompted = True
         prompt_blocks = len(self.config.prefix) * inference.PREFIX_BLOCK
-        if self.config.prefix and self._noted != self.route_key and self.position >= prompt_blocks:
+        noting = self.config.prefix and self.schedule is None and self._noted != self.route_key
+        if noting and self.position >= prompt_blocks:
             self._noted = self.route_key  # every stage of this route has kept the prompt's blocks
             self.network.prefixes.kept(self._noted, self.config.prefix)
         return await run_compute(torch.cat, outputs, 1) if return_all else outputs[-1]
@@ -237,14 +251,27 @@ class Pipeline:
             self.history[-1] = last[:, :kept]
             self.position -= last.shape[1] - kept
             self.rewinding = True
+            if self.schedule is not None:
+                self.schedule.entries -= last.shape[1] - kept
 
-    async def _step_with_failover(self, hidden: torch.Tensor, return_all: bool, draft: bool) -> torch.Tensor:
+    def room(self) -> int | None:
+        """Tokens the sessions can still take beyond what ``max_length`` allows for (None: no
+        further limit): a session compacted once (phases 1 to 3) ends when its cache is full."""
+        return self.schedule.room() if self.schedule is not None else None
+
+    async def _step_with_failover(
+        self, hidden: torch.Tensor, return_all: bool, draft: bool, compact: int = 0
+    ) -> torch.Tensor:
         while True:
             try:
-                output = await self._send_step(hidden, (), self.position, return_all, draft)
+                output = await self._send_step(hidden, (), self.position, return_all, draft, compact)
             except HopFailed as exc:
                 await self._fail_over(exc)
                 continue
+            if compact:
+                self.orders[len(self.history)] = compact
+            if self.schedule is not None:
+                self.schedule.sent(hidden.shape[1], compact)
             self.history.append(hidden)
             self.position += hidden.shape[1]
             if self.position - self.paid >= RECEIPT_EVERY:
@@ -253,7 +280,7 @@ class Pipeline:
 
     async def _send_step(
         self, hidden: torch.Tensor, chunks: tuple[int, ...], position: int, return_all: bool,
-        draft: bool = False,
+        draft: bool = False, compact: int = 0,
     ) -> torch.Tensor:
         assert self._link is not None and self._wrapped is not None
         wrapped = self._wrapped
@@ -261,7 +288,9 @@ class Pipeline:
         sent_hash = tensor_digest(tensor)
         receipt = sign_receipt(self.network.identity, wrapped.session_ids[0], position, sent_hash)
         sent, sealed = wrapped.to_first.wrap(tensor, position)
-        step = inference.Step(position, sent, sealed, chunks, return_all, receipt, draft, self.rewinding)
+        step = inference.Step(
+            position, sent, sealed, chunks, return_all, receipt, draft, self.rewinding, compact=compact
+        )
         started = trio.current_time()
         reply = await self._exchange(step, position + hidden.shape[1])
         self.rewinding = False  # done, or (a failure) the new route's sessions start past it
@@ -296,7 +325,8 @@ class Pipeline:
             raise HopFailed(culprit, f"commitments: {broken.reason}") from None
         # a session that restored a cached prefix is not audited: a verifier cannot rebuild the
         # prefix's activations at later stages (the coordinator never saw them)
-        if self.auditor is not None and not self.reused:
+        # nor a compacted one: the stages keep no inputs of it (``hydra.stage.audit``)
+        if self.auditor is not None and not self.reused and self.schedule is None:
             chosen = self.auditor.choose(len(self.route), self.config.probe)
             self.pending_audits.extend((index, position) for index in chosen)
 
@@ -398,7 +428,8 @@ class Pipeline:
         system prompt's (a stage without them answers ``prefix_miss``: then from the start)."""
         self.route = route
         self.reused = self.step_end = 0  # new sessions: nothing of theirs has come back yet
-        if not self.failovers and not self.history and self.config.prefix:  # a first open only:
+        if not self.failovers and not self.history and self.config.prefix and self.schedule is None:
+            # a first open only (a compacted cache keeps no prefix):
             # a failover resends what it has from the start
             known = self.network.prefixes.reusable(self.route_key, self.config.prefix)
             blocks = max(known, self.config.public_blocks)
@@ -410,15 +441,33 @@ class Pipeline:
             await self.close()
             self.reused = 0
             reply = await self._open_sessions(route)
+        plan = self.config.compaction
+        if self._compacting_helps(reply) and plan is not None:
+            # no room for the whole session somewhere: open it compacting, granted less cache
+            await self.close()
+            self.schedule = CacheSchedule(plan)
+            self.reused = 0
+            reply = await self._open_sessions(route)
         if not isinstance(reply, inference.SessionOpened):
             assert self._link is not None
             raise self._failure(reply, self._link)
+        if self.schedule is not None:
+            self.schedule.granted = reply.cache_tokens
+
+    def _compacting_helps(self, reply: Message) -> bool:
+        """Whether ``reply`` refused the session for room that compaction (``auto``) can save."""
+        plan = self.config.compaction
+        refused = isinstance(reply, Error) and reply.code == ErrorCode.OVERLOADED
+        fresh = self.schedule is None and not self.history  # a session replays as it began
+        return refused and fresh and plan is not None and plan.mode == "auto"
 
     async def _open_sessions(self, route: list[Candidate]) -> Message:
         timeouts = [self.config.step_timeout]
         for _ in route[1:]:
             timeouts.append(downstream_budget(timeouts[-1]))
         kx_keys = [self._kx_key(c) for c in route] if self.config.protect else None
+        plan = self.schedule.plan if self.schedule is not None else None
+        compactions = [plan.for_span(c.hop.layer_start, c.hop.layer_end) for c in route] if plan else None
         self._wrapped = wrap_route(
             [c.hop for c in route],
             kx_keys,
@@ -427,9 +476,10 @@ class Pipeline:
             self.config.dtype,
             timeouts,
             self.config.priority,
-            self.config.prefix,
+            () if compactions else self.config.prefix,  # a compacted cache is no prefix to keep
             self.reused,
             direct=self.config.direct_return and len(route) > 1,  # one hop: the same messages
+            compactions=compactions,
         )
         self._ledger = RouteLedger(
             [c.peer_id for c in route],
@@ -462,17 +512,19 @@ class Pipeline:
         """Rebuild the new route's caches from the history, in the original chunk shapes,
         packed into as few messages as the frame limit allows; with ``keep``, the output at
         every position."""
-        position, outputs = 0, []
-        for batch in pack_history(self.history, self.config.dtype):
+        position, index, outputs = 0, 0, []
+        for batch in pack_history(self.history, self.config.dtype, frozenset(self.orders)):
             chunks = tuple(t.shape[1] for t in batch)
             hidden = await run_compute(torch.cat, batch, 1)
-            outputs.append(await self._send_step(hidden, chunks, position, keep))
-            position += sum(chunks)
+            compact = self.orders.get(index, 0)  # the same compactions, at the same places
+            outputs.append(await self._send_step(hidden, chunks, position, keep, compact=compact))
+            position, index = position + sum(chunks), index + len(batch)
         return outputs if keep else []
 
     async def recompute(self, steps: list[tuple[torch.Tensor, tuple[int, ...]]]) -> torch.Tensor:
         """This route's output at every position of ``steps``, each run in its own chunks after
         the ones before it (how a verifier recomputes revealed steps)."""
+        self.orders = {}
         self.history = [
             piece
             for hidden, chunks in steps
@@ -482,8 +534,11 @@ class Pipeline:
         self.position = sum(t.shape[1] for t in self.history)
         return await run_compute(torch.cat, outputs, 1)
 
-    def _max_tokens_per_message(self, hidden: torch.Tensor) -> int:
-        return max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))
+    def _max_tokens_per_step(self, hidden: torch.Tensor) -> int:
+        """What one message carries, and what a compacting session's cache always has room for."""
+        fits = max(1, MESSAGE_ROOM // wire_bytes(hidden[:, :1], self.config.dtype))
+        limit = self.schedule.step_limit() if self.schedule is not None else None
+        return fits if limit is None else min(fits, limit)
 
 
 MESSAGE_ROOM = inference.MAX_FRAME - FRAME_SLACK  # tensor bytes one Step frame can carry
@@ -494,14 +549,17 @@ def wire_bytes(hidden: torch.Tensor, dtype: str) -> int:
     return hidden.shape[1] * hidden.shape[2] * inference.TENSOR_DTYPES[dtype]
 
 
-def pack_history(history: list[torch.Tensor], dtype: str) -> list[list[torch.Tensor]]:
+def pack_history(
+    history: list[torch.Tensor], dtype: str, breaks: frozenset[int] = frozenset()
+) -> list[list[torch.Tensor]]:
     """Consecutive runs of ``history`` that each fit one replayed ``Step`` frame: the tensor
-    bytes plus, per item, its entry in the message's ``chunks`` list."""
+    bytes plus, per item, its entry in the message's ``chunks`` list. An item whose index is in
+    ``breaks`` (a compaction came before it) starts a run."""
     batches: list[list[torch.Tensor]] = []
     size = MESSAGE_ROOM + 1  # start a new batch with the first item
-    for item in history:
+    for index, item in enumerate(history):
         item_size = wire_bytes(item, dtype) + CHUNK_BYTES
-        if size + item_size > MESSAGE_ROOM:
+        if size + item_size > MESSAGE_ROOM or index in breaks:
             batches.append([])
             size = 0
         batches[-1].append(item)

@@ -61,12 +61,14 @@ def wrap_route(
     prefix: tuple[bytes, ...] = (),
     reuse: int = 0,
     direct: bool = False,
+    compactions: Sequence[inference.Compaction] | None = None,
 ) -> WrappedRoute:
     """Build the nested headers, innermost (last stage) first. ``kx_keys``: each hop's
     identity-checked X25519 key, or None for an unprotected session (nothing sealed).
     ``priority``: a priority ticket's secret; ``prefix``, ``reuse``: the prompt's block
     hashes and the tokens to restore from them (``hydra.stage.prefixes``), for every stage;
-    ``direct``: the last stage sends the output to the coordinator, which collects it."""
+    ``direct``: the last stage sends the output to the coordinator, which collects it;
+    ``compactions``: each hop's KV compaction terms (a compacting session)."""
     session_ids = [secrets.token_bytes(inference.SESSION_ID_BYTES) for _ in hops]
     token = secrets.token_bytes(inference.COLLECT_TOKEN_BYTES) if direct else b""
     protect = kx_keys is not None
@@ -95,6 +97,7 @@ def wrap_route(
             reuse=reuse,
             direct=direct,
             collect=token if following is None else b"",
+            compaction=compactions[i] if compactions else None,
         )
         kx = None if kx_keys is None else kx_keys[i]
         sealed_header, ephemeral = seal_header(header, kx, session_ids[i])

@@ -39,11 +39,15 @@ class SessionAudit:
     seal: AuditSeal
     steps: list[AuditedStep] = field(default_factory=list)
     outputs: dict[int, inference.Tensor] = field(default_factory=dict)  # position -> output as sent
+    # whether inputs and outputs are kept for audits: a compacting session's are not (a
+    # verifier could not recompute its steps from them alone; it commits all the same)
+    kept: bool = True
 
     @classmethod
-    def start(cls, terms: Terms, report_key: bytes) -> "SessionAudit":
+    def start(cls, terms: Terms, report_key: bytes, kept: bool = True) -> "SessionAudit":
         return cls(
-            CommitmentChain(terms), CommitmentCipher(report_key), AuditSeal(report_key, terms.session_id)
+            CommitmentChain(terms), CommitmentCipher(report_key), AuditSeal(report_key, terms.session_id),
+            kept=kept,
         )
 
     def commit(
@@ -58,8 +62,9 @@ class SessionAudit:
         digest. ``in_hash`` is the digest of ``received`` for an honest stage."""
         tokens = received.shape[1]
         record = self.chain.append(step.position, tokens, in_hash, tensor_digest(output))
-        self.steps.append(AuditedStep(step.position, step.chunks, received, step.receipt))
-        self.outputs[step.position] = output
+        if self.kept:
+            self.steps.append(AuditedStep(step.position, step.chunks, received, step.receipt))
+            self.outputs[step.position] = output
         signature = sign_head(identity, record.head) if self.chain.signs(tokens) else b""
         sealed = self.cipher.seal(Commitment(record.in_hash, record.out_hash, signature), step.position)
         return sealed, record.out_hash
@@ -67,6 +72,8 @@ class SessionAudit:
     def reveal(self, audit: Audit, identity: KeyPair) -> Reveal:
         """One page of the inputs from ``audit.start``; the last page adds the audited steps'
         outputs and a signature over the chain up to the last of them."""
+        if not self.kept:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "a compacted session's steps are not kept for audits")
         missing = [p for p in audit.positions if p not in self.outputs]
         if missing:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"no step of this session began at {missing[0]}")

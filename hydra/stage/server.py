@@ -27,6 +27,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from transformers.cache_utils import Cache
 
+from hydra.compaction.cache import cache_entries, query_sample_bytes
 from hydra.economy.ledger import Ledger
 from hydra.economy.receipts import work_root
 from hydra.economy.service import TokenService
@@ -67,6 +68,7 @@ from protocols.receipt import RECEIPT_EVERY
 from protocols.verify import tensor_digest
 
 CLOSE_TIMEOUT_S = 5.0  # to pass a session's close on to the next hop
+MIN_CACHE_GRANT = 32  # cache entries below which a compacting session is refused, not granted
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ class Session:
     last_start: int = -1  # where the last step began: a rewind may go back into it
     undo: Undo | None = None  # a draft step's recurrent states before it (hybrid models)
     prefix: tuple[bytes, ...] = ()  # the prompt's block hashes: blocks to keep in the prefix cache
+    compaction: inference.Compaction | None = None  # how its KV cache is compacted when a step says so
+    cache_tokens: int = 0  # (compacting) cache entries granted per attention block
     kept: int = 0  # ... of which the prefix cache has the first this many
     opened_at: float = field(default_factory=time.monotonic)
 
@@ -145,9 +149,14 @@ class StageServer:
         # per token of a session: its KV cache, and what it keeps for audits (its input and
         # output as exchanged; counted at float32, the widest activation dtype)
         audit = 2 * blocks.hidden_size * WIRE_DTYPES["float32"].itemsize
-        self.per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype)) + audit
+        self.kv_per_token = max(1, cache_bytes_per_token(blocks.config, blocks.dtype))
+        self.per_token = self.kv_per_token + audit
         self.per_session = session_state_bytes(blocks.config)
+        # a compacting session keeps no inputs for audits (it is not audited), but a sample of
+        # its queries in every attention block
+        self.per_compacting_session = self.per_session + query_sample_bytes(blocks.config, blocks.dtype)
         self.steps_served = 0
+        self.compactions = 0
         self.batcher = Batcher(self._run_work, limits.max_batch, limits.batch_window)
         self.prefixes = PrefixStore() if not blocks.recurrent else None
 
@@ -220,6 +229,19 @@ class StageServer:
     def cache_tokens_free(self) -> int:
         return max(0, self.limits.cache_bytes - self.reserved_bytes) // self.per_token
 
+    def cache_grant(self, owner: str, max_length: int, priority: bool) -> int:
+        """The cache entries a compacting session of ``owner`` gets: as many as ``max_length``
+        needs, or as many as there is room for (at least ``MIN_CACHE_GRANT``; ``admit``
+        refuses the session if even those do not fit)."""
+        limits = self.limits
+        room = limits.cache_bytes * (1.0 if priority else 1.0 - limits.priority_share) - self.reserved_bytes
+        mine = sum(s.reserved_bytes for s in self.sessions.values() if s.owner == owner)
+        room = min(room, limits.cache_bytes * limits.peer_share - mine)
+        if self.prefixes is not None:  # cached prefixes make way for sessions
+            room += self.prefixes.bytes
+        fits = int(room - self.per_compacting_session) // self.kv_per_token
+        return min(max_length, max(MIN_CACHE_GRANT, fits))
+
     def status(self) -> dict[str, object]:
         return {
             "model": self.model_id,
@@ -229,6 +251,7 @@ class StageServer:
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,
+            "compactions": self.compactions,
             "prefix_cache": self._prefix_status(),
             "batching": {
                 "max_batch": self.batcher.max_batch,
@@ -331,10 +354,16 @@ class StageConversation:
                 f"this peer serves {server.model_id} blocks {blocks.layer_start}:{blocks.layer_end}, not "
                 f"{request.model} {header.layer_start}:{header.layer_end}",
             )
-        reserve = header.max_length * server.per_token + server.per_session
         priority = bool(header.priority) and server.tokens is not None
         priority = priority and await server.tokens.ticket_valid(header.priority)
-        server.admit(self.remote, reserve, header.max_length, priority)
+        compaction = None if header.relay else self._compaction(header)
+        granted = 0
+        if compaction is None:
+            reserve = header.max_length * server.per_token + server.per_session
+        else:
+            granted = server.cache_grant(self.remote, header.max_length, priority)
+            reserve = granted * server.kv_per_token + server.per_compacting_session
+        server.admit(self.remote, reserve, granted or header.max_length, priority)
         last = header.next_hop is None
         terms = Terms(
             request.session_id, request.model, header.layer_start, header.layer_end,
@@ -344,7 +373,7 @@ class StageConversation:
             id=request.session_id + secrets.token_bytes(4),  # two coordinators may pick one id
             hop_session_id=request.session_id,
             owner=self.remote,
-            cache=blocks.new_cache(),
+            cache=blocks.new_cache(compacting=compaction is not None),
             max_length=header.max_length,
             dtype=header.dtype,
             reserved_bytes=reserve,
@@ -355,13 +384,15 @@ class StageConversation:
                 if last
                 else ActivationChannel(header.key_out, header.next_session_id, STEP_LABEL)
             ),
-            audit=SessionAudit.start(terms, header.key_report),
+            audit=SessionAudit.start(terms, header.key_report, kept=compaction is None),
             next_hop=header.next_hop,
             next_session_id=header.next_session_id,
             relay=header.relay,
             direct=header.direct,
             collect_token=header.collect,
             prefix=header.prefix,
+            compaction=compaction,
+            cache_tokens=granted,
         )
         if header.reuse:
             await self._reuse_prefix(session, header)
@@ -369,8 +400,16 @@ class StageConversation:
         self.session = session
         if last:
             self.opened = True
-            return inference.SessionOpened(hops=1)
+            return inference.SessionOpened(hops=1, cache_tokens=granted)
         return await self._open_downstream(request.model, header)
+
+    def _compaction(self, header: inference.HopHeader) -> inference.Compaction | None:
+        compaction = header.compaction
+        blocks = self.server.blocks.layer_end - self.server.blocks.layer_start
+        if compaction is not None and compaction.shares and len(compaction.shares) != blocks:
+            why = f"compaction shares for {len(compaction.shares)} blocks, this span has {blocks}"
+            raise ProtocolError(ErrorCode.BAD_FIELD, why)
+        return compaction
 
     async def _reuse_prefix(self, session: Session, header: inference.HopHeader) -> None:
         """Start ``session`` after the first ``header.reuse`` tokens, from the prefix cache."""
@@ -408,7 +447,12 @@ class StageConversation:
             return Error(ErrorCode.NEXT_HOP_FAILED, f"answered open with {reply.TYPE}", hop.peer_id)
         session.hops = reply.hops + 1
         self.opened = True
-        return inference.SessionOpened(hops=session.hops)
+        granted = [tokens for tokens in (session.cache_tokens, reply.cache_tokens) if tokens]
+        if 0 < reply.cache_tokens < session.cache_tokens:
+            # the route holds no more than its smallest grant: release the rest
+            session.reserved_bytes -= (session.cache_tokens - reply.cache_tokens) * self.server.kv_per_token
+            session.cache_tokens = reply.cache_tokens
+        return inference.SessionOpened(hops=session.hops, cache_tokens=min(granted, default=0))
 
     async def _take(self, step: inference.Step) -> Message | None:
         """Run ``step`` and pass its output on. On a direct route nothing is answered: the
@@ -452,6 +496,8 @@ class StageConversation:
         except SealError as exc:  # the sender (our predecessor) is at fault, not us
             self._break(session, f"sealed step rejected: {exc}", self.remote)  # the counters have diverged
             return Error(ErrorCode.SEAL_FAILED, str(exc), peer=self.remote)
+        if step.compact:
+            await self._compact(session, step.compact)
         self._check_input(session, step, tensor)
         digest = tensor_digest(tensor)
         if not receipt_valid(self.remote, session.hop_session_id, step.position, digest, step.receipt):
@@ -530,6 +576,24 @@ class StageConversation:
                 ErrorCode.MAX_LENGTH_EXCEEDED,
                 f"{session.position} + {tokens} tokens exceeds max_length {session.max_length}",
             )
+        entries = cache_entries(session.cache) if session.compaction is not None else 0
+        if entries + tokens > session.cache_tokens > 0:
+            raise ProtocolError(
+                ErrorCode.CACHE_FULL,
+                f"{entries} cached + {tokens} tokens exceeds the {session.cache_tokens} granted "
+                "(compact first)",
+            )
+
+    async def _compact(self, session: Session, target: int) -> None:
+        """Compact the session's cache to ``target`` entries (on the compute thread)."""
+        if session.relay:
+            return
+        how = session.compaction
+        if how is None:
+            raise ProtocolError(ErrorCode.BAD_FIELD, "this session was not opened for compaction")
+        blocks = self.server.blocks
+        await run_compute(blocks.compact, session.cache, target, how.selection, how.refit, how.shares)
+        self.server.compactions += 1
 
     async def _pass_on(
         self, session: Session, step: inference.Step, output: inference.Tensor, digest: bytes,
@@ -543,7 +607,7 @@ class StageConversation:
         receipt = sign_receipt(self.server.identity, session.next_session_id, step.position, digest)
         forward = inference.Step(
             step.position, hidden, sealed, step.chunks, step.return_all, receipt, step.draft, step.rewind,
-            commitments,
+            commitments, step.compact,
         )
         # the rest of the route gets what is left of this step's time, so a stall further
         # down is reported (and blamed on the right peer) before our predecessor gives up

@@ -451,8 +451,8 @@ class Pipeline:
         if not isinstance(reply, inference.SessionOpened):
             assert self._link is not None
             raise self._failure(reply, self._link)
-        if self.schedule is not None:
-            self.schedule.granted = reply.cache_tokens
+        if self.schedule is not None:  # granted the whole session: no limit to keep to
+            self.schedule.granted = reply.cache_tokens if reply.cache_tokens < self.config.max_length else 0
 
     def _compacting_helps(self, reply: Message) -> bool:
         """Whether ``reply`` refused the session for room that compaction (``auto``) can save."""

@@ -109,8 +109,8 @@ class LocalLink:
     def __init__(self, peer_id: str, converse: Callable[[Outbox], Conversation]) -> None:
         self.peer_id = peer_id
         # what the conversation sends unasked waits here for ``receive``
-        outbox, self._inbox = trio.open_memory_channel[Message](math.inf)
-        self.conversation = converse(outbox)
+        self._outbox, self._inbox = trio.open_memory_channel[Message](math.inf)
+        self.conversation = converse(self._outbox)
 
     async def call(self, message: Message, timeout: float) -> Message:
         with blamed(self.peer_id, timeout, local=True):
@@ -121,7 +121,7 @@ class LocalLink:
         with blamed(self.peer_id, timeout, local=True):
             reply = await self._handle(message)
             if reply is not None:  # a reply nobody waits for yet: the next ``receive`` gets it
-                self._inbox.send_nowait(reply)
+                self._outbox.send_nowait(reply)
 
     async def receive(self, timeout: float) -> Message:
         with blamed(self.peer_id, timeout, local=True):

@@ -151,6 +151,8 @@ def stage_summary(stage: dict) -> list[tuple[str, str]]:
     if batching:
         rows.append(("batching", f"{batching['batches']} batches, {batching['mean_rows']} rows on average, "
                                  f"{batching['largest']} at most (cap {batching['max_batch']})"))
+    if stage.get("compactions"):
+        rows.append(("kv compaction", f"{stage['compactions']} compactions of sessions' caches"))
     prefixes = stage.get("prefix_cache")
     if prefixes:
         rows.append(("prefix cache", f"{prefixes['blocks']} blocks ({prefixes['bytes'] / 2**20:.1f} MB), "

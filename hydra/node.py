@@ -189,6 +189,10 @@ async def run_node(
                 "Prompt blocks restored into sessions instead of recomputed",
                 lambda: stage.prefixes.hits if stage.prefixes is not None else 0,
             ),
+            "hydra_kv_compactions": (
+                "KV cache compactions this node's stage has run (Attention Matching)",
+                lambda: stage.compactions,
+            ),
             "hydra_barter_credits": (
                 "Barter credits: earned serving minus spent consuming, decayed",
                 lambda: coordinator.barter_status()["credits"],

@@ -251,7 +251,7 @@ def test_health_readyz_and_metrics_move(api):
             "hydra_hop_latency_seconds", "hydra_stage_sessions", "hydra_known_peers",
             "hydra_layers_served", "hydra_active_generations", "hydra_barter_credits",
             "hydra_stage_batch_rows", "hydra_prefix_cache_blocks", "hydra_prefix_cache_reused_blocks",
-            "hydra_draft_tokens"} <= names
+            "hydra_draft_tokens", "hydra_kv_compactions"} <= names
 
 
 USER_X = b'[{"role": "user", "content": "x"}]'

@@ -74,12 +74,14 @@ def test_batching_flags_reach_the_stage_limits_and_bad_ones_are_refused():
             cli.stage_limits_from(build_parser().parse_args(["run", *bad]))
 
 
-def test_status_summarises_batching_and_the_prefix_cache():
+def test_status_summarises_batching_the_prefix_cache_and_compactions():
     stage = {"batching": {"max_batch": 16, "batches": 40, "mean_rows": 3.5, "largest": 8},
-             "prefix_cache": {"blocks": 12, "bytes": 3 * 2**20, "kept": 12, "reused": 30}}
+             "prefix_cache": {"blocks": 12, "bytes": 3 * 2**20, "kept": 12, "reused": 30},
+             "compactions": 5}
     rows = dict(cli.stage_summary(stage))
     assert rows["batching"] == "40 batches, 3.5 rows on average, 8 at most (cap 16)"
     assert rows["prefix cache"] == "12 blocks (3.0 MB), 30 reused"
+    assert rows["kv compaction"] == "5 compactions of sessions' caches"
     assert cli.stage_summary({"prefix_cache": None}) == []
 
 

@@ -4,7 +4,6 @@ positions, leaves Qwen3.5's recurrent state alone, feeds its biases to attention
 steps too) and can be rewound; its reference queries do not depend on how steps were chunked."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -56,9 +55,12 @@ def test_an_uncompacted_compacting_cache_computes_what_a_plain_one_does(request,
     blocks = request.getfixturevalue(model)
     plain, compacting = prefilled(blocks, False, (150, 50)), prefilled(blocks, True, (150, 50))
     torch.manual_seed(1)
-    for position in range(PROMPT, PROMPT + 4):
-        token = torch.randn(1, 3 if position == PROMPT else 1, blocks.hidden_size)
-        assert relative(blocks.forward(token, compacting, position), blocks.forward(token, plain, position)) < 1e-5
+    position = PROMPT
+    for tokens in (3, 1, 1, 1):
+        step = torch.randn(1, tokens, blocks.hidden_size)
+        want = blocks.forward(step, plain, position)
+        assert relative(blocks.forward(step, compacting, position), want) < 1e-5
+        position += tokens
 
 
 def test_compaction_shrinks_every_block_and_the_session_goes_on_from_its_positions(llama) -> None:

@@ -66,12 +66,14 @@ class RawSession:
         return KeyPair(self.host.get_private_key(), self.host.get_public_key())
 
     def step(
-        self, position: int, tokens: int = 1, width: int = 64, draft: bool = False, rewind: bool = False
+        self, position: int, tokens: int = 1, width: int = 64, draft: bool = False, rewind: bool = False,
+        compact: int = 0,
     ) -> inference.Step:
         tensor = to_wire(torch.randn(1, tokens, width), "float32")
         self.made.append(tensor_digest(tensor))
         receipt = sign_receipt(self.identity, self.route.session_ids[0], position, self.made[-1])
         hidden, sealed = self.route.to_first.wrap(tensor, position)
         return inference.Step(
-            position=position, hidden=hidden, sealed=sealed, receipt=receipt, draft=draft, rewind=rewind
+            position=position, hidden=hidden, sealed=sealed, receipt=receipt, draft=draft, rewind=rewind,
+            compact=compact,
         )

@@ -231,8 +231,9 @@ class StageServer:
 
     def cache_grant(self, owner: str, max_length: int, priority: bool) -> int:
         """The cache entries a compacting session of ``owner`` gets: as many as ``max_length``
-        needs, or as many as there is room for (at least ``MIN_CACHE_GRANT``; ``admit``
-        refuses the session if even those do not fit)."""
+        needs if they fit, else half the room left (it compacts to live within them, and the
+        next session still finds some); at least ``MIN_CACHE_GRANT``, which ``admit`` refuses
+        if even those do not fit."""
         limits = self.limits
         room = limits.cache_bytes * (1.0 if priority else 1.0 - limits.priority_share) - self.reserved_bytes
         mine = sum(s.reserved_bytes for s in self.sessions.values() if s.owner == owner)
@@ -240,7 +241,9 @@ class StageServer:
         if self.prefixes is not None:  # cached prefixes make way for sessions
             room += self.prefixes.bytes
         fits = int(room - self.per_compacting_session) // self.kv_per_token
-        return min(max_length, max(MIN_CACHE_GRANT, fits))
+        if fits >= max_length:
+            return max_length
+        return max(MIN_CACHE_GRANT, fits // 2)
 
     def status(self) -> dict[str, object]:
         return {

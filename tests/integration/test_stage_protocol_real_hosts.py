@@ -42,12 +42,13 @@ def hop_of(peer: StagePeer, layers: tuple[int, int] | None = None) -> inference.
 
 def wrapped(peers: list[StagePeer], max_length: int = 16, protect: bool = False,
             model: str = SPEC.id, layers: tuple[int, int] | None = None,
-            step_timeout: float = 10.0, priority: bytes = b"", direct: bool = False) -> WrappedRoute:
+            step_timeout: float = 10.0, priority: bytes = b"", direct: bool = False,
+            compaction: inference.Compaction | None = None) -> WrappedRoute:
     hops = [hop_of(peers[0], layers)] + [hop_of(p) for p in peers[1:]]
     keys = [verify_kx(p.peer_id, p.stage.kx.public, p.stage.kx.signature) for p in peers]
     timeouts = [step_timeout] * len(hops)
     return wrap_route(hops, keys if protect else None, model, max_length, "float32", timeouts, priority,
-                      direct=direct)
+                      direct=direct, compactions=[compaction] * len(hops) if compaction else None)
 
 
 def open_request(peer: StagePeer, max_length: int = 16, **kw) -> inference.OpenSession:
@@ -127,6 +128,38 @@ async def test_a_step_rewinds_only_into_the_last_step_and_bad_rewinds_change_not
         await expect_error(link, session.step(5, rewind=True), ErrorCode.OUT_OF_ORDER)
         assert isinstance(await link.call(session.step(6), 10.0), inference.Hidden)
         await link.aclose()
+
+
+async def test_compaction_is_granted_ordered_and_checked(checkpoint):
+    """A compacting session is granted the cache there is room for, not refused; a step that
+    would overflow the grant gets ``cache_full``; a compaction order makes room; orders to a
+    session not opened compacting, and budgets for another span, are refused with
+    ``bad_field``; nothing refused changes a session."""
+    per_token = 2 * 6 * 2 * 16 * 4  # K+V x kv_heads x head_dim x fp32 in 6 blocks
+    limits = StageLimits(cache_bytes=1 << 20, peer_share=1.0, priority_share=0.0)
+    terms = inference.Compaction()
+    async with stage_peer(SPEC, checkpoint, (0, 6), limits=limits) as peer, client_host() as host:
+        link = await link_to(host, peer)
+        session = RawSession(host, wrapped([peer], max_length=4096, compaction=terms))
+        opened = await link.call(session.route.open, 10.0)
+        assert isinstance(opened, inference.SessionOpened)
+        granted = opened.cache_tokens
+        assert 32 <= granted < 4096 and granted * per_token < limits.cache_bytes
+        assert isinstance(await link.call(session.step(0, tokens=granted), 10.0), inference.Hidden)
+        await expect_error(link, session.step(granted), ErrorCode.CACHE_FULL)
+        compacting = session.step(granted, compact=granted // 4)
+        assert isinstance(await link.call(compacting, 10.0), inference.Hidden)
+        (staged,) = peer.stage.sessions.values()
+        assert staged.position == granted + 1 and staged.cache.get_seq_length() == granted // 4 + 1
+        assert peer.stage.compactions == 1
+        plain_link = await link_to(host, peer)
+        plain = RawSession(host, wrapped([peer], max_length=16))
+        assert isinstance(await plain_link.call(plain.route.open, 10.0), inference.SessionOpened)
+        await expect_error(plain_link, plain.step(0, compact=3), ErrorCode.BAD_FIELD)
+        assert isinstance(await plain_link.call(plain.step(0), 10.0), inference.Hidden)
+        wrong = RawSession(host, wrapped([peer], compaction=inference.Compaction(shares=((1.0,),) * 2)))
+        await expect_error(await link_to(host, peer), wrong.route.open, ErrorCode.BAD_FIELD)
+        assert isinstance(await link.call(session.step(granted + 1), 10.0), inference.Hidden)
 
 
 async def test_session_and_cache_limits_refuse_with_overloaded(checkpoint):

@@ -51,3 +51,11 @@ def test_template_actions_beyond_the_variables_are_refused():
     with pytest.raises(APIError) as info:
         fill_template("{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}", "x", "s")
     assert info.value.param == "template" and "if .System" in info.value.message
+
+
+def test_kv_compaction_is_an_option():
+    request = generate_request(Fields({"prompt": "hi", "options": {"kv_compaction": "off"}}), 512, "m")
+    assert request is not None and request.kv_compaction == "off" and request.kv_compaction_ratio is None
+    with pytest.raises(APIError) as info:
+        generate_request(Fields({"prompt": "hi", "options": {"kv_compaction_ratio": 0.5}}), 512, "m")
+    assert info.value.param == "options.kv_compaction_ratio"

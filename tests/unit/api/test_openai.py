@@ -72,3 +72,13 @@ def test_completion_prompts_are_text_or_token_ids():
 def test_each_extra_choice_gets_its_own_seed():
     params = parse({"model": "m", "messages": USER, "seed": 10}, True, 512).generation.params
     assert [choice_seed(params, i).seed for i in range(3)] == [10, 11, 12]
+
+
+def test_a_request_may_choose_its_kv_compaction():
+    req = parse({"model": "m", "messages": USER, "kv_compaction": "on", "kv_compaction_ratio": 2}, True, 512)
+    assert (req.generation.kv_compaction, req.generation.kv_compaction_ratio) == ("on", 2.0)
+    default = parse({"model": "m", "messages": USER}, True, 512).generation
+    assert (default.kv_compaction, default.kv_compaction_ratio) == (None, None)
+    for bad in ({"kv_compaction": "always"}, {"kv_compaction": 4}, {"kv_compaction_ratio": 1},
+                {"kv_compaction_ratio": 1000}):
+        assert refused({"model": "m", "messages": USER, **bad}).param == next(iter(bad))

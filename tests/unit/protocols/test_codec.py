@@ -177,3 +177,21 @@ def test_direct_return_messages_are_checked_on_decode():
         with pytest.raises(ProtocolError) as caught:
             schema.decode(msgpack.packb(wire, use_bin_type=True))
         assert caught.value.code == ErrorCode.BAD_FIELD, wire
+
+
+def test_compaction_terms_and_orders_are_checked_on_decode():
+    base = dict(layer_start=0, layer_end=2, max_length=512, dtype="float32", step_timeout=5.0,
+                expires_at=1e10, key_report=bytes(32))
+    terms = inference.Compaction(refit=True, selection="omp", shares=((1.0,), (0.5, 0.25)))
+    header = inference.HopHeader(**base, compaction=terms)
+    assert inference.HopHeader.from_wire(header.to_wire()) == header
+    for bad in ({"selection": "random"}, {"shares": [[1.5]]}, {"shares": [[]]}, {"shares": [[float("nan")]]},
+                {"shares": [[0.0]]}, {"shares": [[1.0]] * (inference.MAX_SPAN_BLOCKS + 1)}):
+        with pytest.raises(ProtocolError) as caught:
+            inference.HopHeader.from_wire({**header.to_wire(), "compaction": {**terms.to_wire(), **bad}})
+        assert caught.value.code == ErrorCode.BAD_FIELD, bad
+    with pytest.raises(ProtocolError):  # a compacted cache keeps no prefix blocks
+        inference.HopHeader.from_wire({**header.to_wire(), "prefix": [bytes(PREFIX_HASH_BYTES)]})
+    for compact in (-1, inference.MAX_LENGTH + 1):
+        with pytest.raises(ProtocolError):
+            inference.Step.from_wire({**inference.Step(0, sealed=b"x").to_wire(), "compact": compact})

@@ -12,10 +12,15 @@ cache weighs against the tokens that come after it).
   squares so the kept keys carry the whole mass (exp(beta) is how many original keys a kept
   one stands for), then refits the values by least squares so the output matches.
 
-Everything is in float64 on the caller's device: the systems are small (queries x kept keys)
-and badly conditioned in float32.
+With as many kept keys as reference queries or more, the fits are underdetermined and
+reproduce the reference queries and little else; so phase 2 fits on three quarters of them
+and lets the rest choose among candidate fits (per-key weights pulled towards a shared one,
+the shared one alone, the earlier biases; values refitted at several ridge strengths, or
+kept), the plain selection among them. Everything is in float64 on the caller's device: the
+systems are small (queries x kept keys) and badly conditioned in float32.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +28,9 @@ import torch
 
 Selection = Literal["attention", "omp"]
 MIN_WEIGHT = 1e-12  # a kept key whose weight fits to zero keeps a (very negative) finite bias
+RIDGES = (1e-3, 1e-1, 1e1)  # value refits tried, pulled towards the kept values this strongly
+HELD_OUT = 4  # every 4th reference query judges the fits instead of shaping them
+NNLS_PULLS = (0.1,)  # per-key weight fits tried, pulled towards a shared weight this strongly
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,7 @@ def attend(
 
 def compact(
     queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, budget: int, scale: float,
-    selection: Selection = "attention", refit: bool = True, ridge: float = 1e-3,
-    bias: torch.Tensor | None = None,
+    selection: Selection = "attention", refit: bool = True, bias: torch.Tensor | None = None,
 ) -> Compacted:
     """Keep ``budget`` of the head's keys for the reference ``queries`` [n, d]; with ``refit``,
     fit their biases and values (phase 2), else keep them as they are (phase 1 alone). ``bias``
@@ -70,27 +77,69 @@ def compact(
         kept = _pursue(probs, budget)
     kept_bias, kept_values = prior[kept], v[kept]
     if refit:
-        # how many of the original keys' exp(logit + bias) each kept key's exp(logit) stands for
-        unbiased = probs[:, kept] * torch.exp(-kept_bias)
-        weights = nnls(unbiased, torch.ones(probs.shape[0], dtype=torch.float64, device=k.device))
-        kept_bias = torch.log(weights.clamp_min(MIN_WEIGHT))
-        target = attend(q, k, v, scale, prior)[0]
-        kept_values = _refit_values(q, k[kept], kept_bias, v[kept], target, scale, ridge)
+        kept_bias, kept_values = _validated_fit(q, k, v, probs, kept, prior, scale)
     return Compacted(keys[kept], kept_values.to(values.dtype), kept_bias.float(), kept)
 
 
-def _refit_values(
+def _validated_fit(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor, kept: torch.Tensor,
+    prior: torch.Tensor, scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept keys' biases and values (phase 2), fitted on most of the reference queries and
+    chosen on the rest: fitted or earlier biases, values refitted at each ``RIDGES`` strength or
+    kept, and the selection alone among them. With as many kept keys as queries or more, an
+    unregularised fit reproduces the reference queries and little else; held-out queries pick
+    the fit that generalises, so phase 2 never does worse on them than phase 1."""
+    held = torch.arange(q.shape[0], device=q.device) % HELD_OUT == HELD_OUT - 1
+    if held.all() or not held.any():  # too few queries to hold any out
+        held = torch.ones_like(held)
+    fit = ~held if (~held).any() else held
+    target, target_mass = attend(q, k, v, scale, prior)
+    # how many of the original keys' exp(logit + bias) each kept key's exp(logit) stands for:
+    # fitted key by key (non-negative least squares), pulled towards one weight shared by all
+    # (which cannot overfit), or that shared weight alone
+    unbiased = probs[fit][:, kept] * torch.exp(-prior[kept])
+    whole = torch.ones(int(fit.sum()), dtype=torch.float64, device=q.device)
+    covered = unbiased.sum(1)
+    shared = float(covered @ whole / (covered @ covered).clamp_min(1e-30))
+    biases = [torch.full_like(prior[kept], math.log(max(shared, MIN_WEIGHT))), prior[kept]]
+    for pull in NNLS_PULLS:
+        weights = nnls(unbiased, whole, pull=pull, towards=shared)
+        biases.append(torch.log(weights.clamp_min(MIN_WEIGHT)))
+    candidates = [(prior[kept], v[kept])]  # the selection alone
+    for bias in biases:
+        candidates.append((bias, v[kept]))
+        for values in _ridge_fits(q[fit], k[kept], bias, v[kept], target[fit], scale):
+            candidates.append((bias, values))
+
+    def error(candidate: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """Relative output error plus log-mass error (each a share), on the held-out queries."""
+        bias, values = candidate
+        out, mass = attend(q[held], k[kept], values, scale, bias)
+        misfit = (out - target[held]).norm(dim=-1) / target[held].norm(dim=-1).clamp_min(1e-30)
+        return float(misfit.mean() + (mass - target_mass[held]).abs().mean())
+
+    return min(candidates, key=error)
+
+
+def _ridge_fits(
     q: torch.Tensor, kept_keys: torch.Tensor, bias: torch.Tensor, kept_values: torch.Tensor,
-    target: torch.Tensor, scale: float, ridge: float,
-) -> torch.Tensor:
-    """Values that make the compacted attention's outputs ``target`` [n, dv], in the least
-    squares sense, pulled towards the kept keys' own values by a ridge (for keys few queries
-    attend to, whose values the outputs hardly determine)."""
+    target: torch.Tensor, scale: float,
+) -> list[torch.Tensor]:
+    """Values that make the compacted attention's outputs ``target`` [n, dv] in the least
+    squares sense, pulled towards the kept keys' own values by a ridge of each ``RIDGES``
+    strength (relative to the Gram matrix's diagonal); one eigendecomposition serves all."""
     weights = torch.softmax((q @ kept_keys.T) * scale + bias, dim=-1)  # [n, m]
     gram = weights.T @ weights
-    strength = ridge * max(float(gram.diagonal().mean()), 1e-12)
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + strength * eye, weights.T @ target + strength * kept_values)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    scale_of = max(float(gram.diagonal().mean()), 1e-12)
+    projected = weights.T @ target
+    fits = []
+    for ridge in RIDGES:
+        strength = ridge * scale_of
+        rhs = eigenvectors.T @ (projected + strength * kept_values)
+        fits.append(eigenvectors @ (rhs / (eigenvalues.clamp_min(0) + strength)[:, None]))
+    return fits
 
 
 def _pursue(probs: torch.Tensor, budget: int) -> torch.Tensor:
@@ -111,10 +160,17 @@ def _pursue(probs: torch.Tensor, budget: int) -> torch.Tensor:
     return torch.sort(torch.tensor(chosen, device=probs.device)).values
 
 
-def nnls(a: torch.Tensor, b: torch.Tensor, iterations: int = 500) -> torch.Tensor:
-    """argmin ||a x - b|| over x >= 0, by accelerated projected gradient (FISTA)."""
+def nnls(
+    a: torch.Tensor, b: torch.Tensor, iterations: int = 500, pull: float = 0.0, towards: float = 0.0
+) -> torch.Tensor:
+    """argmin ||a x - b||² + pull·s·||x - towards||² over x >= 0 (s: the mean of a's squared
+    column norms, so ``pull`` is relative), by accelerated projected gradient (FISTA)."""
     gram, rhs = a.T @ a, a.T @ b
-    step = 1.0 / max(float(torch.linalg.matrix_norm(gram, ord=2)), 1e-30)
+    if pull:
+        strength = pull * max(float(gram.diagonal().mean()), 1e-30)
+        gram = gram + strength * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        rhs = rhs + strength * towards
+    step = 1.0 / max(_largest_eigenvalue(gram), 1e-30)
     x = torch.clamp(torch.linalg.lstsq(a, b.unsqueeze(1)).solution.squeeze(1), min=0)
     y, momentum = x, 1.0
     for _ in range(iterations):
@@ -123,3 +179,17 @@ def nnls(a: torch.Tensor, b: torch.Tensor, iterations: int = 500) -> torch.Tenso
         y = following + ((momentum - 1) / ahead) * (following - x)
         x, momentum = following, ahead
     return x
+
+
+def _largest_eigenvalue(gram: torch.Tensor, iterations: int = 30) -> float:
+    """An upper bound on the largest eigenvalue of ``gram`` (entrywise non-negative, as the
+    attention's Gram matrices are), tight after a few power iterations: the Collatz-Wielandt
+    bound max_i (G x)_i / x_i for a positive x. An SVD would cost more than the descent."""
+    vector = torch.ones(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    for _ in range(iterations):
+        vector = gram @ vector
+        vector = vector / vector.max().clamp_min(1e-300)
+    positive = vector > 0
+    if not positive.any():
+        return 0.0
+    return float(((gram @ vector)[positive] / vector[positive]).max())

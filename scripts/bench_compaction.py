@@ -11,7 +11,7 @@ Methods: **Attention Matching** (phases 1+2: keys chosen by their attention, per
 values fitted), **selection only** (the same keys, no biases, values as they were: phase 1),
 and **truncation** to the most recent tokens. Reference queries are the context's own, sampled
 as a stage samples them (``hydra.compaction.cache``). Also printed: memory per session (the
-cache's keys, values and biases) and compaction time, for the whole model and per block.
+cache's keys, values and biases, and the fixed-size query sample) and compaction time.
 
     .venv/bin/python scripts/bench_compaction.py [--lengths 512 1024 2000] [--ratios 2 4 8] [--tokens 64]
 """
@@ -28,7 +28,7 @@ from rich.table import Table
 from transformers import AutoTokenizer
 from transformers.cache_utils import Cache
 
-from hydra.compaction.cache import CompactingLayer
+from hydra.compaction.cache import CompactingLayer, query_sample_bytes
 from hydra.models.catalog import load_catalog
 from hydra.runtime.shard import ClientHead, StageBlocks, load_head, load_stage
 from hydra.runtime.sources import resolve_checkpoint
@@ -144,6 +144,9 @@ def main() -> None:
     verdict = "yes" if wins == contests else "NO"
     console.print(f"Attention Matching beats selection only and truncation (lower KL) in {wins} of "
                   f"{contests} (context, ratio) pairs: {verdict}")
+    sample = query_sample_bytes(blocks.config, blocks.dtype) / 2**20
+    console.print(f"reference queries a session keeps for compaction: at most {sample:.1f} MB over the "
+                  "model's 30 blocks, whatever its length")
     stage = blocks.config.num_hidden_layers / 10  # a 10-block stage: a third of the model
     times = ", ".join(f"{ratio}x {s / stage:.2f} s" for ratio, s in seconds.items())
     console.print(f"compaction time per 10-block stage at {args.lengths[-1]} tokens: {times}")

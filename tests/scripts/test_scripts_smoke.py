@@ -27,6 +27,7 @@ SMOKE_ARGS = {
     "bench_economy.py": ["--tokens", "4", "--runs", "1", "--postings", "200"],
     "bench_runtime.py": ["--tokens", "4", "--modes", "none"],
     "bench_wire.py": ["--tokens", "2", "--prompts", "1"],
+    "bench_compaction.py": ["--lengths", "96", "--ratios", "2", "--tokens", "4"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -39,10 +40,11 @@ EXPECTED = {  # what each prints when it worked
     "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
     "bench_runtime.py": ["decode tok/s", "perplexity", "weights held MB"],
     "bench_wire.py": ["bytes/token", "float16", "bfloat16"],
+    "bench_compaction.py": ["Attention Matching", "truncation", "per 10-block stage", "query"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
-    "bench_economy.py", "bench_runtime.py", "bench_wire.py",
+    "bench_economy.py", "bench_runtime.py", "bench_wire.py", "bench_compaction.py",
 }
 
 

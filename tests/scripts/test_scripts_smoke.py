@@ -40,7 +40,7 @@ EXPECTED = {  # what each prints when it worked
     "bench_economy.py": ["vs unpaid", "ledger postings per second", "events sealed per second"],
     "bench_runtime.py": ["decode tok/s", "perplexity", "weights held MB"],
     "bench_wire.py": ["bytes/token", "float16", "bfloat16"],
-    "bench_compaction.py": ["Attention Matching", "truncation", "per 10-block stage", "query"],
+    "bench_compaction.py": ["Attention Matching", "truncation", "per 10-block stage", "queries"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",

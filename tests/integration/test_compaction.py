@@ -1,7 +1,8 @@
 """KV cache compaction across real peers (libp2p hosts on 127.0.0.1, the DHT, tiny Llama):
 
 - a compacted three-stage pipeline gives the tokens of the same compactions run in one
-  process (every stage compacts its own blocks, at the steps the coordinator orders);
+  process (every stage compacts its own blocks, at the steps the coordinator orders, with the
+  per-block and per-head budgets of phase 3);
 - a stage lost after its cache was compacted is replaced by one that rebuilds the very same
   compacted cache (history and compaction orders replayed): same tokens, same logits;
 - a session longer than a stage's ``--cache-gb`` allows is refused without compaction and
@@ -28,6 +29,7 @@ SPEC = spec_for("tiny-compacting", 6)
 PROMPT = "Attention Matching keeps what the queries look at, and the mass they give it. " * 2
 NEW_TOKENS = 24
 RATIO = 2.0
+SHARES = {1: (0.5,), 4: (1.0, 0.25)}  # phase 3: block 1 keeps half the target, block 4's 2nd head a quarter
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +37,23 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_model(tiny_llama_config(), tmp_path_factory.mktemp("tiny"))
 
 
-def compacted_in_one_process(checkpoint: Path, prompt: str, new_tokens: int) -> list[int]:
-    """``on``'s schedule in one process: the prompt, compacted by RATIO, then greedy steps."""
+def compacted_in_one_process(
+    checkpoint: Path, prompt: str, new_tokens: int
+) -> tuple[list[int], torch.Tensor]:
+    """``on``'s schedule in one process: the prompt, compacted by RATIO with SHARES, then
+    greedy steps; their tokens and logits."""
     blocks = load_stage(checkpoint, 0, 6, torch.float32, torch.device("cpu"))
     head = load_head(checkpoint, torch.float32, torch.device("cpu"))
     ids = byte_tokenizer()(prompt)["input_ids"]
     cache = blocks.new_cache(compacting=True)
-    token = int(head.next_logits(blocks.forward(head.embed(ids), cache, 0)).argmax())
-    blocks.compact(cache, math.floor(len(ids) / RATIO))
+    logits = [head.next_logits(blocks.forward(head.embed(ids), cache, 0))]
+    token = int(logits[0].argmax())
+    blocks.compact(cache, math.floor(len(ids) / RATIO), fractions=[SHARES.get(b, (1.0,)) for b in range(6)])
     tokens = [token]
     for position in range(len(ids), len(ids) + new_tokens - 1):
-        hidden = blocks.forward(head.embed(tokens[-1:]), cache, position)
-        tokens.append(int(head.next_logits(hidden).argmax()))
-    return tokens
+        logits.append(head.next_logits(blocks.forward(head.embed(tokens[-1:]), cache, position)))
+        tokens.append(int(logits[-1].argmax()))
+    return tokens, torch.stack(logits)
 
 
 async def test_a_compacted_pipeline_matches_one_process_and_survives_failover(checkpoint: Path) -> None:
@@ -58,7 +64,7 @@ async def test_a_compacted_pipeline_matches_one_process_and_survives_failover(ch
     async with swarm(SPEC, checkpoint, spans, verification=VerificationConfig(verify_rate=0.0)) as (
         peers, coordinator,
     ):
-        coordinator.compaction = CompactionPlan(mode="on", ratio=RATIO)
+        coordinator.compaction = CompactionPlan(mode="on", ratio=RATIO, phase=3, shares=SHARES)
         coordinator.draft_tokens = 0  # steps of one token, as in the one-process run
         undisturbed = await coordinator.generate(request)
         assert [p.stage.compactions for p in peers if p.stage.steps_served] == [1, 1, 1]
@@ -71,7 +77,10 @@ async def test_a_compacted_pipeline_matches_one_process_and_survives_failover(ch
                     assert stopped.stage.compactions == 2  # this generation's, and the first's
                     await stopped.stop()
                 done = event
-    assert undisturbed.token_ids == compacted_in_one_process(checkpoint, PROMPT, NEW_TOKENS)
+    tokens, logits = compacted_in_one_process(checkpoint, PROMPT, NEW_TOKENS)
+    assert undisturbed.token_ids == tokens
+    split = (torch.stack(undisturbed.logits) - logits).abs().max()
+    assert split < 1e-4, f"stages compacted otherwise than one process does (logits differ by {split})"
     assert isinstance(done, Completion) and done.failovers == 1
     assert stopped is not None and stopped.peer_id not in done.route
     replacement = next(p for p in peers[1:3] if p is not stopped)

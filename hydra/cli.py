@@ -68,6 +68,8 @@ def _print_ready(title: str, status: dict[str, Any]) -> None:
     for key in ("api", "http_dht"):
         if key in status:
             lines.append(f"  {key:<9} {status[key]}")
+    if "hardware" in status:
+        lines.append(f"  hardware  {status['hardware']}")
     if "model" in status:
         start, end = status["layers"]
         lines.append(f"  serving   {status['model']} layers {start}:{end} of {status['total_layers']}")
@@ -338,8 +340,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     summary = Table(show_header=False, box=None)
-    keys = ("role", "peer_id", "version", "uptime_s", "model", "layers", "routing_table", "connections",
-            "records_held")
+    keys = ("role", "peer_id", "version", "uptime_s", "hardware", "model", "layers", "routing_table",
+            "connections", "records_held")
     rows = [(key, str(status[key])) for key in keys if key in status]
     for key, value in rows + stage_summary(status.get("stage") or {}):
         summary.add_row(key, value)

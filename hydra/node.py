@@ -22,6 +22,7 @@ from hydra.dht.work import solve
 from hydra.economy.ledger import LEDGER_FILE, Ledger
 from hydra.economy.service import TokenService
 from hydra.errors import ConfigError
+from hydra.hardware.detect import Hardware, detect
 from hydra.models.catalog import ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
 from hydra.runtime.compiled import should_compile
@@ -31,7 +32,7 @@ from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
 from hydra.stage.limits import StageLimits
-from hydra.stage.placement import available_memory_gb, blocks_that_fit, least_covered_window
+from hydra.stage.placement import blocks_that_fit, least_covered_window
 from hydra.stage.server import StageServer
 from hydra.verification.reputation import REPUTATION_FILE, Reputation
 from protocols.records import PeerRecord
@@ -39,14 +40,16 @@ from protocols.records import PeerRecord
 log = logging.getLogger(__name__)
 
 
-async def choose_layers(peer: DhtPeer, config: NodeConfig, spec: ModelSpec) -> tuple[int, int]:
+async def choose_layers(
+    peer: DhtPeer, config: NodeConfig, spec: ModelSpec, hardware: Hardware
+) -> tuple[int, int]:
     """``--layers`` if given; else the whole model if it fits, else the least-covered blocks."""
     if config.layers is not None:
         start, end = config.layers
         if end > spec.num_layers:
             raise ConfigError(f"{spec.id} has {spec.num_layers} layers; cannot serve {start}:{end}")
         return start, end
-    size = blocks_that_fit(spec, available_memory_gb(str(config.torch_device())))
+    size = blocks_that_fit(spec, hardware.memory_for_weights_gb(str(config.torch_device())))
     if size == spec.num_layers:
         return 0, spec.num_layers
     entries = await peer.dht.get(model_key(spec.id))
@@ -131,8 +134,10 @@ async def run_node(
     dtype, device = WIRE_DTYPES[config.dtype], config.torch_device()
     compiling = should_compile(config.compile, device)
     quantization = resolve_quantization(config.quantization, device, spec.recommended_quantization)
+    hardware = await run_compute(detect)
+    log.info("hardware: %s", hardware.describe())
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
-        start, end = await choose_layers(peer, config, spec)
+        start, end = await choose_layers(peer, config, spec, hardware)
         path = await run_compute(resolve_checkpoint, spec, config.model_path)
         stage, announcer, throughput = await start_stage(
             peer, spec, path, (start, end), dtype, device, config.stage_limits,
@@ -145,6 +150,7 @@ async def run_node(
                 "role": "node",
                 **peer.status(),
                 "api": f"http://{config.api_host}:{config.api_port}",
+                "hardware": hardware.describe(),
                 "model": spec.id,
                 "layers": [start, end],
                 "total_layers": spec.num_layers,

@@ -1,31 +1,10 @@
 """Which blocks a node serves when the user does not say: the whole model when memory allows,
 otherwise the window of blocks the swarm covers least (as Petals' servers do)."""
 
-import os
-from pathlib import Path
-
 from hydra.errors import ConfigError
 from hydra.models.catalog import ModelSpec
 
 MEMORY_SHARE = 0.6  # of the memory available now, what a node may fill with blocks
-
-
-def available_memory_gb(device: str) -> float | None:
-    """Memory free for weights on ``device``; None when it cannot be read."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return free / 2**30
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
-    except (ValueError, OSError):
-        return None
 
 
 def blocks_that_fit(spec: ModelSpec, memory_gb: float | None) -> int:

@@ -1,0 +1,1 @@
+"""What a node runs on: CPU cores, memory and accelerators (``hydra.hardware.detect``)."""

@@ -21,6 +21,7 @@ WORK = ["--work-bits", str(TEST_WORK_BITS)]
 # test nodes compute in float32, uncompiled: exact against in-process references, and ready in
 # seconds instead of after a compile; a test wanting the defaults passes them (the last wins)
 EXACT = ["--quantization", "none", "--compile", "off", "--wire-dtype", "float32"]
+NODES_READY_S = 150.0  # for a swarm's nodes started together (one alone is ready in ~20 s)
 DEFAULTS = ["--quantization", "auto", "--compile", "auto", "--wire-dtype", "auto"]
 
 
@@ -123,8 +124,8 @@ def signpost_and_nodes(
         nodes = {name: node(tmp, name, [boot], "--layers", span, *extra).start()
                  for name, span in spans.items()}
         procs += nodes.values()
-        for proc in nodes.values():
-            proc.ready()
+        for proc in nodes.values():  # they load torch and the model at once, on a few cores
+            proc.ready(timeout=NODES_READY_S)
         yield sp, boot, nodes
     finally:
         for proc in procs:

@@ -116,7 +116,6 @@ def main() -> None:
     parser.add_argument("--ratios", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--tokens", type=int, default=64, help="continuation tokens compared")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     path = resolve_checkpoint(load_catalog().resolve("smollm2"))
     blocks = load_stage(path, 0, 30, torch.float32, CPU)
     head = load_head(path, torch.float32, CPU)

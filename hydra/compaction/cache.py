@@ -30,7 +30,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from hydra.compaction.matching import Selection, compact
-from hydra.runtime.memory import head_dim
+from hydra.runtime.memory import attention_blocks, head_dim
 
 SPREAD_QUERIES = 192  # positions sampled evenly over the whole session, per block
 RECENT_QUERIES = 64  # ... and the latest ones
@@ -58,11 +58,10 @@ class QuerySample:
         """``queries`` [heads, T, head dim] of the next T positions."""
         first, self.end = self.end, self.end + queries.shape[1]
         stride, held = _stride(self.end), self.end - RECENT_QUERIES - REWIND_MARGIN
-        for position in range(max(first, held), self.end):  # older ones were sampled already
-            self.kept[position] = queries[:, position - first].clone()
-        for position in range(first, min(held, self.end)):
-            if position % stride == 0:
+        for position in range(first, self.end):
+            if position >= held or position % stride == 0:
                 self.kept[position] = queries[:, position - first].clone()
+        # older positions leave the recent ones, and the stride may have doubled
         self.kept = {p: q for p, q in self.kept.items() if p >= held or p % stride == 0}
 
     def rewind(self, end: int) -> None:
@@ -147,7 +146,7 @@ class CompactingLayer(DynamicLayer):
         queries = self.queries.grouped(kv_heads).to(self.keys.device)
         heads = []
         for head in range(kv_heads):
-            real = self._live_entries(head, live[head])
+            real = self._live_entries(head)
             prior = None if self.bias is None else self.bias[0, head, real]
             heads.append(compact(
                 queries[head], self.keys[0, head, real], self.values[0, head, real],
@@ -159,13 +158,12 @@ class CompactingLayer(DynamicLayer):
         self.values = torch.stack([_pad(h.values, width, 0.0) for h in heads])[None]
         self.bias = torch.stack([_pad(h.bias, width, PADDING_BIAS) for h in heads])[None]
 
-    def _live_entries(self, head: int, live: int) -> torch.Tensor:
+    def _live_entries(self, head: int) -> torch.Tensor:
         """Indices of head ``head``'s real entries: padding sits between its compacted entries
         and those appended since."""
-        entries = self.keys.shape[-2]
         if self.bias is None:
-            return torch.arange(entries, device=self.keys.device)
-        return torch.nonzero(self.bias[0, head] > PADDING_BIAS / 2).squeeze(1)[:live]
+            return torch.arange(self.keys.shape[-2], device=self.keys.device)
+        return torch.nonzero(self.bias[0, head] > PADDING_BIAS / 2).squeeze(1)
 
 
 def _pad(tensor: torch.Tensor, length: int, value: float) -> torch.Tensor:
@@ -194,11 +192,9 @@ def cache_entries(cache: Cache) -> int:
 
 def query_sample_bytes(config: PretrainedConfig, dtype: torch.dtype) -> int:
     """The most a compacting session's query samples take, all attention blocks together."""
-    kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    blocks = sum(1 for kind in kinds if kind != "linear_attention")
     positions = SPREAD_QUERIES + 1 + RECENT_QUERIES + REWIND_MARGIN
     itemsize = torch.tensor([], dtype=dtype).element_size()
-    return blocks * positions * config.num_attention_heads * head_dim(config) * itemsize
+    return attention_blocks(config) * positions * config.num_attention_heads * head_dim(config) * itemsize
 
 
 def head_budgets(target: int, fractions: Sequence[float], kv_heads: int) -> list[int]:

@@ -11,10 +11,14 @@ from transformers import PretrainedConfig
 def cache_bytes_per_token(config: PretrainedConfig, dtype: torch.dtype) -> int:
     """KV bytes one token costs in a span of ``config``'s blocks (recurrent blocks hold a
     fixed-size state instead, see ``session_state_bytes``)."""
-    kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
-    attention_blocks = sum(1 for kind in kinds if kind != "linear_attention")
     itemsize = torch.tensor([], dtype=dtype).element_size()
-    return 2 * attention_blocks * config.num_key_value_heads * head_dim(config) * itemsize
+    return 2 * attention_blocks(config) * config.num_key_value_heads * head_dim(config) * itemsize
+
+
+def attention_blocks(config: PretrainedConfig) -> int:
+    """Blocks of the span that keep keys and values (not linear-attention ones)."""
+    kinds = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+    return sum(1 for kind in kinds if kind != "linear_attention")
 
 
 def head_dim(config: PretrainedConfig) -> int:

@@ -68,6 +68,8 @@ def _print_ready(title: str, status: dict[str, Any]) -> None:
     for key in ("api", "http_dht"):
         if key in status:
             lines.append(f"  {key:<9} {status[key]}")
+    if status.get("role") == "node":
+        lines.append(f"  console   {status['api']}/  (open it in a browser)")
     if "hardware" in status:
         lines.append(f"  hardware  {status['hardware']}")
     if "model" in status:

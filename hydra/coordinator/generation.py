@@ -274,6 +274,7 @@ class Coordinator:
     def status(self) -> dict[str, Any]:
         """What ``/v1/network/status`` and ``hydra status`` show of this coordinator."""
         return {
+            "generations": self.live_routes(),
             "verification": self._verification_status(),
             "reputation": self._reputation_status(),
             "economy": {
@@ -281,6 +282,21 @@ class Coordinator:
                 "hydra": self.tokens.status() if self.tokens is not None else {"federation": None},
             },
         }
+
+    def live_routes(self) -> list[dict[str, Any]]:
+        """The generations this node coordinates now: each route's hops and how far it is."""
+        return [
+            {
+                "model": pipeline.config.model,
+                "position": pipeline.position,
+                "failovers": pipeline.failovers,
+                "route": [
+                    {"peer_id": c.peer_id, "layers": [c.hop.layer_start, c.hop.layer_end], "local": c.local}
+                    for c in pipeline.route
+                ],
+            }
+            for pipeline in self.active_pipelines
+        ]
 
     def barter_status(self) -> dict[str, Any]:
         """This node's barter credits: earned serving minus spent consuming, decayed."""

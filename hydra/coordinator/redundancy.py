@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import trio
 
-from hydra.coordinator.pipeline import Pipeline
+from hydra.coordinator.pipeline import Pipeline, PipelineConfig
 from hydra.coordinator.routing import Candidate, NoRoute
 from hydra.models.catalog import ModelSpec
 from hydra.verification.compare import STRICT, Tolerance, compare, tolerance_for
@@ -68,6 +68,10 @@ class RedundantPipeline:
     @property
     def primary(self) -> Pipeline:
         return self._open[0] if self._open else self.members[0]
+
+    @property
+    def config(self) -> PipelineConfig:
+        return self.primary.config
 
     @property
     def position(self) -> int:

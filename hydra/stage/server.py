@@ -156,6 +156,7 @@ class StageServer:
         # its queries in every attention block
         self.per_compacting_session = self.per_session + query_sample_bytes(blocks.config, blocks.dtype)
         self.steps_served = 0
+        self.tokens_served = 0  # positions computed for others: a prompt's many, a decode step's one
         self.compactions = 0
         self.batcher = Batcher(self._run_work, limits.max_batch, limits.batch_window)
         self.prefixes = PrefixStore() if not blocks.recurrent else None
@@ -254,6 +255,7 @@ class StageServer:
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),
             "steps_served": self.steps_served,
+            "tokens_served": self.tokens_served,
             "compactions": self.compactions,
             "prefix_cache": self._prefix_status(),
             "batching": {
@@ -510,6 +512,7 @@ class StageConversation:
         output = await self.compute(session, step, from_wire(tensor))
         session.position += tensor.shape[1]
         self.server.steps_served += 1
+        self.server.tokens_served += tensor.shape[1]
         await self.server.keep_prefix(session)
         sent = to_wire(output if step.return_all or session.downstream else output[:, -1:], session.dtype)
         commitment, sent_hash = session.audit.commit(

@@ -164,6 +164,16 @@ def stage_summary(stage: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def promotion_summary(promotion: dict) -> list[tuple[str, str]]:
+    """``hydra status`` line for the node's moves to larger models (``hydra.promotion``)."""
+    if promotion.get("moves"):
+        last = promotion["moves"][-1]
+        return [("promotion", f"moved from {last['from']} to {last['to']}, which the swarm lacked")]
+    if promotion.get("could"):
+        return [("promotion", f"could move to {promotion['could']}, which the swarm lacks (--no-promote)")]
+    return []
+
+
 def stage_limits_from(args: argparse.Namespace) -> StageLimits:
     return StageLimits(
         max_sessions=args.max_sessions,
@@ -195,6 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         model=args.model,
         layers=layers,
         model_path=args.model_path,
+        promote=not args.no_promote,
         dtype=args.dtype,
         quantization=args.quantization,
         compile=args.compile,
@@ -345,7 +356,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     keys = ("role", "peer_id", "version", "uptime_s", "hardware", "model", "layers", "routing_table",
             "connections", "records_held")
     rows = [(key, str(status[key])) for key in keys if key in status]
-    for key, value in rows + stage_summary(status.get("stage") or {}):
+    rows += stage_summary(status.get("stage") or {}) + promotion_summary(status.get("promotion") or {})
+    for key, value in rows:
         summary.add_row(key, value)
     console.print(summary)
     table = Table(title=f"{len(peers)} announcing peers")
@@ -511,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--total-shards", type=int, metavar="N")
     run.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
+    run.add_argument("--no-promote", action="store_true",
+                     help="stay on the chosen model; only say when a larger one the swarm lacks would fit")
     _add_compute(run, NODE.compile)
     _add_compaction(run)
     run.add_argument("--cache-gb", type=float, default=NODE.stage_limits.cache_bytes / 2**30,

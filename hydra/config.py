@@ -37,6 +37,7 @@ class NodeConfig:
     model: str | None = None  # catalog id or alias; None: the catalog default
     layers: tuple[int, int] | None = None  # [start, end); None: chosen from memory and coverage
     model_path: Path | None = None  # a local checkpoint directory instead of the catalog source
+    promote: bool = True  # move to a larger catalog model the swarm lacks (``hydra.promotion``)
     dtype: str = "float32"
     device: str = "auto"  # auto: cuda when available, else cpu
     quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU) | nf4
@@ -55,6 +56,12 @@ class NodeConfig:
         from hydra.runtime.device import resolve_device  # lazily: DHT-only commands skip torch
 
         return resolve_device(self.device)
+
+    @property
+    def chooses_model(self) -> bool:
+        """Whether the node picks (and may change) its model: the user named no model,
+        blocks or checkpoint."""
+        return self.model is None and self.layers is None and self.model_path is None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,14 @@ def resolve_checkpoint(spec: ModelSpec, local_path: Path | None = None) -> Path:
     raise ModelSourceError(f"no source for {spec.id}")
 
 
+def weights_here(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s weights are on this machine (converted in the cache, or in an
+    installed package), so a node can move to it without a hub download."""
+    if is_checkpoint(cache_root() / "models" / spec.id):
+        return True
+    return spec.package is not None and package_dir(spec.package) is not None
+
+
 def remember_gguf(checkpoint: Path, gguf: Path) -> None:
     """Note the GGUF a checkpoint was converted from: int4 stages read its 4-bit codes."""
     (checkpoint / GGUF_SOURCE).write_text(json.dumps({"file": str(gguf)}))

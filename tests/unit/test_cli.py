@@ -85,6 +85,16 @@ def test_status_summarises_batching_the_prefix_cache_and_compactions():
     assert cli.stage_summary({"prefix_cache": None}) == []
 
 
+def test_status_says_where_the_node_moved_or_could_move():
+    moved = {"enabled": True, "could": None, "moves": [{"from": "a", "to": "b", "at": 0.0}]}
+    assert cli.promotion_summary(moved) == [("promotion", "moved from a to b, which the swarm lacked")]
+    could = {"enabled": False, "could": "b", "moves": []}
+    assert "could move to b" in cli.promotion_summary(could)[0][1]
+    assert cli.promotion_summary({"enabled": True, "could": None, "moves": []}) == []
+    assert not cli.build_parser().parse_args(["run"]).no_promote
+    assert cli.build_parser().parse_args(["run", "--no-promote"]).no_promote
+
+
 def test_dht_only_commands_never_load_torch():
     """``hydra id``, ``keygen``, ``status`` and ``signpost`` start in a moment: importing the
     CLI (and parsing its defaults) must not pull in torch."""

@@ -35,7 +35,15 @@ function renderNode(node) {
     ["Tokens served", String(stage.tokens_served ?? 0)],
     ["Peers known", String(node.routing_table)],
     ["Uptime", `${Math.round(node.uptime_s)} s`],
+    ["Promotion", promotion(node.promotion || {})],
   ]);
+}
+
+function promotion({ enabled, could, moves = [] }) {
+  const last = moves[moves.length - 1];
+  if (last) return `moved from ${last.from} to ${last.to}, which the swarm lacked`;
+  if (could) return `could move to ${could}, which the swarm lacks (--no-promote)`;
+  return enabled ? "on: moves to a larger model the swarm lacks" : "off";
 }
 
 function renderEarnings(economy) {

@@ -1,5 +1,6 @@
 """hydra.hardware.detect on described machines (a laptop, a GPU box, a small VM, a Mac) and on
-this one; and how many of a catalog model's blocks each can serve."""
+this one; how many of a catalog model's blocks each can serve, and which larger models each
+could be promoted to."""
 
 import os
 
@@ -9,7 +10,7 @@ import torch
 from hydra.errors import ConfigError
 from hydra.hardware.detect import Accelerator, detect
 from hydra.models.catalog import load_catalog
-from hydra.stage.placement import blocks_that_fit
+from hydra.stage.placement import blocks_that_fit, larger_models
 
 
 class Described:
@@ -38,6 +39,7 @@ class Described:
 LAPTOP = Described(8, (8.0, 5.0))
 GPU_BOX = Described(16, (64.0, 60.0), (Accelerator("cuda", "NVIDIA RTX 4090", 24.0, 23.0),))
 VM = Described(2, (4.0, 2.5))
+SMALL_VM = Described(1, (2.0, 1.2))
 APPLE_GPU = Accelerator("apple", "Apple Silicon GPU", 32.0, 20.0)
 MAC = Described(10, (32.0, 20.0), (APPLE_GPU,), ("Darwin", "arm64"), mlx=True)
 
@@ -67,6 +69,25 @@ def test_what_each_machine_can_serve() -> None:
     small = blocks_that_fit(big, detect(VM).memory_for_weights_gb("cpu"))
     large = blocks_that_fit(big, detect(GPU_BOX).memory_for_weights_gb("cuda"))
     assert 1 <= small < large <= big.num_layers
+
+
+def anything(spec: object) -> bool:
+    return True
+
+
+def test_which_larger_models_each_machine_could_move_to() -> None:
+    catalog = load_catalog()
+    smollm2 = catalog.resolve("smollm2")
+    room = {m: detect(m).memory_for_weights_gb(detect(m).device()) for m in (GPU_BOX, SMALL_VM)}
+    on_gpu = larger_models(catalog.models, smollm2, room[GPU_BOX], anything)
+    assert [s.id for s in on_gpu] == [s.id for s in sorted(catalog.models, key=lambda s: -s.parameters)][:-1]
+    # 0.72 GB of a machine with 1.2 GB free holds one 9B block (0.6 GB) but no 27B block (0.9 GB)
+    assert on_gpu[0].id == "openhydra-qwen3.5-27b"
+    assert larger_models(catalog.models, smollm2, room[SMALL_VM], anything)[0].id == "openhydra-qwen3.5-9b"
+    # only models whose weights the machine can get, and nothing at or below the current one
+    here = larger_models(catalog.models, smollm2, room[GPU_BOX], lambda s: s.id.endswith("2b"))
+    assert [s.id for s in here] == ["openhydra-qwen3.5-2b"]
+    assert larger_models(catalog.models, on_gpu[0], room[GPU_BOX], anything) == []
 
 
 def test_this_machine() -> None:

@@ -206,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         layers=layers,
         model_path=args.model_path,
         promote=not args.no_promote,
+        runtime_backend=args.runtime_backend,
         dtype=args.dtype,
         quantization=args.quantization,
         compile=args.compile,
@@ -523,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--total-shards", type=int, metavar="N")
     run.add_argument("--model-path", type=Path, metavar="DIR",
                      help="local checkpoint (config.json + safetensors) instead of the catalog source")
+    run.add_argument("--runtime-backend", choices=["auto", "pytorch", "mlx"], default=NODE.runtime_backend,
+                     help="the library running this node's blocks: mlx (through mlx-lm) suits Apple Silicon; "
+                          "auto takes it there when installed, pytorch elsewhere (default %(default)s)")
     run.add_argument("--no-promote", action="store_true",
                      help="stay on the chosen model; only say when a larger one the swarm lacks would fit")
     _add_compute(run, NODE.compile)

@@ -42,6 +42,7 @@ class NodeConfig:
     device: str = "auto"  # auto: cuda when available, else cpu
     quantization: str = "auto"  # of the weights: auto | none | int8 | int4 (CPU) | nf4
     compile: str = "auto"  # decode steps: auto | on | off (``hydra.runtime.compiled``)
+    runtime_backend: str = "auto"  # the stage's blocks: auto | pytorch | mlx (``hydra.runtime.backends``)
     draft_tokens: int = DRAFT_TOKENS  # speculative decoding of greedy requests (0: off)
     wire_dtype: str = "auto"  # activations between stages: auto (the catalog's per model) | float32 | ...
     compaction: CompactionPlan = CompactionPlan()  # of the stages' KV caches, for this node's requests

@@ -21,14 +21,14 @@ from hydra.dht.work import solve
 from hydra.economy.ledger import LEDGER_FILE, Ledger
 from hydra.economy.service import TokenService
 from hydra.errors import ConfigError
-from hydra.hardware.detect import detect
+from hydra.hardware.detect import Hardware, detect
 from hydra.models.catalog import Catalog, ModelSpec, load_catalog
 from hydra.p2p.host import ensure_port_free
 from hydra.promotion import Promoter, coverage_of, uncovered_larger_model
+from hydra.runtime.backends import MLX, PYTORCH, load_span
 from hydra.runtime.compiled import should_compile
 from hydra.runtime.compute import run_compute
 from hydra.runtime.quantize import resolve_quantization
-from hydra.runtime.shard import load_stage
 from hydra.runtime.sources import resolve_checkpoint
 from hydra.runtime.wire import WIRE_DTYPES
 from hydra.stage.limits import StageLimits
@@ -83,14 +83,18 @@ async def load_blocks(
     ledger: Ledger | None = None,
     quantization: str = "none",
     compile: bool = False,
+    backend: str = PYTORCH,
 ) -> tuple[StageServer, float]:
     """Load blocks ``layers`` off the event loop, serve them on ``peer``'s host, measure their
     throughput (compiling the decode step first if ``compile``); returns the stage and its
     throughput."""
     start, end = layers
     compiling = ", compiling the decode step (tens of seconds)" if compile else ""
-    log.info("loading %s blocks %d:%d (%s on %s%s)", spec.id, start, end, dtype, device, compiling)
-    blocks = await run_compute(load_stage, checkpoint, start, end, dtype, device, quantization, compile)
+    log.info("loading %s blocks %d:%d (%s on %s, %s%s)", spec.id, start, end, dtype, device, backend,
+             compiling)
+    blocks = await run_compute(
+        load_span, backend, checkpoint, start, end, dtype, device, quantization, compile
+    )
     stage = StageServer(peer.host, spec.id, blocks, limits, peer.keypair, ledger)
     stage.attach(peer.host)
     throughput = await run_compute(blocks.measure_throughput)
@@ -109,11 +113,12 @@ async def start_stage(
     ledger: Ledger | None = None,
     quantization: str = "none",
     compile: bool = False,
+    backend: str = PYTORCH,
 ) -> tuple[StageServer, Announcer, float]:
     """``load_blocks``, and an announcer describing them; returns the stage, the announcer
     and the throughput."""
     stage, throughput = await load_blocks(
-        peer, spec, checkpoint, layers, dtype, device, limits, ledger, quantization, compile
+        peer, spec, checkpoint, layers, dtype, device, limits, ledger, quantization, compile, backend
     )
     work = await proof_of_work(peer)
     announcer = Announcer(
@@ -182,10 +187,15 @@ class Node:
     """A running node's parts that a promotion changes: the stage it serves, what it
     announces, and the coordinator's own stage."""
 
-    def __init__(self, config: NodeConfig, catalog: Catalog, peer: DhtPeer, tokens: TokenService) -> None:
+    def __init__(
+        self, config: NodeConfig, catalog: Catalog, peer: DhtPeer, tokens: TokenService, hardware: Hardware
+    ) -> None:
         self.config, self.catalog, self.peer, self.tokens = config, catalog, peer, tokens
         self.dtype, self.device = WIRE_DTYPES[config.dtype], config.torch_device()
-        self.compiling = should_compile(config.compile, self.device)
+        self.backend = hardware.runtime_backend(config.runtime_backend)
+        # MLX blocks run as loaded: auto means no quantization and no torch.compile there
+        mlx = self.backend == MLX
+        self.compiling = config.compile == "on" if mlx else should_compile(config.compile, self.device)
         self.ledger = Ledger(config.home / LEDGER_FILE)  # barter credits: one per node, whatever it serves
         self.served: Served | None = None
         self.coordinator: Coordinator | None = None
@@ -201,11 +211,14 @@ class Node:
         """Load and serve ``spec``'s blocks ``layers``; new sessions go to them from then on
         (open ones finish on the blocks they began on)."""
         wanted = self.config.quantization
-        quantization = resolve_quantization(wanted, self.device, spec.recommended_quantization)
+        if self.backend == MLX:
+            quantization = "none" if wanted == "auto" else wanted
+        else:
+            quantization = resolve_quantization(wanted, self.device, spec.recommended_quantization)
         checkpoint = await run_compute(resolve_checkpoint, spec, self.config.model_path)
         stage, throughput = await load_blocks(
             self.peer, spec, checkpoint, layers, self.dtype, self.device, self.config.stage_limits,
-            self.ledger, quantization, self.compiling,
+            self.ledger, quantization, self.compiling, self.backend,
         )
         stage.tokens = self.tokens
         self.served = Served(spec, checkpoint, stage, throughput)
@@ -251,7 +264,7 @@ async def run_node(
     log.info("hardware: %s", hardware.describe())
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
         tokens = TokenService(peer.host, peer.keypair, config.home, config.token, discovery.bootstrap)
-        node = Node(config, catalog, peer, tokens)
+        node = Node(config, catalog, peer, tokens, hardware)
         memory = await node.memory_gb()
         spec = await choose_model(peer, config, catalog, memory)
         await node.serve(spec, await choose_layers(peer, config, spec, memory))

@@ -20,6 +20,7 @@ from hydra.economy.service import TokenService
 from hydra.models.catalog import Catalog, ModelSpec
 from hydra.node import start_stage
 from hydra.p2p.streams import Outbox, serve
+from hydra.runtime.backends import MLX, PYTORCH
 from hydra.stage.limits import StageLimits
 from hydra.stage.server import StageConversation, StageServer
 from hydra.verification.config import VerificationConfig
@@ -45,6 +46,7 @@ class Compute:
     dtype: torch.dtype
     quantization: str = "none"
     compile: bool = False  # off: each compile of a span costs tens of seconds
+    mlx_spans: tuple[tuple[int, int], ...] = ()  # stages of these spans run MLX (needs mlx-lm)
 
 
 CPU = Compute(torch.device("cpu"), torch.float32)
@@ -84,6 +86,7 @@ async def stage_peer(
         stage, announcer, _ = await start_stage(
             peer, spec, checkpoint, layers, on.dtype, on.device, limits,
             quantization=on.quantization, compile=on.compile,
+            backend=MLX if layers in on.mlx_spans else PYTORCH,
         )
         stage.tokens = tokens
         async with trio.open_nursery() as nursery:

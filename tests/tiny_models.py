@@ -5,6 +5,7 @@ blocks alternate linear (Gated DeltaNet) and full attention. Each gets a byte-le
 tokenizer built in code (256 byte tokens, no merges, no EOS: random weights would hit an EOS
 by chance and end a comparison early)."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -58,4 +59,17 @@ def save_tiny_model(config: PretrainedConfig, path: Path, seed: int = 0) -> Path
             if param.dim() > 1:
                 param.normal_(0.0, 0.08)
     model.save_pretrained(path)
+    return path
+
+
+def tiny_catalog(path: Path, default: str, models: dict[str, int], num_layers: int = 6) -> Path:
+    """A catalog ($HYDRA_CATALOG) of tiny Llamas: ``models`` maps ids to parameter counts
+    (what promotion ranks them by); the first of them, or ``default``, is the default."""
+    entries = [
+        {"id": model_id, "family": "tiny", "hub_id": "", "architecture": "LlamaForCausalLM",
+         "num_layers": num_layers, "parameters": parameters, "memory_per_shard_gb": 0.01,
+         "recommended_quantization": "none", "peers_needed": 1, "quality_tier": "tiny"}
+        for model_id, parameters in models.items()
+    ]
+    path.write_text(json.dumps({"schema_version": 1, "default": default, "models": entries}))
     return path

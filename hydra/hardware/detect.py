@@ -62,7 +62,9 @@ class Hardware:
         if requested not in BACKENDS:
             raise ConfigError(f"--runtime-backend must be one of {', '.join(BACKENDS)}, not {requested!r}")
         if requested == "mlx" and not self.mlx:
-            raise ConfigError("--runtime-backend mlx needs the mlx package (pip install mlx-lm)")
+            raise ConfigError(
+                "--runtime-backend mlx needs mlx and mlx-lm (pip install mlx-lm; on Linux also 'mlx[cpu]')"
+            )
         if requested == "auto":
             return "mlx" if self.apple_silicon and self.mlx else "pytorch"
         return requested
@@ -126,7 +128,7 @@ class SystemProbe:
         return platform.system(), platform.machine()
 
     def has_mlx(self) -> bool:
-        return importlib.util.find_spec("mlx") is not None
+        return all(importlib.util.find_spec(name) is not None for name in ("mlx", "mlx_lm"))
 
 
 def detect(probe: Probe | None = None) -> Hardware:

@@ -13,7 +13,7 @@ tensors are read from disk.
 import copy
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,14 @@ def text_config(checkpoint_dir: Path) -> PretrainedConfig:
         supported = ", ".join(sorted(SUPPORTED_FAMILIES))
         raise UnsupportedModel(f"model type {config.model_type!r} is not supported ({supported})")
     return config
+
+
+def span_config(checkpoint_dir: Path, start: int, end: int) -> PretrainedConfig:
+    """The text config of ``checkpoint_dir`` sliced to blocks [start, end), which it must have."""
+    config = text_config(checkpoint_dir)
+    if not 0 <= start < end <= config.num_hidden_layers:
+        raise ConfigError(f"layers {start}:{end} outside 0:{config.num_hidden_layers}")
+    return slice_config(config, start, end)
 
 
 def slice_config(config: PretrainedConfig, start: int, end: int) -> PretrainedConfig:
@@ -113,8 +121,42 @@ class Undo:
                     layer.reset()
 
 
+class DecodeTiming:
+    """Warm-up and decode throughput of a span, whichever backend runs it (``StageBlocks``,
+    ``hydra.runtime.mlx_blocks.MlxBlocks``), from what both provide."""
+
+    dtype: torch.dtype
+    device: torch.device
+    hidden_size: int
+    new_cache: Callable[[], Any]
+    forward: Callable[[torch.Tensor, Any, int], torch.Tensor]
+
+    def warm_up(self) -> tuple[Any, int]:
+        """A few decode steps on a scratch session: first-call allocations, and the compile of
+        the decode step when it is compiled (tens of seconds, once per process; ``load_stage``
+        does it then). Returns the session's cache and next position."""
+        cache = self.new_cache()
+        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
+        steps = MIN_POSITION + 2
+        for position in range(steps):
+            self.forward(token, cache, position)
+        return cache, steps
+
+    def measure_throughput(self, steps: int = 8) -> float:
+        """Decode tokens/s through this span (one token per step, warmed up), announced so
+        coordinators can estimate each route's compute time."""
+        cache, first = self.warm_up()
+        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
+        started = time.perf_counter()
+        for position in range(first, first + steps):
+            self.forward(token, cache, position)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # time the kernels, not their asynchronous launch
+        return steps / (time.perf_counter() - started)
+
+
 @dataclass
-class StageBlocks:
+class StageBlocks(DecodeTiming):
     """Transformer blocks [layer_start, layer_end) of one model, ready to run on hidden states."""
 
     model: nn.Module
@@ -126,6 +168,7 @@ class StageBlocks:
     model_hash: bytes = b""  # of the weights as loaded (``weights_digest``), named in commitments
     quantization: str = "none"  # of its linear layers (``hydra.runtime.quantize``)
     compile: bool = False  # one-token steps through a compiled forward (``hydra.runtime.compiled``)
+    backend = "pytorch"  # the library running the blocks (``hydra.runtime.backends``)
 
     def __post_init__(self) -> None:
         self._decode = compiled(self._run) if self.compile else self._run
@@ -223,29 +266,6 @@ class StageBlocks:
             use_cache=True,
         ).last_hidden_state
 
-    def warm_up(self) -> tuple[Cache, int]:
-        """A few decode steps on a scratch session: first-call allocations, and the compile of
-        the decode step when it is compiled (tens of seconds, once per process; ``load_stage``
-        does it then). Returns the session's cache and next position."""
-        cache = self.new_cache()
-        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
-        steps = MIN_POSITION + 2
-        for position in range(steps):
-            self.forward(token, cache, position)
-        return cache, steps
-
-    def measure_throughput(self, steps: int = 8) -> float:
-        """Decode tokens/s through this span (one token per step, warmed up), announced so
-        coordinators can estimate each route's compute time."""
-        cache, first = self.warm_up()
-        token = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
-        started = time.perf_counter()
-        for position in range(first, first + steps):
-            self.forward(token, cache, position)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)  # time the kernels, not their asynchronous launch
-        return steps / (time.perf_counter() - started)
-
     def _recurrent_only_masks(self) -> dict[str, None] | None:
         """A hybrid slice with no full-attention block has no KV cache to size a causal mask
         from; its linear blocks need no mask for one unpadded sequence, so pass none."""
@@ -264,10 +284,7 @@ def load_stage(
     quantization: str = "none",
     compile: bool = False,
 ) -> StageBlocks:
-    config = text_config(checkpoint_dir)
-    if not 0 <= start < end <= config.num_hidden_layers:
-        raise ConfigError(f"layers {start}:{end} outside 0:{config.num_hidden_layers}")
-    sliced = slice_config(config, start, end)
+    sliced = span_config(checkpoint_dir, start, end)
     base = _meta_causal_lm(sliced).model
     base.embed_tokens = None  # stages receive hidden states, never token ids
     base.norm = nn.Identity()  # the final norm belongs to the client head
@@ -311,8 +328,14 @@ def own_copies(module: nn.Module) -> nn.Module:
 def weights_digest(module: nn.Module, size: int = 16) -> bytes:
     """blake2b over every parameter's name, dtype, shape and bytes: which weights, in which
     precision, a stage runs (about 1 GB/s; paid once, when the stage loads)."""
+    return tensors_digest(module.state_dict(), size)
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor], size: int = 16) -> bytes:
+    """``weights_digest`` of named tensors: equal weights in equal dtypes give equal digests,
+    whichever backend runs them."""
     digest = hashlib.blake2b(digest_size=size)
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(tensors.items()):
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy())  # hashed in place, no copy

@@ -251,6 +251,7 @@ class StageServer:
             "model": self.model_id,
             "layers": [self.blocks.layer_start, self.blocks.layer_end],
             "precision": self.blocks.precision,
+            "backend": self.blocks.backend,
             "compiled": self.blocks.compile,
             "sessions": len(self.sessions),
             "cache_tokens_free": self.cache_tokens_free(),

@@ -6,14 +6,13 @@ requests for it, and the other (``--no-promote``) stays and says it could.
 The catalog ($HYDRA_CATALOG) holds two tiny random Llamas whose weights sit in the
 conversion cache ($HYDRA_CACHE), as a model a node has served before would."""
 
-import json
 import shutil
 
 import httpx
 import pytest
 
 from tests.swarm import multiaddr_of, node, signpost, wait_until
-from tests.tiny_models import save_tiny_model, tiny_llama_config
+from tests.tiny_models import save_tiny_model, tiny_catalog, tiny_llama_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,20 +20,13 @@ SMALL, LARGE = "tiny-small", "tiny-large"
 TIMING = ["--announce-interval", "1", "--record-ttl", "3", "--rate-limit", "100000"]  # polled often
 
 
-def entry(model_id: str, parameters: int) -> dict:
-    return {"id": model_id, "family": "tiny", "hub_id": "", "architecture": "LlamaForCausalLM",
-            "num_layers": 6, "parameters": parameters, "memory_per_shard_gb": 0.01,
-            "recommended_quantization": "none", "peers_needed": 1, "quality_tier": "tiny"}
-
-
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("promotion")
     for seed, model_id in enumerate((SMALL, LARGE)):
         save_tiny_model(tiny_llama_config(), tmp / "cache" / "models" / model_id, seed=seed)
-    catalog = {"schema_version": 1, "default": SMALL, "models": [entry(SMALL, 1_000), entry(LARGE, 2_000)]}
-    (tmp / "catalog.json").write_text(json.dumps(catalog))
-    yield {"HYDRA_CATALOG": str(tmp / "catalog.json"), "HYDRA_CACHE": str(tmp / "cache")}
+    catalog = tiny_catalog(tmp / "catalog.json", SMALL, {SMALL: 1_000, LARGE: 2_000})
+    yield {"HYDRA_CATALOG": str(catalog), "HYDRA_CACHE": str(tmp / "cache")}
     shutil.rmtree(tmp / "cache", ignore_errors=True)
 
 

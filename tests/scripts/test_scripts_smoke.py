@@ -28,6 +28,7 @@ SMOKE_ARGS = {
     "bench_runtime.py": ["--tokens", "4", "--modes", "none"],
     "bench_wire.py": ["--tokens", "2", "--prompts", "1"],
     "bench_compaction.py": ["--lengths", "96", "--ratios", "2", "--tokens", "4"],
+    "bench_backends.py": ["--tokens", "2", "--prefill", "16", "--sessions", "2"],
 }
 EXPECTED = {  # what each prints when it worked
     "bench_dht.py": ["lookup median", "complete lookups"],
@@ -41,10 +42,11 @@ EXPECTED = {  # what each prints when it worked
     "bench_runtime.py": ["decode tok/s", "perplexity", "weights held MB"],
     "bench_wire.py": ["bytes/token", "float16", "bfloat16"],
     "bench_compaction.py": ["Attention Matching", "truncation", "per 10-block stage", "queries"],
+    "bench_backends.py": ["pytorch", "mlx", "vs pytorch", "baseline"],
 }
 NEEDS_MODEL = {
     "bench_pipeline.py", "bench_privacy.py", "bench_api.py", "privacy_attack.py", "bench_verify.py",
-    "bench_economy.py", "bench_runtime.py", "bench_wire.py", "bench_compaction.py",
+    "bench_economy.py", "bench_runtime.py", "bench_wire.py", "bench_compaction.py", "bench_backends.py",
 }
 
 

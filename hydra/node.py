@@ -103,23 +103,11 @@ async def load_blocks(
 
 
 async def start_stage(
-    peer: DhtPeer,
-    spec: ModelSpec,
-    checkpoint: Path,
-    layers: tuple[int, int],
-    dtype: torch.dtype,
-    device: torch.device,
-    limits: StageLimits,
-    ledger: Ledger | None = None,
-    quantization: str = "none",
-    compile: bool = False,
-    backend: str = PYTORCH,
+    peer: DhtPeer, spec: ModelSpec, *args: Any, **kwargs: Any
 ) -> tuple[StageServer, Announcer, float]:
-    """``load_blocks``, and an announcer describing them; returns the stage, the announcer
-    and the throughput."""
-    stage, throughput = await load_blocks(
-        peer, spec, checkpoint, layers, dtype, device, limits, ledger, quantization, compile, backend
-    )
+    """``load_blocks`` (the same arguments), and an announcer describing the blocks; returns
+    the stage, the announcer and the throughput."""
+    stage, throughput = await load_blocks(peer, spec, *args, **kwargs)
     work = await proof_of_work(peer)
     announcer = Announcer(
         peer.dht,

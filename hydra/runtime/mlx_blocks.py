@@ -30,8 +30,7 @@ from transformers import PretrainedConfig
 
 from hydra.errors import InvalidRequest
 from hydra.runtime.checkpoint import Checkpoint
-from hydra.runtime.precision import precision
-from hydra.runtime.shard import DecodeTiming, UnsupportedModel, span_config, tensors_digest
+from hydra.runtime.shard import SpanBlocks, UnsupportedModel, span_config, tensors_digest
 
 MLX_FAMILIES = frozenset({"llama"})
 NO_COMPACTION = "this stage runs MLX, which cannot compact KV caches; open the session without compaction"
@@ -127,7 +126,7 @@ class _SessionRows:
 
 
 @dataclass
-class MlxBlocks(DecodeTiming):
+class MlxBlocks(SpanBlocks):
     """Transformer blocks [layer_start, layer_end) of one model run by MLX, on torch hidden
     states; the stage server and coordinator use it as they use ``StageBlocks``."""
 
@@ -142,14 +141,6 @@ class MlxBlocks(DecodeTiming):
     compile: bool = False
     recurrent: bool = False  # attention blocks only: a rewind just cuts KV caches
     backend = "mlx"
-
-    @property
-    def precision(self) -> str:
-        return precision(str(self.dtype).removeprefix("torch."), self.quantization)
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.config.hidden_size)
 
     def new_cache(self, compacting: bool = False) -> MlxCache:
         if compacting:

@@ -121,15 +121,25 @@ class Undo:
                     layer.reset()
 
 
-class DecodeTiming:
-    """Warm-up and decode throughput of a span, whichever backend runs it (``StageBlocks``,
-    ``hydra.runtime.mlx_blocks.MlxBlocks``), from what both provide."""
+class SpanBlocks:
+    """What a span's blocks are alike in whichever backend runs them (``StageBlocks``,
+    ``hydra.runtime.mlx_blocks.MlxBlocks``): precision, width, warm-up and decode speed."""
 
+    config: PretrainedConfig
     dtype: torch.dtype
     device: torch.device
-    hidden_size: int
+    quantization: str
     new_cache: Callable[[], Any]
     forward: Callable[[torch.Tensor, Any, int], torch.Tensor]
+
+    @property
+    def precision(self) -> str:
+        """What verification compares it as: its dtype, and its quantization if any."""
+        return precision(str(self.dtype).removeprefix("torch."), self.quantization)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
 
     def warm_up(self) -> tuple[Any, int]:
         """A few decode steps on a scratch session: first-call allocations, and the compile of
@@ -156,7 +166,7 @@ class DecodeTiming:
 
 
 @dataclass
-class StageBlocks(DecodeTiming):
+class StageBlocks(SpanBlocks):
     """Transformer blocks [layer_start, layer_end) of one model, ready to run on hidden states."""
 
     model: nn.Module
@@ -172,15 +182,6 @@ class StageBlocks(DecodeTiming):
 
     def __post_init__(self) -> None:
         self._decode = compiled(self._run) if self.compile else self._run
-
-    @property
-    def precision(self) -> str:
-        """What verification compares it as: its dtype, and its quantization if any."""
-        return precision(str(self.dtype).removeprefix("torch."), self.quantization)
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.config.hidden_size)
 
     def new_cache(self, compacting: bool = False) -> Cache:
         """Per-session state: KV cache for attention blocks, recurrent state for linear ones;

@@ -191,7 +191,7 @@ class Node:
 
     async def memory_gb(self) -> float | None:
         """Memory for weights free now, counting what the blocks served now would free."""
-        hardware = await run_compute(detect)
+        hardware = await trio.to_thread.run_sync(detect)  # not behind forward passes in the compute thread
         served = self.served.weights_gb if self.served is not None else 0.0
         return hardware.memory_for_weights_gb(str(self.device)) + served
 

@@ -34,7 +34,9 @@ async def uncovered_larger_model(
 ) -> ModelSpec | None:
     """The largest catalog model above ``current`` this machine could serve and the swarm
     has no peer for some block of."""
-    for spec in larger_models(catalog.models, current, memory_gb, weights_here):
+    # off the event loop: whether weights are here is read from the disk
+    larger = await trio.to_thread.run_sync(larger_models, catalog.models, current, memory_gb, weights_here)
+    for spec in larger:
         if 0 in await coverage_of(dht, spec):
             return spec
     return None

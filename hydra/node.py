@@ -348,5 +348,20 @@ def node_gauges(node: Node, tokens: TokenService) -> Gauges:
             "Barter credits: earned serving minus spent consuming, decayed",
             lambda: coordinator.barter_status()["credits"],
         ),
+        **audit_gauges(coordinator),
         **tokens.gauges(),
+    }
+
+
+def audit_gauges(coordinator: Coordinator) -> Gauges:
+    """What this node's coordinator found checking the stages it routes through, since start."""
+
+    def count(field: str) -> Callable[[], float]:
+        return lambda: getattr(coordinator.auditor.stats, field)
+
+    return {
+        "hydra_audits_passed": ("Audited stage steps that matched the verifier", count("passed")),
+        "hydra_audits_failed": ("Audited stage steps that did not match the verifier", count("failed")),
+        "hydra_audits_unverifiable": ("Audited stage steps no verifier could check", count("unverifiable")),
+        "hydra_verification_probes": ("Synthetic probe generations run to check stages", count("probes")),
     }

@@ -7,17 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libgmp-dev: libp2p's fastecdsa; g++: torch.compile builds the node's decode kernels with it;
-# with --test, chromium too: the web console's tests drive Debian's browser (none is downloaded)
+# with --test, chromium and prometheus too: the tests drive Debian's browser through the web
+# console (none is downloaded) and scrape a live node with a real Prometheus
 MISSING=""
 dpkg -s libgmp-dev >/dev/null 2>&1 || MISSING="libgmp-dev"
 command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
 if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
+    command -v promtool >/dev/null 2>&1 || MISSING="$MISSING prometheus"
 fi
 if [ -n "$MISSING" ]; then
     echo "setup: installing $MISSING"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq $MISSING
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $MISSING
 fi
 
 PYTHON="${PYTHON:-python3}"

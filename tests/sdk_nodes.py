@@ -1,5 +1,5 @@
-"""Live nodes for the SDK tests (Python and TypeScript): real ``hydra run`` processes on
-127.0.0.1 serving a tiny random Llama from a catalog ($HYDRA_CATALOG) of two models.
+"""Live nodes serving a tiny random Llama, for the SDK and ops tests: real ``hydra run``
+processes on 127.0.0.1, with a catalog ($HYDRA_CATALOG) of two models.
 
 - ``url``: a node serving all of ``MODEL``; chat and completions stream from it.
 - ``limited_url``: the same, allowing ``LIMIT`` requests per ``WINDOW_S`` seconds per client,
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from tests.swarm import node
+from tests.swarm import HydraProcess, node
 from tests.tiny_models import save_tiny_model, tiny_catalog, tiny_llama_config
 
 MODEL, UNROUTED = "tiny", "tiny-unserved"
@@ -31,21 +31,30 @@ class SdkNodes:
     unrouted: str = UNROUTED
 
 
+def tiny_node(tmp: Path, name: str, *extra: str) -> HydraProcess:
+    """A ``hydra run`` process (not started) serving all of ``MODEL``, with chat; its
+    checkpoint and catalog are made once per ``tmp``."""
+    checkpoint, catalog = tmp / "tiny", tmp / "catalog.json"
+    if not catalog.exists():
+        save_tiny_model(tiny_llama_config(), checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(checkpoint)
+        tiny_catalog(catalog, MODEL, {MODEL: 2_000, UNROUTED: 1_000})
+    proc = node(tmp, name, [], "--model", MODEL, "--model-path", str(checkpoint), "--draft-tokens", "0",
+                *extra)
+    proc.env["HYDRA_CATALOG"] = str(catalog)
+    return proc
+
+
 @contextmanager
 def sdk_nodes(tmp: Path) -> Iterator[SdkNodes]:
-    checkpoint = save_tiny_model(tiny_llama_config(), tmp / "tiny")
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(checkpoint)
-    catalog = tiny_catalog(tmp / "catalog.json", MODEL, {MODEL: 2_000, UNROUTED: 1_000})
-    common = ["--model", MODEL, "--model-path", str(checkpoint), "--draft-tokens", "0"]
     procs = [
-        node(tmp, "open", [], *common, "--rate-limit", "100000"),
-        node(tmp, "limited", [], *common, "--rate-limit", str(LIMIT), "--rate-window", str(WINDOW_S)),
+        tiny_node(tmp, "open", "--rate-limit", "100000"),
+        tiny_node(tmp, "limited", "--rate-limit", str(LIMIT), "--rate-window", str(WINDOW_S)),
     ]
     try:
         for proc in procs:
-            proc.env["HYDRA_CATALOG"] = str(catalog)
             proc.start()
         for proc in procs:
             proc.ready(timeout=120)

@@ -11,6 +11,7 @@ class HydraError(Exception):
     http_status: int = 500
     protocol_code: str = "internal"  # a ``protocols.errors.ErrorCode`` value
     param: str | None = None  # the request field at fault, when there is one
+    api_code: str | None = None  # the HTTP error body's ``code``, for clients to branch on
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

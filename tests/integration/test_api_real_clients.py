@@ -371,5 +371,11 @@ def test_rate_limit_headers_and_429(tmp_path, smollm2_checkpoint):
             openai.OpenAI(base_url=f"{proc.url}/v1", api_key="x", max_retries=0).models.list()
         assert httpx.get(f"{proc.url}/health").status_code == 200  # exempt
         assert httpx.get(f"{proc.url}/metrics").status_code == 200
+        # a POST refused unread closes its connection; the client's next request gets an answer
+        with httpx.Client(base_url=proc.url, timeout=10) as client:
+            for _ in range(5):
+                refused = client.post("/v1/completions", json={"model": "smollm2", "prompt": "x" * 50_000})
+                assert refused.status_code == 429 and refused.headers["Connection"] == "close"
+                assert client.get("/health").status_code == 200
     finally:
         proc.stop(signal.SIGINT)

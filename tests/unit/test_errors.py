@@ -15,11 +15,15 @@ from hydra.economy.service import NoFederation
 from hydra.errors import ConfigError, HydraError, InvalidRequest, PeerError, UnknownModel
 from protocols.errors import ErrorCode, ProtocolError
 
+CLIENT_SIDE = "hydra.sdk"  # the SDK's errors describe a node's answers to an app: their own tree
+
 
 def our_exception_classes() -> list[type[BaseException]]:
     found = []
     for package in (hydra, protocols, bootstrap):
         for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if info.name.startswith(CLIENT_SIDE):
+                continue
             module = importlib.import_module(info.name)
             found += [
                 cls for _, cls in inspect.getmembers(module, inspect.isclass)

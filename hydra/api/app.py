@@ -58,7 +58,7 @@ def create_app(
         app.extensions[GENERATION] = service
         add_generation(app, service, config)
         app.register_blueprint(economy_blueprint(coordinator, config))
-        app.register_blueprint(console_blueprint(ConsoleView(dht, status, catalog, coordinator)))
+    app.register_blueprint(console_blueprint(ConsoleView(dht, status, catalog, coordinator)))
     add_status(app, status, metrics)
     add_rate_limit(app, SlidingWindowLimiter(config.rate_limit, config.rate_window), metrics)
     add_error_shapes(app)

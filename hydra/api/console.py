@@ -1,7 +1,8 @@
 """The web console every node serves at ``/``: this node, the swarm's coverage, the routes of
-live generations, earnings, and a chat panel over the node's own OpenAI endpoint. The page's
-files ship in the package (no CDN: it works offline) and it follows one stream of
-server-sent events, a snapshot a second."""
+live generations, earnings, and a chat panel over the node's own OpenAI endpoint. A signpost
+serves the same page with its own facts and the swarm only. The page's files ship in the
+package (no CDN: it works offline) and it follows one stream of server-sent events, a
+snapshot a second."""
 
 import json
 import time
@@ -29,7 +30,8 @@ class ConsoleView:
     at most every ``SWARM_FRESH_S`` however many consoles are open."""
 
     def __init__(
-        self, dht: Dht, status: Callable[[], dict[str, Any]], catalog: Catalog, coordinator: Coordinator
+        self, dht: Dht, status: Callable[[], dict[str, Any]], catalog: Catalog,
+        coordinator: Coordinator | None = None,  # None: a signpost, which routes nothing
     ) -> None:
         self.dht, self.status, self.catalog, self.coordinator = dht, status, catalog, coordinator
         self._swarm: tuple[float, dict[str, Any]] | None = None
@@ -44,9 +46,14 @@ class ConsoleView:
         return self._swarm[1]
 
     def swarm_of(self, records: list[PeerRecord]) -> dict[str, Any]:
-        """Peers and per-model coverage; the node's own model is listed even when nobody
-        (this node included) has announced it yet, so its gaps show."""
-        score = self.coordinator.reputation.score
+        """Peers and per-model coverage; a node's own model is listed even when nobody (the
+        node included) has announced it yet, so its gaps show. Reputation is a node's own
+        score of each peer; a signpost scores nobody."""
+        coordinator = self.coordinator
+
+        def reputation(peer_id: str) -> float | None:
+            return round(coordinator.reputation.score(peer_id).total, 3) if coordinator else None
+
         peers = [
             {
                 "peer_id": r.peer_id,
@@ -54,12 +61,14 @@ class ConsoleView:
                 "layers": [r.layer_start, r.layer_end],
                 "throughput": round(r.throughput, 1),
                 "region": r.region,
-                "reputation": round(score(r.peer_id).total, 3),
+                "reputation": reputation(r.peer_id),
             }
             for r in sorted(records, key=lambda r: (r.model, r.layer_start, r.peer_id))
         ]
-        own = self.coordinator.local.model_id if self.coordinator.local is not None else self.catalog.default
-        return {"peers": peers, "models": model_coverage(records, self.catalog, {own})}
+        own = set()
+        if coordinator is not None:
+            own.add(coordinator.local.model_id if coordinator.local is not None else self.catalog.default)
+        return {"peers": peers, "models": model_coverage(records, self.catalog, own)}
 
 
 def model_coverage(records: Iterable[PeerRecord], catalog: Catalog, always: set[str]) -> list[dict[str, Any]]:

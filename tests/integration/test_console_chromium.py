@@ -1,7 +1,8 @@
 """The web console in a real headless Chromium (Debian's package, driven by Playwright; no
 browser is downloaded): a node alone with blocks 0 to 9 shows the missing blocks and a chat
 error; as two more nodes join, the same page (not reloaded) shows three peers and full
-coverage, then streams a chat reply over the three-node route.
+coverage, then streams a chat reply over the three-node route; the swarm's signpost serves
+the same page with its own facts and the swarm only.
 
 Screenshots of each state are kept in ``test-artefacts/console/``."""
 
@@ -68,7 +69,7 @@ def record_reply_growth(page) -> None:
 
 def test_console_follows_the_swarm_and_chats(browser, smollm2_checkpoint, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    with signpost_and_nodes(tmp_path, {"first": "0:10"}, *TIMING) as (_, boot, nodes):
+    with signpost_and_nodes(tmp_path, {"first": "0:10"}, *TIMING) as (signpost, boot, nodes):
         first = nodes["first"]
         page.goto(first.url)
 
@@ -113,6 +114,16 @@ def test_console_follows_the_swarm_and_chats(browser, smollm2_checkpoint, tmp_pa
             assert page.evaluate("window.longestRoute") == 3, "the live route was never shown"
             assert page.is_hidden("#chat-error")
             screenshot(page, "3-chat-streamed")
+
+            # the signpost's console: its own facts and the swarm, no chat or earnings
+            operator = browser.new_page(viewport={"width": 1280, "height": 900})
+            operator.goto(signpost.url)
+            operator.wait_for_function("document.querySelectorAll('#peers tbody tr').length === 3",
+                                       timeout=UPDATE_S)
+            operator.wait_for_selector(f".model[data-model='{MODEL}'][data-complete='true']")
+            assert operator.inner_text("#self-title") == "This signpost"
+            assert operator.is_hidden("#chat") and operator.is_hidden("#earnings")
+            screenshot(operator, "4-signpost")
         finally:
             for proc in others:
                 proc.stop()

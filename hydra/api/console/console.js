@@ -21,8 +21,20 @@ function facts(list, rows) {
     el("dd", { textContent: value })]));
 }
 
+function renderSignpost(signpost) {
+  $("self-title").textContent = "This signpost";
+  facts($("node-facts"), [
+    ["Peer ID", signpost.peer_id],
+    ["Address", (signpost.addrs || [])[0] || "—"],
+    ["Role", signpost.relay ? "signpost and circuit relay" : "signpost"],
+    ["Token ledger", signpost.ledger ? "a member of the HYDRA federation" : "none"],
+    ["Records held", String(signpost.records_held)],
+    ["Peers known", String(signpost.routing_table)],
+    ["Uptime", `${Math.round(signpost.uptime_s)} s`],
+  ]);
+}
+
 function renderNode(node) {
-  $("peer-id").textContent = node.peer_id;
   const stage = node.stage || {};
   facts($("node-facts"), [
     ["Peer ID", node.peer_id],
@@ -88,7 +100,7 @@ function renderSwarm(swarm, self) {
     el("td", { textContent: p.model }),
     el("td", { textContent: blocks(p.layers) }),
     el("td", { textContent: String(p.throughput) }),
-    el("td", { textContent: p.reputation.toFixed(2) }),
+    el("td", { textContent: p.reputation === null ? "—" : p.reputation.toFixed(2) }),
     el("td", { textContent: p.region || "—" }))));
 }
 
@@ -114,16 +126,23 @@ function renderRouteAlert(swarm, model) {
 let routable = null;  // the models with every block served, as last rendered
 
 function render(snapshot) {
+  const self = snapshot.node;
+  document.body.dataset.role = self.role;
+  $("peer-id").textContent = self.peer_id;
+  renderSwarm(snapshot.swarm, self.peer_id);
+  if (self.role !== "node") {  // a signpost: its own facts and the swarm, nothing to chat with
+    renderSignpost(self);
+    return;
+  }
   const complete = snapshot.swarm.models.filter((m) => m.complete).map((m) => m.id).join(" ");
   if (complete !== routable) {  // a model gained or lost its route: relabel the chat's choices
     routable = complete;
     loadModels();
   }
-  renderNode(snapshot.node);
-  renderEarnings(snapshot.node.economy);
-  renderSwarm(snapshot.swarm, snapshot.node.peer_id);
-  renderRoutes(snapshot.node.generations);
-  renderRouteAlert(snapshot.swarm, snapshot.node.model);
+  renderNode(self);
+  renderEarnings(self.economy);
+  renderRoutes(self.generations);
+  renderRouteAlert(snapshot.swarm, self.model);
 }
 
 function follow() {

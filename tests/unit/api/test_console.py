@@ -54,3 +54,11 @@ def test_every_element_the_script_writes_to_is_on_the_page():
     wanted = set(re.findall(r'\$\("([\w-]+)"\)', script))
     assert wanted, "the script looks elements up with $(...)"
     assert wanted <= set(re.findall(r'id="([\w-]+)"', page))
+
+
+def test_a_signposts_swarm_view_scores_nobody_and_lists_only_announced_models():
+    view = ConsoleView(None, dict, load_catalog())  # type: ignore[arg-type]
+    assert view.swarm_of([]) == {"peers": [], "models": []}
+    peer = record(keypair(), model=SMOLLM2, layer_start=0, layer_end=30, total_layers=30)
+    swarm = view.swarm_of([peer])
+    assert swarm["peers"][0]["reputation"] is None and swarm["models"][0]["complete"]

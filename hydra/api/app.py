@@ -78,8 +78,11 @@ def add_generation(app: QuartTrio, service: GenerationService, config: APIConfig
 
     @app.get("/readyz")
     async def readyz() -> Any:
-        ready = await coordinator.route_available(catalog.default)
-        return {"ready": ready, "model": catalog.default}, 200 if ready else 503
+        """Whether the node's model has a complete route: the model its stage serves (which
+        a promotion may have changed), or the catalog default for a node serving none."""
+        model = coordinator.local.model_id if coordinator.local is not None else catalog.default
+        ready = await coordinator.route_available(model)
+        return {"ready": ready, "model": model}, 200 if ready else 503
 
 
 def add_status(app: QuartTrio, status: Callable[[], dict[str, Any]], metrics: Metrics) -> None:

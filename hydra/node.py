@@ -175,10 +175,8 @@ class Node:
     """A running node's parts that a promotion changes: the stage it serves, what it
     announces, and the coordinator's own stage."""
 
-    def __init__(
-        self, config: NodeConfig, catalog: Catalog, peer: DhtPeer, tokens: TokenService, hardware: Hardware
-    ) -> None:
-        self.config, self.catalog, self.peer, self.tokens = config, catalog, peer, tokens
+    def __init__(self, config: NodeConfig, peer: DhtPeer, tokens: TokenService, hardware: Hardware) -> None:
+        self.config, self.peer, self.tokens = config, peer, tokens
         self.dtype, self.device = WIRE_DTYPES[config.dtype], config.torch_device()
         self.backend = hardware.runtime_backend(config.runtime_backend)
         # MLX blocks run as loaded: auto means no quantization and no torch.compile there
@@ -189,7 +187,7 @@ class Node:
         self.coordinator: Coordinator | None = None
         self.announcer: Announcer | None = None
 
-    async def memory_gb(self) -> float | None:
+    async def memory_gb(self) -> float:
         """Memory for weights free now, counting what the blocks served now would free."""
         hardware = await trio.to_thread.run_sync(detect)  # not behind forward passes in the compute thread
         served = self.served.weights_gb if self.served is not None else 0.0
@@ -252,8 +250,8 @@ async def run_node(
     log.info("hardware: %s", hardware.describe())
     async with open_dht_peer(config.home, config.host, config.port, discovery) as peer:
         tokens = TokenService(peer.host, peer.keypair, config.home, config.token, discovery.bootstrap)
-        node = Node(config, catalog, peer, tokens, hardware)
-        memory = await node.memory_gb()
+        node = Node(config, peer, tokens, hardware)
+        memory = hardware.memory_for_weights_gb(str(node.device))  # detected a moment ago
         spec = await choose_model(peer, config, catalog, memory)
         await node.serve(spec, await choose_layers(peer, config, spec, memory))
         work = await proof_of_work(peer)

@@ -1,7 +1,7 @@
-"""What a node runs on, read once when it starts: CPU cores and memory, and its accelerators —
-CUDA and ROCm GPUs (through torch), Apple Silicon (whose unified memory is the system's, and
-which MLX would compute on). Printed in the node's ready block, and what block placement
-sizes a node by (``hydra.stage.placement``).
+"""What a node runs on, read when it starts and by each promotion check (for free memory):
+CPU cores and memory, and its accelerators — CUDA and ROCm GPUs (through torch), Apple
+Silicon (whose unified memory is the system's, and which MLX would compute on). Printed in
+the node's ready block, and what block placement sizes a node by (``hydra.stage.placement``).
 
 Detection reads the machine through ``Probe``, so tests describe machines (a laptop, a GPU
 box, a small VM) without having them."""
